@@ -1,0 +1,319 @@
+//! Alerts: never the raw body; secrets redacted; one alert per fingerprint per window, the rest
+//! folded into a digest.
+
+use crate::class::FailureClass;
+use chrono::{DateTime, Duration, Utc};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::OnceLock;
+
+/// How many sample keys an alert carries.
+pub const MAX_SAMPLE_KEYS: usize = 5;
+
+/// One alert about one or more messages that share a fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Class + normalized error + source, hashed.
+    pub fingerprint: String,
+    /// Failure class.
+    pub class: FailureClass,
+    /// Source queue, if known.
+    pub source: Option<String>,
+    /// Messages this alert stands for.
+    pub count: u64,
+    /// Some of their keys.
+    pub sample_keys: Vec<String>,
+    /// The error, with secrets redacted.
+    pub error: String,
+    /// Whether this is a digest of alerts held back during a window.
+    pub digest: bool,
+    /// When the first of these messages was seen.
+    pub first_seen: DateTime<Utc>,
+    /// When the last of these messages was seen.
+    pub last_seen: DateTime<Utc>,
+}
+
+impl Alert {
+    /// A one-line summary for logs, chat and e-mail subjects.
+    pub fn headline(&self) -> String {
+        let source = self.source.as_deref().unwrap_or("an unknown source");
+        let what = if self.digest {
+            "more messages"
+        } else {
+            "messages"
+        };
+        format!(
+            "dlq-healer: {} {what} failed with {} from {source}: {}",
+            self.count, self.class, self.error
+        )
+    }
+}
+
+/// What the dedup window remembers about one fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowState {
+    /// When the window opened (the time of the alert that went out).
+    pub opened_at: DateTime<Utc>,
+    /// Messages held back since then.
+    pub suppressed: u64,
+    /// Sample keys of the held-back messages.
+    pub sample_keys: Vec<String>,
+    /// When the last held-back message was seen.
+    pub last_seen: DateTime<Utc>,
+}
+
+/// What to do with an alert after consulting the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateOutcome {
+    /// Alerts to send now: a digest of the closed window, then the new alert (either may be absent).
+    pub send: Vec<Alert>,
+    /// The new state to store for the fingerprint.
+    pub state: WindowState,
+    /// Messages held back by this call.
+    pub suppressed: u64,
+}
+
+/// Pass an alert through its fingerprint's window: the first in a window goes out at once, the
+/// rest are counted; when a new alert arrives after the window closed, the count goes out as a
+/// digest before it.
+pub fn gate(
+    alert: Alert,
+    state: Option<WindowState>,
+    now: DateTime<Utc>,
+    window: Duration,
+) -> GateOutcome {
+    match state {
+        Some(mut open) if now < open.opened_at + window => {
+            open.suppressed += alert.count;
+            open.last_seen = now;
+            for key in alert.sample_keys {
+                if open.sample_keys.len() < MAX_SAMPLE_KEYS && !open.sample_keys.contains(&key) {
+                    open.sample_keys.push(key);
+                }
+            }
+            GateOutcome {
+                send: Vec::new(),
+                state: open,
+                suppressed: alert.count,
+            }
+        }
+        closed => {
+            let mut send = Vec::new();
+            if let Some(digest) = closed.and_then(|c| digest_of(&alert, c)) {
+                send.push(digest);
+            }
+            let state = WindowState {
+                opened_at: now,
+                suppressed: 0,
+                sample_keys: Vec::new(),
+                last_seen: now,
+            };
+            send.push(alert);
+            GateOutcome {
+                send,
+                state,
+                suppressed: 0,
+            }
+        }
+    }
+}
+
+/// The digest for a window that has closed, if anything was held back in it.
+pub fn digest_of(template: &Alert, closed: WindowState) -> Option<Alert> {
+    (closed.suppressed > 0).then(|| Alert {
+        count: closed.suppressed,
+        sample_keys: closed.sample_keys,
+        digest: true,
+        first_seen: closed.opened_at,
+        last_seen: closed.last_seen,
+        ..template.clone()
+    })
+}
+
+/// Whether a window is over and its digest is due.
+pub fn window_closed(state: &WindowState, now: DateTime<Utc>, window: Duration) -> bool {
+    now >= state.opened_at + window
+}
+
+fn secret_patterns() -> &'static [(Regex, &'static str)] {
+    static PATTERNS: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
+    PATTERNS.get_or_init(|| {
+        [
+            (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "$1 [REDACTED]"),
+            (r"\b(AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b", "[REDACTED-AWS-KEY]"),
+            (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", "[REDACTED-JWT]"),
+            (
+                r#"(?i)("?(?:password|passwd|pwd|secret|aws_secret_access_key|secret_access_key|api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|client[_-]?secret|token|authorization|x-api-key)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}]+)"#,
+                "$1[REDACTED]",
+            ),
+            (r"(?i)(\w+://[^:/\s]+:)[^@\s]+@", "$1[REDACTED]@"),
+        ]
+        .into_iter()
+        .map(|(pattern, replacement)| (Regex::new(pattern).expect("secret patterns compile"), replacement))
+        .collect()
+    })
+}
+
+/// The text with bearer tokens, AWS keys, JWTs, passwords and other secrets replaced.
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_string();
+    for (pattern, replacement) in secret_patterns() {
+        if pattern.is_match(&out) {
+            out = pattern.replace_all(&out, *replacement).into_owned();
+        }
+    }
+    out
+}
+
+/// The error text with the parts that vary between occurrences (numbers, ids, hex) blanked, so
+/// that the same failure on different messages has the same fingerprint.
+pub fn normalize_error(text: &str) -> String {
+    static VARIABLE: OnceLock<Regex> = OnceLock::new();
+    let variable = VARIABLE.get_or_init(|| {
+        Regex::new(r"(?i)\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b|\b0x[0-9a-f]+\b|\b[0-9a-f]*[0-9][0-9a-f]*\b")
+            .expect("normalization pattern compiles")
+    });
+    let first_line = text.lines().next().unwrap_or("");
+    let short: String = first_line.chars().take(300).collect();
+    variable
+        .replace_all(&redact(&short).to_lowercase(), "#")
+        .into_owned()
+}
+
+/// Class + normalized error + source, as a short hex hash.
+pub fn fingerprint(class: FailureClass, error: &str, source: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(class.as_str());
+    hasher.update([0]);
+    hasher.update(normalize_error(error));
+    hasher.update([0]);
+    hasher.update(source.unwrap_or(""));
+    hasher.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn alert(count: u64, key: &str) -> Alert {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        Alert {
+            fingerprint: "f".into(),
+            class: FailureClass::Auth,
+            source: Some("orders".into()),
+            count,
+            sample_keys: vec![key.into()],
+            error: "401 Unauthorized".into(),
+            digest: false,
+            first_seen: t,
+            last_seen: t,
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let cases = [
+            ("Authorization: Bearer abc.def.ghijklmnop failed", "abc.def"),
+            ("key AKIAIOSFODNN7EXAMPLE rejected", "AKIAIOSFODNN7EXAMPLE"),
+            ("password=hunter22 for user bob", "hunter22"),
+            (r#"{"password": "s3cr3t!", "user": "x"}"#, "s3cr3t!"),
+            (
+                "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "wJalrXUtnFEMI",
+            ),
+            (
+                "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_nature ok",
+                "eyJzdWIi",
+            ),
+            (
+                "postgres://app:pa55word@db:5432/orders unreachable",
+                "pa55word",
+            ),
+            ("api_key: sk_live_123456", "sk_live_123456"),
+        ];
+        for (text, secret) in cases {
+            let redacted = redact(text);
+            assert!(!redacted.contains(secret), "{text} -> {redacted}");
+            assert!(redacted.contains("REDACTED"), "{text} -> {redacted}");
+        }
+        assert_eq!(redact("order 14013 failed"), "order 14013 failed");
+    }
+
+    #[test]
+    fn fingerprints_ignore_ids_but_not_class_or_source() {
+        let a = fingerprint(
+            FailureClass::Auth,
+            "token expired for order 123 (req 9f8e7d6c)",
+            Some("q"),
+        );
+        let b = fingerprint(
+            FailureClass::Auth,
+            "token expired for order 456 (req 1a2b3c4d)",
+            Some("q"),
+        );
+        assert_eq!(a, b);
+        assert_ne!(
+            a,
+            fingerprint(
+                FailureClass::Timeout,
+                "token expired for order 123",
+                Some("q")
+            )
+        );
+        assert_ne!(
+            a,
+            fingerprint(
+                FailureClass::Auth,
+                "token expired for order 123",
+                Some("other")
+            )
+        );
+    }
+
+    #[test]
+    fn first_alert_goes_out_rest_become_one_digest() {
+        let window = Duration::minutes(10);
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let first = gate(alert(1, "k1"), None, t0, window);
+        assert_eq!(first.send.len(), 1);
+        let second = gate(
+            alert(3, "k2"),
+            Some(first.state),
+            t0 + Duration::minutes(1),
+            window,
+        );
+        assert!(second.send.is_empty());
+        assert_eq!(second.suppressed, 3);
+        let third = gate(
+            alert(2, "k3"),
+            Some(second.state),
+            t0 + Duration::minutes(2),
+            window,
+        );
+        assert_eq!(third.state.suppressed, 5);
+        assert!(window_closed(
+            &third.state,
+            t0 + Duration::minutes(10),
+            window
+        ));
+        let after = gate(
+            alert(1, "k4"),
+            Some(third.state),
+            t0 + Duration::minutes(11),
+            window,
+        );
+        assert_eq!(after.send.len(), 2);
+        assert!(after.send[0].digest);
+        assert_eq!(after.send[0].count, 5);
+        assert_eq!(
+            after.send[0].sample_keys,
+            vec!["k2".to_string(), "k3".to_string()]
+        );
+        assert!(!after.send[1].digest);
+    }
+}

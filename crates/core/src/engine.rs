@@ -1,0 +1,920 @@
+//! The healing engine: turns a batch of dead letters into decisions and applies them through the
+//! ports, in the order that makes a crash harmless — act (send, park, archive, alert), then record
+//! in the ledger, then delete from the DLQ. A message whose handling fails at any step stays in
+//! the DLQ and is redelivered; the ledger makes the second handling a no-op or a completion.
+
+use crate::alert::{self, Alert, MAX_SAMPLE_KEYS, redact};
+use crate::class::FailureClass;
+use crate::context::{FailureContext, HealState};
+use crate::letter::{OpenedLetter, body_digest};
+use crate::message::{
+    Attribute, CONTEXT_ATTRIBUTE, MAX_ATTRIBUTES, OutgoingMessage, ReceivedMessage,
+};
+use crate::metrics as m;
+use crate::policy::{Disposition, Verdict, decide};
+use crate::ports::{
+    Alerter, Archive, Clock, Ledger, MessageSource, MetricEvent, Metrics, PortError, QueueSender,
+};
+use crate::records::{
+    ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction, archive_object_path,
+};
+use crate::rules::{Classification, RuleSet};
+use chrono::{DateTime, Duration, Utc};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// The adapters the engine drives.
+#[derive(Clone)]
+pub struct Ports {
+    /// The DLQ.
+    pub dlq: Arc<dyn MessageSource>,
+    /// The queues messages are re-queued to.
+    pub queues: Arc<dyn QueueSender>,
+    /// The ledger.
+    pub ledger: Arc<dyn Ledger>,
+    /// The archive.
+    pub archive: Arc<dyn Archive>,
+    /// The alert sink.
+    pub alerter: Arc<dyn Alerter>,
+    /// The metrics sink.
+    pub metrics: Arc<dyn Metrics>,
+}
+
+/// Settings of one engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where to re-queue a message whose source is unknown (the original's `MAIN_QUEUE_URL`).
+    pub default_target: Option<String>,
+    /// Archive objects go under this prefix.
+    pub archive_prefix: String,
+    /// Whether the engine deletes handled messages itself (worker), or leaves that to its caller
+    /// (Lambda with partial batch responses).
+    pub delete_handled: bool,
+    /// Seed for backoff jitter; `None` seeds from the OS.
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_target: None,
+            archive_prefix: "archive".to_string(),
+            delete_handled: true,
+            jitter_seed: None,
+        }
+    }
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent back to `queue`, visible after `delay_seconds`.
+    Requeued {
+        /// Target queue.
+        queue: String,
+        /// Send delay.
+        delay_seconds: u32,
+    },
+    /// Left in the DLQ for `seconds`.
+    Parked {
+        /// Visibility timeout set.
+        seconds: u32,
+    },
+    /// Stored in the archive.
+    Archived {
+        /// Where.
+        reference: ArchiveRef,
+    },
+    /// A redelivery of a message the ledger says was handled already; only deleted.
+    AlreadyHandled,
+    /// Not handled; it stays in the DLQ and will be redelivered.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The report on one message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageReport {
+    /// DLQ message id.
+    pub message_id: String,
+    /// Receipt handle of the delivery.
+    pub receipt_handle: String,
+    /// Stable key.
+    pub key: String,
+    /// Class, when the message got that far.
+    pub class: Option<FailureClass>,
+    /// Name of the matching rule, when classified.
+    pub rule: Option<String>,
+    /// Whether an alert was raised for it.
+    pub alerted: bool,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Whether it was deleted from the DLQ.
+    pub deleted: bool,
+}
+
+impl MessageReport {
+    /// Whether the message is done with and may be deleted from the DLQ.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self.outcome,
+            Outcome::Requeued { .. } | Outcome::Archived { .. } | Outcome::AlreadyHandled
+        )
+    }
+}
+
+/// The report on one batch, one entry per message in input order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Per-message reports.
+    pub messages: Vec<MessageReport>,
+}
+
+impl BatchReport {
+    /// Ids of messages that must come back: failed or parked (for partial batch responses).
+    pub fn not_settled(&self) -> impl Iterator<Item = &MessageReport> {
+        self.messages.iter().filter(|r| !r.is_settled())
+    }
+
+    /// How many messages ended with each kind of outcome: (requeued, parked, archived, duplicates, failed).
+    pub fn tally(&self) -> Tally {
+        let mut tally = Tally::default();
+        for report in &self.messages {
+            match report.outcome {
+                Outcome::Requeued { .. } => tally.requeued += 1,
+                Outcome::Parked { .. } => tally.parked += 1,
+                Outcome::Archived { .. } => tally.archived += 1,
+                Outcome::AlreadyHandled => tally.duplicates += 1,
+                Outcome::Failed { .. } => tally.failed += 1,
+            }
+        }
+        tally
+    }
+}
+
+/// Counts of outcomes in a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Re-queued.
+    pub requeued: usize,
+    /// Parked.
+    pub parked: usize,
+    /// Archived.
+    pub archived: usize,
+    /// Already handled.
+    pub duplicates: usize,
+    /// Failed.
+    pub failed: usize,
+}
+
+/// How long an alert fingerprint stays quiet after its first alert.
+pub const DEFAULT_ALERT_WINDOW: Duration = Duration::minutes(10);
+
+/// The plan for one message, from classification to outcome.
+struct Plan {
+    letter: OpenedLetter,
+    key: String,
+    digest: String,
+    history: Vec<LedgerRecord>,
+    classification: Option<Classification>,
+    verdict: Option<Verdict>,
+    step: Step,
+    alerted: bool,
+    outcome: Option<Outcome>,
+    record: Option<LedgerRecord>,
+}
+
+/// What the plan asks of the adapters.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Requeue {
+        queue: String,
+        delay_seconds: u32,
+        record_as: Option<LedgerRecord>,
+    },
+    Park {
+        seconds: u32,
+    },
+    Repark {
+        seconds: u32,
+    },
+    Archive {
+        reason: String,
+    },
+    DeleteOnly,
+    Fail(String),
+}
+
+/// The healing engine.
+pub struct Engine {
+    rules: Arc<RuleSet>,
+    ports: Ports,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    jitter: Mutex<SmallRng>,
+}
+
+impl Engine {
+    /// An engine with rules, adapters, a clock and settings.
+    pub fn new(
+        rules: Arc<RuleSet>,
+        ports: Ports,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Engine {
+        let jitter = match config.jitter_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_entropy(),
+        };
+        Engine {
+            rules,
+            ports,
+            clock,
+            config,
+            jitter: Mutex::new(jitter),
+        }
+    }
+
+    /// The rules in use.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The adapters in use.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// Handle one batch of dead letters end to end.
+    pub async fn heal_batch(&self, messages: Vec<ReceivedMessage>) -> BatchReport {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let mut plans: Vec<Plan> = messages
+            .into_iter()
+            .map(|message| {
+                let letter = OpenedLetter::open(message);
+                let digest = body_digest(&letter.message.body);
+                Plan {
+                    key: letter.message.message_id.clone(),
+                    letter,
+                    digest,
+                    history: Vec::new(),
+                    classification: None,
+                    verdict: None,
+                    step: Step::DeleteOnly,
+                    alerted: false,
+                    outcome: None,
+                    record: None,
+                }
+            })
+            .collect();
+
+        if let Err(error) = self.resolve_keys_and_history(&mut plans).await {
+            for plan in &mut plans {
+                plan.step = Step::Fail(error.to_string());
+            }
+        } else {
+            for plan in &mut plans {
+                self.plan(plan, now);
+            }
+        }
+
+        self.requeue(&mut plans, now).await;
+        self.park(&mut plans, now).await;
+        self.archive(&mut plans, now).await;
+        self.raise_alerts(&mut plans, now).await;
+        self.record(&mut plans).await;
+
+        let mut reports: Vec<MessageReport> = plans.into_iter().map(Plan::into_report).collect();
+        if self.config.delete_handled {
+            self.delete_settled(&mut reports).await;
+        }
+        self.emit_metrics(&reports, now, started.elapsed());
+        BatchReport { messages: reports }
+    }
+
+    /// Find each message's stable key (context, else a recent key with the same body, else the
+    /// message id) and the ledger history of the keys that can have one.
+    async fn resolve_keys_and_history(&self, plans: &mut [Plan]) -> Result<(), PortError> {
+        let unkeyed: Vec<String> = plans
+            .iter()
+            .filter(|p| p.letter.context_key().is_none())
+            .map(|p| p.digest.clone())
+            .collect();
+        let by_digest = if unkeyed.is_empty() {
+            HashMap::new()
+        } else {
+            self.ports.ledger.keys_by_digest(&unkeyed).await?
+        };
+        let mut lookups = Vec::new();
+        for plan in plans.iter_mut() {
+            if let Some(key) = plan.letter.context_key() {
+                plan.key = key.to_string();
+                lookups.push(plan.key.clone());
+            } else if let Some(key) = by_digest.get(&plan.digest) {
+                plan.key = key.clone();
+                lookups.push(plan.key.clone());
+            } else if plan.letter.message.receive_count > 1 {
+                // A redelivery may have been acted on before a crash.
+                lookups.push(plan.key.clone());
+            }
+        }
+        lookups.sort();
+        lookups.dedup();
+        let mut history = if lookups.is_empty() {
+            HashMap::new()
+        } else {
+            self.ports.ledger.history(&lookups).await?
+        };
+        for plan in plans.iter_mut() {
+            let records = history.get(&plan.key).cloned().unwrap_or_default();
+            let adopted_by_digest =
+                plan.letter.context_key().is_none() && plan.key != plan.letter.message.message_id;
+            // A digest match only links a message to a key that is still being retried; a body
+            // seen again after its key was archived is a new message.
+            let still_retrying = records
+                .iter()
+                .any(|r| r.dlq_message_id == plan.letter.message.message_id)
+                || records
+                    .last()
+                    .is_some_and(|r| r.action != RecordedAction::Archived);
+            if adopted_by_digest && !still_retrying {
+                plan.key = plan.letter.message.message_id.clone();
+                plan.history = history.remove(&plan.key).unwrap_or_default();
+            } else {
+                plan.history = records;
+            }
+        }
+        Ok(())
+    }
+
+    fn plan(&self, plan: &mut Plan, now: DateTime<Utc>) {
+        let message_id = plan.letter.message.message_id.clone();
+        if let Some(done) = plan
+            .history
+            .iter()
+            .find(|r| r.dlq_message_id == message_id)
+            .cloned()
+        {
+            plan.classification = Some(Classification {
+                class: done.class,
+                rule: done.rule.clone(),
+                signal: None,
+            });
+            plan.step = match (done.action, done.due_at) {
+                (RecordedAction::Parked, Some(due)) if due > now => Step::Repark {
+                    seconds: (due - now)
+                        .num_seconds()
+                        .clamp(1, crate::policy::MAX_PARK_SECONDS as i64)
+                        as u32,
+                },
+                (RecordedAction::Parked, _) => match self.target_of(&plan.letter) {
+                    Some(queue) => {
+                        let mut record = done.clone();
+                        record.action = RecordedAction::Requeued;
+                        record.at = now;
+                        record.due_at = None;
+                        plan.verdict = Some(Verdict {
+                            disposition: Disposition::Requeue { delay_seconds: 0 },
+                            alert: false,
+                            exhausted: false,
+                            attempt: done.attempt,
+                        });
+                        Step::Requeue {
+                            queue,
+                            delay_seconds: 0,
+                            record_as: Some(record),
+                        }
+                    }
+                    None => Step::Archive {
+                        reason: "parked message has no source queue to return to".into(),
+                    },
+                },
+                _ => Step::DeleteOnly,
+            };
+            return;
+        }
+
+        let classification = self.rules.classify(&plan.letter.facts());
+        let policy = self.rules.policy(classification.class);
+        let prior = plan
+            .letter
+            .context_attempts()
+            .max(plan.history.iter().map(|r| r.attempt).max().unwrap_or(0));
+        let draw: f64 = self
+            .jitter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .r#gen();
+        let verdict = decide(policy, prior, self.ports.dlq.is_fifo(), draw);
+        plan.step = match verdict.disposition {
+            Disposition::Requeue { delay_seconds } => match self.target_of(&plan.letter) {
+                Some(queue) => Step::Requeue {
+                    queue,
+                    delay_seconds,
+                    record_as: None,
+                },
+                None => Step::Archive {
+                    reason: format!(
+                        "{}; would re-queue but the source queue is unknown and no default target is set",
+                        classification.reason()
+                    ),
+                },
+            },
+            Disposition::Park { seconds } => Step::Park { seconds },
+            Disposition::Archive => Step::Archive {
+                reason: if verdict.exhausted {
+                    format!(
+                        "{}; gave up after {prior} re-queues",
+                        classification.reason()
+                    )
+                } else {
+                    classification.reason()
+                },
+            },
+        };
+        plan.verdict = Some(verdict);
+        plan.classification = Some(classification);
+    }
+
+    fn target_of(&self, letter: &OpenedLetter) -> Option<String> {
+        letter
+            .source
+            .clone()
+            .or_else(|| self.config.default_target.clone())
+    }
+
+    async fn requeue(&self, plans: &mut [Plan], now: DateTime<Utc>) {
+        let mut by_queue: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (index, plan) in plans.iter().enumerate() {
+            if let Step::Requeue { queue, .. } = &plan.step {
+                by_queue.entry(queue.clone()).or_default().push(index);
+            }
+        }
+        for (queue, indices) in by_queue {
+            let outgoing: Vec<OutgoingMessage> = indices
+                .iter()
+                .map(|&i| self.requeue_message(&plans[i], i, now))
+                .collect();
+            let results = match self.ports.queues.send(&queue, &outgoing).await {
+                Ok(results) => results,
+                Err(error) => vec![Err(error); outgoing.len()],
+            };
+            for (&index, result) in indices.iter().zip(results) {
+                let plan = &mut plans[index];
+                let Step::Requeue {
+                    delay_seconds,
+                    record_as,
+                    ..
+                } = plan.step.clone()
+                else {
+                    continue;
+                };
+                match result {
+                    Ok(_) => {
+                        plan.outcome = Some(Outcome::Requeued {
+                            queue: queue.clone(),
+                            delay_seconds,
+                        });
+                        plan.record = Some(match record_as {
+                            Some(record) => record,
+                            None => plan.ledger_record(RecordedAction::Requeued, None, None, now),
+                        });
+                    }
+                    Err(error) if !error.retryable => {
+                        // The source queue is gone: keep the message where a person can find it.
+                        plan.step = Step::Archive {
+                            reason: format!("re-queue to {queue} impossible: {error}"),
+                        };
+                    }
+                    Err(error) => plan.step = Step::Fail(error.to_string()),
+                }
+            }
+        }
+    }
+
+    fn requeue_message(&self, plan: &Plan, index: usize, now: DateTime<Utc>) -> OutgoingMessage {
+        let verdict = plan.verdict.expect("a re-queue has a verdict");
+        let class = plan
+            .classification
+            .as_ref()
+            .map_or(FailureClass::Unknown, |c| c.class);
+        let first_failed_at = plan.first_failed_at().unwrap_or(now);
+        let mut context = plan.letter.context.context().cloned().unwrap_or_else(|| {
+            FailureContext::new(
+                crate::context::ErrorInfo::message(plan.letter.error_text()),
+                now,
+            )
+        });
+        if context.source.is_none() {
+            context.source = plan.letter.source.clone();
+        }
+        context.heal = Some(HealState {
+            key: plan.key.clone(),
+            attempts: verdict.attempt,
+            first_failed_at,
+            last_class: class,
+            extra: Default::default(),
+        });
+        let mut attributes = plan.letter.message.attributes.clone();
+        if attributes.len() < MAX_ATTRIBUTES {
+            attributes.insert(
+                CONTEXT_ATTRIBUTE.to_string(),
+                Attribute::string(context.to_json()),
+            );
+        }
+        let delay_seconds = match plan.step {
+            Step::Requeue { delay_seconds, .. } => delay_seconds,
+            _ => 0,
+        };
+        let deduplication_id = plan.letter.message.group_id.as_ref().map(|_| {
+            let digest = Sha256::digest(format!("{}#{}", plan.key, verdict.attempt));
+            digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        });
+        OutgoingMessage {
+            entry_id: format!("m{index}"),
+            body: plan.letter.message.body.clone(),
+            attributes,
+            delay_seconds,
+            group_id: plan.letter.message.group_id.clone(),
+            deduplication_id,
+        }
+    }
+
+    async fn park(&self, plans: &mut [Plan], now: DateTime<Utc>) {
+        let indices: Vec<usize> = plans
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| matches!(p.step, Step::Park { .. } | Step::Repark { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        if indices.is_empty() {
+            return;
+        }
+        let entries: Vec<(String, u32)> = indices
+            .iter()
+            .map(|&i| {
+                let seconds = match plans[i].step {
+                    Step::Park { seconds } | Step::Repark { seconds } => seconds,
+                    _ => 0,
+                };
+                (plans[i].letter.message.receipt_handle.clone(), seconds)
+            })
+            .collect();
+        let results = match self.ports.dlq.change_visibility(&entries).await {
+            Ok(results) => results,
+            Err(error) => vec![Err(error); entries.len()],
+        };
+        for ((&index, (_, seconds)), result) in indices.iter().zip(entries).zip(results) {
+            let plan = &mut plans[index];
+            match result {
+                Ok(()) => {
+                    if matches!(plan.step, Step::Park { .. }) {
+                        let due = now + Duration::seconds(seconds as i64);
+                        plan.record =
+                            Some(plan.ledger_record(RecordedAction::Parked, None, Some(due), now));
+                    }
+                    plan.outcome = Some(Outcome::Parked { seconds });
+                }
+                Err(error) => plan.step = Step::Fail(error.to_string()),
+            }
+        }
+    }
+
+    async fn archive(&self, plans: &mut [Plan], now: DateTime<Utc>) {
+        let mut by_class: BTreeMap<FailureClass, Vec<usize>> = BTreeMap::new();
+        for (index, plan) in plans.iter_mut().enumerate() {
+            if let Step::Archive { .. } = plan.step {
+                if plan.classification.is_none() {
+                    plan.classification = Some(Classification {
+                        class: FailureClass::Unknown,
+                        rule: "(none)".into(),
+                        signal: None,
+                    });
+                }
+                let class = plan
+                    .classification
+                    .as_ref()
+                    .map_or(FailureClass::Unknown, |c| c.class);
+                by_class.entry(class).or_default().push(index);
+            }
+        }
+        for (class, indices) in by_class {
+            // The batch id is derived from the messages, so storing the same batch again after a
+            // crash overwrites the object instead of adding a second copy.
+            let mut ids: Vec<&str> = indices
+                .iter()
+                .map(|&i| plans[i].letter.message.message_id.as_str())
+                .collect();
+            ids.sort_unstable();
+            let batch_id: String = Sha256::digest(ids.join("\n"))[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let object = archive_object_path(&self.config.archive_prefix, class, now, &batch_id);
+            let records: Vec<ArchiveRecord> = indices
+                .iter()
+                .map(|&i| plans[i].archive_record(now))
+                .collect();
+            let batch = ArchiveBatch {
+                object: object.clone(),
+                records,
+            };
+            let stored = self.ports.archive.store(&batch).await;
+            for (line, &index) in indices.iter().enumerate() {
+                let plan = &mut plans[index];
+                match &stored {
+                    Ok(()) => {
+                        let reference = ArchiveRef {
+                            object: object.clone(),
+                            line: line as u32 + 1,
+                        };
+                        plan.record = Some(plan.ledger_record(
+                            RecordedAction::Archived,
+                            Some(reference.to_string()),
+                            None,
+                            now,
+                        ));
+                        plan.outcome = Some(Outcome::Archived { reference });
+                    }
+                    Err(error) => plan.step = Step::Fail(error.to_string()),
+                }
+            }
+        }
+    }
+
+    async fn raise_alerts(&self, plans: &mut [Plan], now: DateTime<Utc>) {
+        let mut groups: BTreeMap<String, (Alert, Vec<usize>)> = BTreeMap::new();
+        for (index, plan) in plans.iter().enumerate() {
+            let wants_alert = plan.verdict.is_some_and(|v| v.alert) && plan.outcome.is_some();
+            if !wants_alert {
+                continue;
+            }
+            let class = plan
+                .classification
+                .as_ref()
+                .map_or(FailureClass::Unknown, |c| c.class);
+            let error = plan.letter.error_text();
+            let fingerprint = alert::fingerprint(class, &error, plan.letter.source.as_deref());
+            let entry = groups.entry(fingerprint.clone()).or_insert_with(|| {
+                (
+                    Alert {
+                        fingerprint,
+                        class,
+                        source: plan.letter.source.clone(),
+                        count: 0,
+                        sample_keys: Vec::new(),
+                        error: redact(&short_error(&error)),
+                        digest: false,
+                        first_seen: now,
+                        last_seen: now,
+                    },
+                    Vec::new(),
+                )
+            });
+            entry.0.count += 1;
+            if entry.0.sample_keys.len() < MAX_SAMPLE_KEYS {
+                entry.0.sample_keys.push(plan.key.clone());
+            }
+            entry.1.push(index);
+        }
+        if groups.is_empty() {
+            return;
+        }
+        let (alerts, members): (Vec<Alert>, Vec<Vec<usize>>) = groups.into_values().unzip();
+        match self.ports.alerter.raise(alerts, now).await {
+            Ok(_) => {
+                for index in members.into_iter().flatten() {
+                    plans[index].alerted = true;
+                    if let Some(record) = &mut plans[index].record {
+                        record.alerted = true;
+                    }
+                }
+            }
+            Err(error) => {
+                // The message itself is safe (re-queued or archived); re-handling it to retry the
+                // alert would duplicate that action, so the ledger says alerted = false instead.
+                tracing::error!(%error, "raising alerts failed; the ledger records these messages as not alerted");
+                self.ports.metrics.record(
+                    now,
+                    &[MetricEvent {
+                        name: m::HEALER_ERRORS,
+                        class: None,
+                        value: members.iter().map(Vec::len).sum::<usize>() as f64,
+                    }],
+                );
+            }
+        }
+    }
+
+    async fn record(&self, plans: &mut [Plan]) {
+        let records: Vec<LedgerRecord> = plans.iter().filter_map(|p| p.record.clone()).collect();
+        if records.is_empty() {
+            return;
+        }
+        if let Err(error) = self.ports.ledger.record(&records).await {
+            for plan in plans.iter_mut().filter(|p| p.record.is_some()) {
+                plan.outcome = None;
+                plan.step = Step::Fail(format!("acted, but {error}; the message stays in the DLQ"));
+            }
+        }
+    }
+
+    async fn delete_settled(&self, reports: &mut [MessageReport]) {
+        let indices: Vec<usize> = (0..reports.len())
+            .filter(|&i| reports[i].is_settled())
+            .collect();
+        if indices.is_empty() {
+            return;
+        }
+        let handles: Vec<String> = indices
+            .iter()
+            .map(|&i| reports[i].receipt_handle.clone())
+            .collect();
+        let results = match self.ports.dlq.delete(&handles).await {
+            Ok(results) => results,
+            Err(error) => vec![Err(error); handles.len()],
+        };
+        for (&index, result) in indices.iter().zip(results) {
+            match result {
+                Ok(()) => reports[index].deleted = true,
+                Err(error) => tracing::warn!(
+                    message_id = %reports[index].message_id,
+                    %error,
+                    "handled but not deleted; the redelivery will find it in the ledger"
+                ),
+            }
+        }
+    }
+
+    fn emit_metrics(
+        &self,
+        reports: &[MessageReport],
+        now: DateTime<Utc>,
+        took: std::time::Duration,
+    ) {
+        let mut events = vec![
+            MetricEvent {
+                name: m::HEALER_INVOCATIONS,
+                class: None,
+                value: 1.0,
+            },
+            MetricEvent {
+                name: m::HEALER_DURATION_MS,
+                class: None,
+                value: took.as_secs_f64() * 1000.0,
+            },
+        ];
+        let mut counts: BTreeMap<(&'static str, Option<FailureClass>), f64> = BTreeMap::new();
+        for report in reports {
+            let mut count = |name: &'static str, class: Option<FailureClass>| {
+                *counts.entry((name, class)).or_default() += 1.0
+            };
+            match &report.outcome {
+                Outcome::AlreadyHandled => count(m::DUPLICATES, None),
+                Outcome::Failed { .. } => count(m::HEALER_ERRORS, None),
+                outcome => {
+                    let class = report.class;
+                    count(m::RECEIVED, class);
+                    match outcome {
+                        Outcome::Requeued { .. } => count(m::REQUEUED, class),
+                        Outcome::Parked { .. } => count(m::PARKED, class),
+                        _ => count(m::ARCHIVED, class),
+                    }
+                    if report.alerted {
+                        count(m::ALERTED, class);
+                    }
+                }
+            }
+        }
+        events.extend(
+            counts
+                .into_iter()
+                .map(|((name, class), value)| MetricEvent { name, class, value }),
+        );
+        self.ports.metrics.record(now, &events);
+    }
+
+    /// Send the digests of alert windows that have closed.
+    pub async fn flush_alert_digests(&self) -> Result<u64, PortError> {
+        Ok(self
+            .ports
+            .alerter
+            .flush_digests(self.clock.now())
+            .await?
+            .sent)
+    }
+}
+
+fn short_error(error: &str) -> String {
+    let first_line = error.lines().next().unwrap_or("");
+    let mut short: String = first_line.chars().take(300).collect();
+    if short.len() < first_line.len() {
+        short.push('…');
+    }
+    short
+}
+
+impl Plan {
+    fn first_failed_at(&self) -> Option<DateTime<Utc>> {
+        let context = self.letter.context.context();
+        context
+            .and_then(|c| c.heal.as_ref().map(|h| h.first_failed_at))
+            .or_else(|| context.map(|c| c.failed_at))
+            .or(self.letter.message.sent_at)
+    }
+
+    fn ledger_record(
+        &self,
+        action: RecordedAction,
+        archive_ref: Option<String>,
+        due_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> LedgerRecord {
+        let classification = self.classification.as_ref();
+        LedgerRecord {
+            key: self.key.clone(),
+            attempt: self.verdict.map_or_else(
+                || self.history.iter().map(|r| r.attempt).max().unwrap_or(0) + 1,
+                |v| v.attempt,
+            ),
+            class: classification.map_or(FailureClass::Unknown, |c| c.class),
+            rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.clone()),
+            action,
+            alerted: false,
+            at: now,
+            source: self.letter.source.clone(),
+            archive_ref,
+            error: redact(&short_error(&self.letter.error_text())),
+            dlq_message_id: self.letter.message.message_id.clone(),
+            body_digest: self.digest.clone(),
+            due_at,
+        }
+    }
+
+    fn archive_record(&self, now: DateTime<Utc>) -> ArchiveRecord {
+        let classification = self.classification.as_ref();
+        let reason = match &self.step {
+            Step::Archive { reason } => reason.clone(),
+            _ => String::new(),
+        };
+        let body = &self.letter.message.body;
+        let (text, b64) = match std::str::from_utf8(body) {
+            Ok(text) => (Some(text.to_string()), None),
+            Err(_) => (None, Some(crate::serde_b64::encode(body))),
+        };
+        ArchiveRecord {
+            key: self.key.clone(),
+            attempt: self.verdict.map_or(1, |v| v.attempt),
+            class: classification.map_or(FailureClass::Unknown, |c| c.class),
+            rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.clone()),
+            reason,
+            body: text,
+            body_b64: b64,
+            attributes: self.letter.message.attributes.clone(),
+            context: self.letter.raw_context.clone(),
+            context_problem: self.letter.context.problem(),
+            source: self.letter.source.clone(),
+            log_url: self
+                .letter
+                .context
+                .context()
+                .and_then(|c| c.log_url.clone()),
+            message_id: self.letter.message.message_id.clone(),
+            receive_count: self.letter.message.receive_count,
+            group_id: self.letter.message.group_id.clone(),
+            first_failed_at: self.first_failed_at(),
+            archived_at: now,
+            history: self.history.clone(),
+        }
+    }
+
+    fn into_report(self) -> MessageReport {
+        let outcome = match (self.outcome, self.step) {
+            (_, Step::Fail(reason)) => Outcome::Failed { reason },
+            (Some(outcome), _) => outcome,
+            (None, Step::DeleteOnly) => Outcome::AlreadyHandled,
+            (None, step) => Outcome::Failed {
+                reason: format!("internal: step {step:?} finished without an outcome"),
+            },
+        };
+        MessageReport {
+            message_id: self.letter.message.message_id,
+            receipt_handle: self.letter.message.receipt_handle,
+            key: self.key,
+            class: self.classification.as_ref().map(|c| c.class),
+            rule: self.classification.map(|c| c.rule),
+            alerted: self.alerted,
+            outcome,
+            deleted: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

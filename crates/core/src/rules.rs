@@ -1,0 +1,848 @@
+//! The rules engine: an ordered list of rules read from TOML, first match wins.
+//!
+//! A rule names a class and says when it applies. Its *guards* (`source`, `min_receive_count`)
+//! must all hold; then any one of its *signals* (`error_type`, `status`, `text`, `regex`,
+//! `body_invalid`, `json_missing`, `attributes`, `context`) makes it match. A rule with no
+//! signals matches everything its guards let through.
+//!
+//! Literal texts and error types are matched case-insensitively and word-bounded, in one pass
+//! over the error text for all rules together; numbers in `status` match HTTP statuses (the
+//! context's `error.status`, or a status written as such in the text), never digits inside ids.
+
+use crate::class::FailureClass;
+use crate::context::ContextState;
+use crate::message::Attributes;
+use crate::policy::{ClassPolicy, PolicyTable};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::{Regex, RegexSet};
+use serde::Deserialize;
+use serde_json::Value;
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The rules shipped with dlq-healer, used when no rules file is given.
+pub const DEFAULT_RULES_TOML: &str = include_str!("default_rules.toml");
+
+/// How bodies on a source queue are expected to look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyFormat {
+    /// A JSON document (the default).
+    Json,
+    /// UTF-8 text of any shape.
+    Text,
+    /// Any bytes.
+    Binary,
+}
+
+/// What the rules look at when they classify one message.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The original body (unwrapped from any envelope).
+    pub body: &'a [u8],
+    /// The error type or code from the context.
+    pub error_type: Option<&'a str>,
+    /// The error text from the context (empty when there is none).
+    pub error_message: &'a str,
+    /// The HTTP status from the context.
+    pub status: Option<u16>,
+    /// The message attributes.
+    pub attributes: &'a Attributes,
+    /// The source queue (URL, ARN or name), if known.
+    pub source: Option<&'a str>,
+    /// How many times the DLQ has delivered the message.
+    pub receive_count: u32,
+    /// Whether the context was present and readable.
+    pub context: ContextState,
+}
+
+/// Which signal of a rule matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// The error type equals, or the text names, one of the rule's error types.
+    ErrorType(String),
+    /// The HTTP status is one of the rule's statuses.
+    Status(u16),
+    /// A literal text appears in the error text.
+    Text(String),
+    /// A regex matches the error text.
+    Regex(String),
+    /// The body is not valid for the source's body format.
+    BodyInvalid(BodyFormat),
+    /// A JSON pointer is missing or null in the body.
+    JsonMissing(String),
+    /// The listed attributes have the listed values.
+    Attributes,
+    /// The context is in one of the listed states.
+    Context(ContextState),
+    /// The rule has no signals: it matches whatever its guards let through.
+    Always,
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Signal::ErrorType(t) => write!(f, "error type {t:?}"),
+            Signal::Status(s) => write!(f, "HTTP status {s}"),
+            Signal::Text(t) => write!(f, "error text contains {t:?}"),
+            Signal::Regex(r) => write!(f, "error text matches /{r}/"),
+            Signal::BodyInvalid(BodyFormat::Json) => f.write_str("body is not valid JSON"),
+            Signal::BodyInvalid(_) => f.write_str("body is not valid UTF-8"),
+            Signal::JsonMissing(p) => write!(f, "body has no value at {p}"),
+            Signal::Attributes => f.write_str("attributes match"),
+            Signal::Context(state) => write!(f, "dlq-context is {}", context_state_name(*state)),
+            Signal::Always => f.write_str("catch-all"),
+        }
+    }
+}
+
+fn context_state_name(state: ContextState) -> &'static str {
+    match state {
+        ContextState::Missing => "missing",
+        ContextState::Valid => "valid",
+        ContextState::UnsupportedVersion => "of an unsupported version",
+        ContextState::Corrupt => "corrupt",
+    }
+}
+
+/// The outcome of classifying one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    /// The class.
+    pub class: FailureClass,
+    /// The name of the rule that matched, or `"(none)"`.
+    pub rule: String,
+    /// Why it matched.
+    pub signal: Option<Signal>,
+}
+
+impl Classification {
+    /// A one-line reason, e.g. `rule lambda-timeout: error text contains "timed out"`.
+    pub fn reason(&self) -> String {
+        match &self.signal {
+            Some(signal) => format!("rule {}: {signal}", self.rule),
+            None => "no rule matched".to_string(),
+        }
+    }
+}
+
+/// One rule tried by [`RuleSet::explain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTrial {
+    /// The rule's name.
+    pub rule: String,
+    /// The rule's class.
+    pub class: FailureClass,
+    /// The signal that matched, or why it did not match.
+    pub outcome: Result<Signal, String>,
+}
+
+/// A rules file that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}{location}: {reason}")]
+pub struct RulesError {
+    /// The file name, or `<default rules>`.
+    pub origin: String,
+    /// `:line:column`, when known.
+    pub location: String,
+    /// What is wrong, and what to do.
+    pub reason: String,
+}
+
+/// The rules file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    settings: Settings,
+    #[serde(default)]
+    body_format: Vec<BodyFormatEntry>,
+    #[serde(default)]
+    policy: BTreeMap<FailureClass, ClassPolicy>,
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default = "default_body")]
+    default_body: BodyFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            default_body: BodyFormat::Json,
+        }
+    }
+}
+
+fn default_body() -> BodyFormat {
+    BodyFormat::Json
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BodyFormatEntry {
+    source: String,
+    format: BodyFormat,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    name: String,
+    class: FailureClass,
+    #[serde(default)]
+    source: Vec<String>,
+    #[serde(default)]
+    min_receive_count: Option<u32>,
+    #[serde(default)]
+    error_type: Vec<String>,
+    #[serde(default)]
+    status: Vec<u16>,
+    #[serde(default)]
+    text: Vec<String>,
+    #[serde(default)]
+    regex: Vec<String>,
+    #[serde(default)]
+    body_invalid: bool,
+    #[serde(default)]
+    json_missing: Vec<String>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+    #[serde(default)]
+    context: Vec<ContextState>,
+}
+
+/// Which pattern of the shared literal matcher a hit belongs to.
+#[derive(Debug, Clone)]
+struct LiteralOwner {
+    rule: usize,
+    text: String,
+    is_error_type: bool,
+    needs_start_boundary: bool,
+    needs_end_boundary: bool,
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: String,
+    class: FailureClass,
+    sources: Vec<String>,
+    min_receive_count: Option<u32>,
+    error_types: Vec<String>,
+    statuses: Vec<u16>,
+    regexes: Vec<(usize, String)>,
+    body_invalid: bool,
+    json_missing: Vec<String>,
+    attributes: BTreeMap<String, String>,
+    context: Vec<ContextState>,
+    has_literals: bool,
+}
+
+impl Rule {
+    fn has_signals(&self) -> bool {
+        self.has_literals
+            || !self.statuses.is_empty()
+            || !self.regexes.is_empty()
+            || self.body_invalid
+            || !self.json_missing.is_empty()
+            || !self.attributes.is_empty()
+            || !self.context.is_empty()
+    }
+}
+
+/// A compiled, validated list of rules plus the per-class policies.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    literals: Option<AhoCorasick>,
+    literal_owners: Vec<LiteralOwner>,
+    regex_set: Option<RegexSet>,
+    regex_sources: Vec<String>,
+    body_formats: Vec<(String, BodyFormat)>,
+    default_body: BodyFormat,
+    policies: PolicyTable,
+    needs_status_scan: bool,
+}
+
+/// Per-message scratch state, so each expensive fact is computed at most once.
+struct Evaluation<'f, 'a> {
+    facts: &'f Facts<'a>,
+    literal_hits: Vec<Option<usize>>,
+    regex_hits: OnceCell<Vec<bool>>,
+    statuses: OnceCell<Vec<u16>>,
+    body_valid: OnceCell<(BodyFormat, bool)>,
+    body_json: OnceCell<Option<Value>>,
+}
+
+impl RuleSet {
+    /// The shipped default rules.
+    pub fn defaults() -> RuleSet {
+        RuleSet::from_toml(DEFAULT_RULES_TOML, "<default rules>")
+            .expect("the shipped default rules are valid")
+    }
+
+    /// Parse and validate a rules file; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| {
+            let location = e
+                .span()
+                .map(|span| {
+                    let (line, column) = line_column(text, span.start);
+                    format!(":{line}:{column}")
+                })
+                .unwrap_or_default();
+            RulesError {
+                origin: origin.to_string(),
+                location,
+                reason: e.message().trim().to_string(),
+            }
+        })?;
+        Self::compile(file, text, origin)
+    }
+
+    fn compile(file: RulesFile, text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+        let error_at = |needle: &str, reason: String| {
+            let location = text
+                .find(needle)
+                .map(|offset| {
+                    let (line, column) = line_column(text, offset);
+                    format!(":{line}:{column}")
+                })
+                .unwrap_or_default();
+            RulesError {
+                origin: origin.to_string(),
+                location,
+                reason,
+            }
+        };
+        if file.rule.is_empty() {
+            return Err(error_at(
+                "",
+                "the file has no [[rule]] entries; add at least one, or leave out --rules to use the defaults".into(),
+            ));
+        }
+        let mut policies = PolicyTable::default();
+        for (class, policy) in file.policy {
+            policy.validate().map_err(|reason| {
+                error_at(
+                    &format!("[policy.{class}]"),
+                    format!("policy for {class}: {reason}"),
+                )
+            })?;
+            policies.set(class, policy);
+        }
+        let mut rules = Vec::with_capacity(file.rule.len());
+        let mut literal_patterns = Vec::new();
+        let mut literal_owners = Vec::new();
+        let mut regex_sources = Vec::new();
+        let mut seen_names = std::collections::HashSet::new();
+        for (index, spec) in file.rule.into_iter().enumerate() {
+            let name_needle = format!("\"{}\"", spec.name);
+            if spec.name.trim().is_empty() {
+                return Err(error_at(
+                    "name",
+                    format!("rule #{} has an empty name", index + 1),
+                ));
+            }
+            if !seen_names.insert(spec.name.clone()) {
+                return Err(error_at(
+                    &name_needle,
+                    format!(
+                        "rule name {:?} is used twice; rule names must be unique",
+                        spec.name
+                    ),
+                ));
+            }
+            for status in &spec.status {
+                if !(100..=599).contains(status) {
+                    return Err(error_at(
+                        &name_needle,
+                        format!(
+                            "rule {:?}: status {status} is not an HTTP status (100-599)",
+                            spec.name
+                        ),
+                    ));
+                }
+            }
+            for pointer in &spec.json_missing {
+                if !pointer.starts_with('/') {
+                    return Err(error_at(
+                        &name_needle,
+                        format!(
+                            "rule {:?}: json_missing {pointer:?} is not a JSON pointer; write it like \"/user/id\"",
+                            spec.name
+                        ),
+                    ));
+                }
+            }
+            let mut regexes = Vec::new();
+            for pattern in &spec.regex {
+                let full = format!("(?i){pattern}");
+                Regex::new(&full).map_err(|e| {
+                    error_at(
+                        &name_needle,
+                        format!("rule {:?}: invalid regex {pattern:?}: {e}", spec.name),
+                    )
+                })?;
+                regexes.push((regex_sources.len(), pattern.clone()));
+                regex_sources.push(full);
+            }
+            let mut has_literals = false;
+            for (texts, is_error_type) in [(&spec.text, false), (&spec.error_type, true)] {
+                for literal in texts {
+                    if literal.trim().is_empty() {
+                        return Err(error_at(
+                            &name_needle,
+                            format!("rule {:?}: empty text or error_type", spec.name),
+                        ));
+                    }
+                    has_literals = true;
+                    literal_patterns.push(literal.clone());
+                    literal_owners.push(LiteralOwner {
+                        rule: index,
+                        text: literal.clone(),
+                        is_error_type,
+                        needs_start_boundary: literal.chars().next().is_some_and(is_word_char),
+                        needs_end_boundary: literal.chars().last().is_some_and(is_word_char),
+                    });
+                }
+            }
+            rules.push(Rule {
+                name: spec.name,
+                class: spec.class,
+                sources: spec.source,
+                min_receive_count: spec.min_receive_count,
+                error_types: spec.error_type,
+                statuses: spec.status,
+                regexes,
+                body_invalid: spec.body_invalid,
+                json_missing: spec.json_missing,
+                attributes: spec.attributes,
+                context: spec.context,
+                has_literals,
+            });
+        }
+        let literals = if literal_patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::Standard)
+                    .build(&literal_patterns)
+                    .map_err(|e| error_at("", format!("cannot compile the rule texts: {e}")))?,
+            )
+        };
+        let regex_set = if regex_sources.is_empty() {
+            None
+        } else {
+            Some(
+                RegexSet::new(&regex_sources)
+                    .map_err(|e| error_at("", format!("cannot compile the rule regexes: {e}")))?,
+            )
+        };
+        let needs_status_scan = rules.iter().any(|r| !r.statuses.is_empty());
+        Ok(RuleSet {
+            rules,
+            literals,
+            literal_owners,
+            regex_set,
+            regex_sources,
+            body_formats: file
+                .body_format
+                .into_iter()
+                .map(|entry| (entry.source, entry.format))
+                .collect(),
+            default_body: file.settings.default_body,
+            policies,
+            needs_status_scan,
+        })
+    }
+
+    /// The policy for each class.
+    pub fn policies(&self) -> &PolicyTable {
+        &self.policies
+    }
+
+    /// The policy for one class.
+    pub fn policy(&self, class: FailureClass) -> &ClassPolicy {
+        self.policies.get(class)
+    }
+
+    /// The names of the rules, in order.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
+    }
+
+    /// The body format expected from a source.
+    pub fn body_format(&self, source: Option<&str>) -> BodyFormat {
+        source
+            .and_then(|source| {
+                self.body_formats
+                    .iter()
+                    .find(|(pattern, _)| source_matches(pattern, source))
+                    .map(|(_, format)| *format)
+            })
+            .unwrap_or(self.default_body)
+    }
+
+    /// Classify one message: the first rule that matches decides.
+    pub fn classify(&self, facts: &Facts<'_>) -> Classification {
+        let evaluation = self.evaluate(facts);
+        for (index, rule) in self.rules.iter().enumerate() {
+            if let Ok(signal) = self.try_rule(index, &evaluation) {
+                return Classification {
+                    class: rule.class,
+                    rule: rule.name.clone(),
+                    signal: Some(signal),
+                };
+            }
+        }
+        Classification {
+            class: FailureClass::Unknown,
+            rule: "(none)".to_string(),
+            signal: None,
+        }
+    }
+
+    /// Try every rule against one message and say why each did or did not match.
+    pub fn explain(&self, facts: &Facts<'_>) -> Vec<RuleTrial> {
+        let evaluation = self.evaluate(facts);
+        self.rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| RuleTrial {
+                rule: rule.name.clone(),
+                class: rule.class,
+                outcome: self.try_rule(index, &evaluation),
+            })
+            .collect()
+    }
+
+    fn evaluate<'f, 'a>(&self, facts: &'f Facts<'a>) -> Evaluation<'f, 'a> {
+        let mut literal_hits = vec![None; self.rules.len()];
+        if let Some(matcher) = &self.literals {
+            for haystack in [facts.error_message, facts.error_type.unwrap_or("")] {
+                if haystack.is_empty() {
+                    continue;
+                }
+                for hit in matcher.find_overlapping_iter(haystack) {
+                    let owner = &self.literal_owners[hit.pattern().as_usize()];
+                    if literal_hits[owner.rule].is_some() {
+                        continue;
+                    }
+                    let bytes = haystack.as_bytes();
+                    let start_ok = !owner.needs_start_boundary
+                        || hit.start() == 0
+                        || !is_word_byte(bytes[hit.start() - 1]);
+                    let end_ok = !owner.needs_end_boundary
+                        || hit.end() == bytes.len()
+                        || !is_word_byte(bytes[hit.end()]);
+                    if start_ok && end_ok {
+                        literal_hits[owner.rule] = Some(hit.pattern().as_usize());
+                    }
+                }
+            }
+        }
+        Evaluation {
+            facts,
+            literal_hits,
+            regex_hits: OnceCell::new(),
+            statuses: OnceCell::new(),
+            body_valid: OnceCell::new(),
+            body_json: OnceCell::new(),
+        }
+    }
+
+    fn try_rule(&self, index: usize, evaluation: &Evaluation<'_, '_>) -> Result<Signal, String> {
+        let rule = &self.rules[index];
+        let facts = evaluation.facts;
+        if !rule.sources.is_empty() {
+            let source = facts.source.unwrap_or("");
+            if !rule
+                .sources
+                .iter()
+                .any(|pattern| source_matches(pattern, source))
+            {
+                return Err(format!(
+                    "source {source:?} is not one of {:?}",
+                    rule.sources
+                ));
+            }
+        }
+        if let Some(min) = rule.min_receive_count {
+            if facts.receive_count < min {
+                return Err(format!(
+                    "receive count {} is below {min}",
+                    facts.receive_count
+                ));
+            }
+        }
+        if !rule.has_signals() {
+            return Ok(Signal::Always);
+        }
+        if rule.body_invalid {
+            let (format, valid) = *evaluation.body_valid.get_or_init(|| {
+                let format = self.body_format(facts.source);
+                (format, body_is_valid(facts.body, format))
+            });
+            if !valid {
+                return Ok(Signal::BodyInvalid(format));
+            }
+        }
+        if !rule.context.is_empty() && rule.context.contains(&facts.context) {
+            return Ok(Signal::Context(facts.context));
+        }
+        if let Some(pattern) = evaluation.literal_hits[index] {
+            let owner = &self.literal_owners[pattern];
+            return Ok(if owner.is_error_type {
+                Signal::ErrorType(owner.text.clone())
+            } else {
+                Signal::Text(owner.text.clone())
+            });
+        }
+        if let Some(error_type) = facts.error_type {
+            if let Some(matched) = rule
+                .error_types
+                .iter()
+                .find(|t| type_names_match(t, error_type))
+            {
+                return Ok(Signal::ErrorType(matched.clone()));
+            }
+        }
+        if !rule.statuses.is_empty() {
+            let statuses = evaluation.statuses.get_or_init(|| {
+                let mut found: Vec<u16> = facts.status.into_iter().collect();
+                if self.needs_status_scan {
+                    found.extend(statuses_in_text(facts.error_message));
+                }
+                found
+            });
+            if let Some(status) = statuses.iter().find(|s| rule.statuses.contains(s)) {
+                return Ok(Signal::Status(*status));
+            }
+        }
+        if !rule.regexes.is_empty() {
+            let hits = evaluation.regex_hits.get_or_init(|| match &self.regex_set {
+                Some(set) => {
+                    let matches = set.matches(facts.error_message);
+                    (0..self.regex_sources.len())
+                        .map(|i| matches.matched(i))
+                        .collect()
+                }
+                None => Vec::new(),
+            });
+            if let Some((_, pattern)) = rule.regexes.iter().find(|(i, _)| hits[*i]) {
+                return Ok(Signal::Regex(pattern.clone()));
+            }
+        }
+        if !rule.json_missing.is_empty() {
+            let json = evaluation
+                .body_json
+                .get_or_init(|| serde_json::from_slice::<Value>(facts.body).ok());
+            if let Some(json) = json {
+                if let Some(pointer) = rule
+                    .json_missing
+                    .iter()
+                    .find(|p| json.pointer(p).is_none_or(Value::is_null))
+                {
+                    return Ok(Signal::JsonMissing(pointer.clone()));
+                }
+            }
+        }
+        if !rule.attributes.is_empty()
+            && rule.attributes.iter().all(|(name, value)| {
+                facts.attributes.get(name).and_then(|a| a.as_str()) == Some(value)
+            })
+        {
+            return Ok(Signal::Attributes);
+        }
+        Err("no signal matched".to_string())
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+fn is_word_char(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+/// `SocketTimeoutException` matches `java.net.SocketTimeoutException`, `Foo::SocketTimeoutException`.
+fn type_names_match(rule_type: &str, error_type: &str) -> bool {
+    if error_type.eq_ignore_ascii_case(rule_type) {
+        return true;
+    }
+    let last = error_type
+        .rsplit(['.', ':', '/', '\\'])
+        .next()
+        .unwrap_or(error_type);
+    last.eq_ignore_ascii_case(rule_type)
+}
+
+/// Whether a body is acceptable for its format. JSON nesting deeper than serde_json's limit
+/// counts as invalid, which keeps hostile bodies from exhausting the stack.
+pub fn body_is_valid(body: &[u8], format: BodyFormat) -> bool {
+    match format {
+        BodyFormat::Binary => true,
+        BodyFormat::Text => std::str::from_utf8(body).is_ok(),
+        BodyFormat::Json => serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(),
+    }
+}
+
+/// Glob match (`*` only) of a source pattern against a queue URL, ARN or name. A pattern with no
+/// `/` or `:` is matched against the queue name (the last path or ARN segment).
+pub fn source_matches(pattern: &str, source: &str) -> bool {
+    let subject = if pattern.contains(['/', ':']) {
+        source
+    } else {
+        source.rsplit(['/', ':']).next().unwrap_or(source)
+    };
+    glob_match(pattern.as_bytes(), subject.as_bytes())
+}
+
+fn glob_match(pattern: &[u8], subject: &[u8]) -> bool {
+    let (mut p, mut s) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while s < subject.len() {
+        if p < pattern.len() && pattern[p] != b'*' && pattern[p] == subject[s] {
+            p += 1;
+            s += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = Some(p);
+            mark = s;
+            p += 1;
+        } else if let Some(star_at) = star {
+            p = star_at + 1;
+            mark += 1;
+            s = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+const STATUS_KEYWORDS: [&str; 10] = [
+    "http",
+    "status",
+    "code",
+    "statuscode",
+    "status_code",
+    "response",
+    "returned",
+    "got",
+    "error",
+    "responded",
+];
+
+const REASON_PHRASE_STARTS: [&str; 24] = [
+    "bad",
+    "unauthorized",
+    "unauthorised",
+    "forbidden",
+    "not",
+    "request",
+    "conflict",
+    "gone",
+    "precondition",
+    "payload",
+    "unsupported",
+    "unprocessable",
+    "locked",
+    "too",
+    "internal",
+    "service",
+    "gateway",
+    "insufficient",
+    "network",
+    "client",
+    "server",
+    "payment",
+    "method",
+    "upgrade",
+];
+
+/// HTTP statuses written as such in a text: `429 Too Many Requests`, `HTTP/1.1 503`, `status code 401`,
+/// `Status Code: 403`, `status=500`. A three-digit number that is part of a longer number or an id
+/// (`order 14013`, `id-401x`) is not a status.
+pub fn statuses_in_text(text: &str) -> Vec<u16> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let end = i;
+        if end - start != 3 || !(b'1'..=b'5').contains(&bytes[start]) {
+            continue;
+        }
+        let bounded_before = start == 0
+            || !(bytes[start - 1].is_ascii_alphanumeric()
+                || matches!(bytes[start - 1], b'_' | b'-' | b'.'));
+        let bounded_after = end == bytes.len()
+            || !(bytes[end].is_ascii_alphanumeric() || matches!(bytes[end], b'_' | b'-'))
+                && !(bytes[end] == b'.'
+                    && end + 1 < bytes.len()
+                    && bytes[end + 1].is_ascii_digit());
+        if !bounded_before || !bounded_after {
+            continue;
+        }
+        let status = (bytes[start] - b'0') as u16 * 100
+            + (bytes[start + 1] - b'0') as u16 * 10
+            + (bytes[start + 2] - b'0') as u16;
+        let before = word_before(text, start);
+        let after = word_after(text, end);
+        let keyword_before = before.is_some_and(|w| {
+            let w = w.to_ascii_lowercase();
+            STATUS_KEYWORDS.contains(&w.as_str()) || w.starts_with("http/")
+        });
+        let phrase_after =
+            after.is_some_and(|w| REASON_PHRASE_STARTS.contains(&w.to_ascii_lowercase().as_str()));
+        let status_line = start == 0 || text[..start].trim().is_empty();
+        if keyword_before || phrase_after || (status_line && after.is_some()) {
+            found.push(status);
+        }
+    }
+    found
+}
+
+fn word_before(text: &str, index: usize) -> Option<&str> {
+    let head = text[..index].trim_end_matches([' ', ':', '=', '#', '(', '[', '\t', '"', '\'']);
+    let start = head
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '.'))
+        .map_or(0, |i| i + 1);
+    let word = &head[start..];
+    (!word.is_empty()).then_some(word)
+}
+
+fn word_after(text: &str, index: usize) -> Option<&str> {
+    let tail = text[index..].trim_start_matches([' ', '\t', ':', '-', '(']);
+    let end = tail
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(tail.len());
+    let word = &tail[..end];
+    (!word.is_empty()).then_some(word)
+}
+
+#[cfg(test)]
+mod tests;
