@@ -228,6 +228,8 @@ pub struct MemoryLedger {
     records: Mutex<BTreeMap<(String, u32), LedgerRecord>>,
     /// Fails every call while on.
     pub fail: FailSwitch,
+    /// Fails writes only while on.
+    pub fail_writes: FailSwitch,
 }
 
 impl MemoryLedger {
@@ -278,6 +280,7 @@ impl Ledger for MemoryLedger {
 
     async fn record(&self, records: &[LedgerRecord]) -> Result<(), PortError> {
         self.fail.check("write", "ledger")?;
+        self.fail_writes.check("write", "ledger")?;
         let mut stored = lock(&self.records);
         for record in records {
             stored.insert((record.key.clone(), record.attempt), record.clone());

@@ -1,1 +1,643 @@
+use super::*;
+use crate::consumer::dead_letter_for;
+use crate::context::ErrorInfo;
+use crate::message::Attributes;
+use crate::ports::ManualClock;
+use crate::testing::{MemoryAlerter, MemoryArchive, MemoryLedger, MemoryMetrics, MemoryQueues};
+use chrono::TimeZone;
+use proptest::prelude::*;
 
+struct World {
+    clock: Arc<ManualClock>,
+    queues: Arc<MemoryQueues>,
+    ledger: Arc<MemoryLedger>,
+    archive: Arc<MemoryArchive>,
+    alerter: Arc<MemoryAlerter>,
+    metrics: Arc<MemoryMetrics>,
+    engine: Engine,
+}
+
+fn world_with(rules: RuleSet, default_target: Option<&str>) -> World {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap(),
+    ));
+    let queues = MemoryQueues::new(clock.clone());
+    queues.create("orders");
+    let ledger = Arc::new(MemoryLedger::default());
+    let archive = Arc::new(MemoryArchive::default());
+    let alerter = Arc::new(MemoryAlerter::new(DEFAULT_ALERT_WINDOW));
+    let metrics = Arc::new(MemoryMetrics::default());
+    let ports = Ports {
+        dlq: queues.queue("dlq"),
+        queues: queues.clone(),
+        ledger: ledger.clone(),
+        archive: archive.clone(),
+        alerter: alerter.clone(),
+        metrics: metrics.clone(),
+    };
+    let config = EngineConfig {
+        default_target: default_target.map(str::to_string),
+        jitter_seed: Some(7),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(Arc::new(rules), ports, clock.clone(), config);
+    World {
+        clock,
+        queues,
+        ledger,
+        archive,
+        alerter,
+        metrics,
+        engine,
+    }
+}
+
+fn world() -> World {
+    world_with(RuleSet::defaults(), None)
+}
+
+fn fresh(body: &[u8]) -> ReceivedMessage {
+    ReceivedMessage {
+        message_id: format!("orig-{}", body.len()),
+        receipt_handle: String::new(),
+        body: body.to_vec(),
+        attributes: Attributes::new(),
+        receive_count: 1,
+        redrive_source: None,
+        sent_at: None,
+        group_id: None,
+    }
+}
+
+impl World {
+    /// A consumer on `orders` fails `message` with `error` and dead-letters it.
+    async fn fail(&self, message: &ReceivedMessage, error: &str) {
+        let dead = dead_letter_for(
+            message,
+            ErrorInfo::message(error),
+            "test-consumer",
+            "orders",
+            self.clock.now(),
+        );
+        self.queues
+            .send("dlq", &[dead])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+    }
+
+    async fn heal_all(&self) -> BatchReport {
+        let mut all = BatchReport::default();
+        loop {
+            let batch = self
+                .engine
+                .ports()
+                .dlq
+                .receive(10, std::time::Duration::ZERO)
+                .await
+                .unwrap();
+            if batch.is_empty() {
+                return all;
+            }
+            all.messages
+                .extend(self.engine.heal_batch(batch).await.messages);
+        }
+    }
+
+    async fn take_from_orders(&self) -> Vec<ReceivedMessage> {
+        let source = self.queues.queue("orders");
+        let received = source.receive(10, std::time::Duration::ZERO).await.unwrap();
+        let handles: Vec<String> = received.iter().map(|m| m.receipt_handle.clone()).collect();
+        source.delete(&handles).await.unwrap();
+        received
+    }
+}
+
+#[tokio::test]
+async fn timeout_is_requeued_to_its_source_with_heal_context() {
+    let w = world();
+    w.fail(
+        &fresh(b"{\"order\":1}"),
+        "Task timed out after 30.00 seconds",
+    )
+    .await;
+    let report = w.heal_all().await;
+    assert_eq!(report.messages.len(), 1);
+    let item = &report.messages[0];
+    assert_eq!(item.class, Some(FailureClass::Timeout));
+    assert!(matches!(&item.outcome, Outcome::Requeued { queue, .. } if queue == "orders"));
+    assert!(item.deleted);
+    assert!(w.queues.messages("dlq").is_empty());
+    let requeued = &w.queues.messages("orders")[0].message;
+    assert_eq!(requeued.body, b"{\"order\":1}");
+    let context = crate::context::ContextReading::parse(
+        requeued.attributes[CONTEXT_ATTRIBUTE].as_str().unwrap(),
+    );
+    let heal = context.context().unwrap().heal.clone().unwrap();
+    assert_eq!(heal.attempts, 1);
+    assert_eq!(heal.last_class, FailureClass::Timeout);
+    assert_eq!(heal.key, item.key);
+    assert_eq!(w.ledger.all().len(), 1);
+    assert_eq!(w.metrics.for_class(m::REQUEUED, FailureClass::Timeout), 1.0);
+}
+
+async fn always_failing(strip_attributes: bool) -> (World, usize) {
+    let w = world();
+    let max = w.engine.rules().policy(FailureClass::Timeout).max_attempts as usize;
+    w.fail(&fresh(b"{\"order\":42}"), "ReadTimeout: read timed out")
+        .await;
+    let mut requeues = 0;
+    for _ in 0..(max + 5) {
+        let report = w.heal_all().await;
+        requeues += report.tally().requeued;
+        w.clock.advance(Duration::hours(1));
+        for mut message in w.take_from_orders().await {
+            if strip_attributes {
+                message.attributes.clear();
+            }
+            w.fail(&message, "ReadTimeout: read timed out").await;
+        }
+    }
+    (w, requeues)
+}
+
+#[tokio::test]
+async fn a_message_that_always_fails_is_requeued_max_attempts_times_then_archived() {
+    for strip in [false, true] {
+        let (w, requeues) = always_failing(strip).await;
+        let max = w.engine.rules().policy(FailureClass::Timeout).max_attempts as usize;
+        assert_eq!(requeues, max, "strip attributes: {strip}");
+        let archived = w.archive.records();
+        assert_eq!(archived.len(), 1, "strip attributes: {strip}");
+        assert!(
+            archived[0].reason.contains("gave up after"),
+            "{}",
+            archived[0].reason
+        );
+        assert_eq!(archived[0].history.len(), max);
+        assert!(w.queues.messages("dlq").is_empty());
+        assert!(w.queues.messages("orders").is_empty());
+        let keys: std::collections::BTreeSet<String> =
+            w.ledger.all().into_iter().map(|r| r.key).collect();
+        assert_eq!(
+            keys.len(),
+            1,
+            "one key across all attempts, strip attributes: {strip}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn auth_is_archived_and_alerted_once_per_fingerprint() {
+    let w = world();
+    for i in 0..5 {
+        let body = format!("{{\"order\":{i}}}");
+        let mut message = fresh(body.as_bytes());
+        message.message_id = format!("o{i}");
+        w.fail(
+            &message,
+            &format!("401 Unauthorized: token expired for order {i}"),
+        )
+        .await;
+    }
+    let report = w.heal_all().await;
+    assert_eq!(report.tally().archived, 5);
+    assert!(
+        report
+            .messages
+            .iter()
+            .all(|r| r.alerted && r.class == Some(FailureClass::Auth))
+    );
+    let sent = w.alerter.sent();
+    assert_eq!(
+        sent.len(),
+        1,
+        "one alert for five messages of one fingerprint"
+    );
+    assert_eq!(sent[0].count, 5);
+    assert!(
+        !sent[0].error.contains("{\"order\""),
+        "alerts never carry the body"
+    );
+    assert_eq!(w.archive.records().len(), 5);
+    let record = &w.archive.records()[0];
+    assert_eq!(record.class, FailureClass::Auth);
+    assert!(record.context.is_some());
+    // Stored archive records can be fetched back through their ledger reference.
+    let reference: ArchiveRef = w.ledger.all()[0]
+        .archive_ref
+        .clone()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let fetched = w.engine.ports().archive.fetch(&reference).await.unwrap();
+    assert_eq!(fetched.key, w.ledger.all()[0].key);
+}
+
+#[tokio::test]
+async fn crash_before_delete_is_not_acted_on_twice() {
+    let w = world();
+    w.fail(
+        &fresh(b"{\"order\":7}"),
+        "connect ECONNREFUSED 10.0.0.1:443",
+    )
+    .await;
+    w.queues.fail_delete.set(true);
+    let first = w.heal_all().await;
+    assert!(matches!(
+        first.messages[0].outcome,
+        Outcome::Requeued { .. }
+    ));
+    assert!(!first.messages[0].deleted);
+    w.queues.fail_delete.set(false);
+    w.clock.advance(Duration::minutes(1));
+    let second = w.heal_all().await;
+    assert_eq!(second.messages[0].outcome, Outcome::AlreadyHandled);
+    assert!(second.messages[0].deleted);
+    assert_eq!(
+        w.queues.messages("orders").len(),
+        1,
+        "re-queued exactly once"
+    );
+    assert_eq!(w.metrics.total(m::DUPLICATES), 1.0);
+}
+
+#[tokio::test]
+async fn a_failing_port_leaves_the_message_in_the_dlq() {
+    let w = world();
+    w.fail(
+        &fresh(b"{\"order\":8}"),
+        "validation failed: user is required",
+    )
+    .await;
+    w.archive.fail.set(true);
+    let report = w.heal_all().await;
+    assert!(matches!(report.messages[0].outcome, Outcome::Failed { .. }));
+    assert_eq!(w.queues.messages("dlq").len(), 1);
+    assert!(w.ledger.all().is_empty());
+    w.archive.fail.set(false);
+    w.ledger.fail_writes.set(true);
+    w.clock.advance(Duration::minutes(1));
+    let report = w.heal_all().await;
+    assert!(
+        matches!(&report.messages[0].outcome, Outcome::Failed { reason } if reason.contains("stays in the DLQ"))
+    );
+    assert_eq!(w.queues.messages("dlq").len(), 1);
+    w.ledger.fail_writes.set(false);
+    w.clock.advance(Duration::minutes(1));
+    let report = w.heal_all().await;
+    assert!(matches!(
+        report.messages[0].outcome,
+        Outcome::Archived { .. }
+    ));
+    assert!(w.queues.messages("dlq").is_empty());
+    assert_eq!(w.ledger.all().len(), 1);
+}
+
+#[tokio::test]
+async fn a_send_failure_is_retried_later_and_a_missing_queue_archives() {
+    let w = world();
+    w.fail(&fresh(b"{\"order\":9}"), "503 Service Unavailable")
+        .await;
+    w.queues.fail_send.set(true);
+    let report = w.heal_all().await;
+    assert!(matches!(report.messages[0].outcome, Outcome::Failed { .. }));
+    assert_eq!(w.queues.messages("dlq").len(), 1);
+    w.queues.fail_send.set(false);
+
+    let dead = dead_letter_for(
+        &fresh(b"{\"order\":10}"),
+        ErrorInfo::message("503 Service Unavailable"),
+        "c",
+        "gone-queue",
+        w.clock.now(),
+    );
+    w.queues.send("dlq", &[dead]).await.unwrap();
+    w.clock.advance(Duration::minutes(1));
+    let report = w.heal_all().await;
+    let outcomes: Vec<&Outcome> = report.messages.iter().map(|r| &r.outcome).collect();
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Requeued { .. })),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Archived { .. })),
+        "{outcomes:?}"
+    );
+    assert!(
+        w.archive
+            .records()
+            .iter()
+            .any(|r| r.reason.contains("gone-queue"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_source_uses_the_default_target_or_archives() {
+    let native = ReceivedMessage {
+        redrive_source: None,
+        ..fresh(b"{\"order\":11}")
+    };
+    let rules = RuleSet::from_toml(
+        "[policy.unknown]\naction = \"requeue\"\nmax_attempts = 1\n[[rule]]\nname = \"all\"\nclass = \"unknown\"\n",
+        "test",
+    )
+    .unwrap();
+    let w = world_with(rules, Some("orders"));
+    w.queues
+        .send("dlq", &[OutgoingMessage::new("e", native.body.clone())])
+        .await
+        .unwrap();
+    let report = w.heal_all().await;
+    assert!(
+        matches!(&report.messages[0].outcome, Outcome::Requeued { queue, .. } if queue == "orders")
+    );
+
+    let rules = RuleSet::from_toml(
+        "[policy.unknown]\naction = \"requeue\"\nmax_attempts = 1\n[[rule]]\nname = \"all\"\nclass = \"unknown\"\n",
+        "test",
+    )
+    .unwrap();
+    let w = world_with(rules, None);
+    w.queues
+        .send("dlq", &[OutgoingMessage::new("e", native.body)])
+        .await
+        .unwrap();
+    let report = w.heal_all().await;
+    assert!(matches!(
+        report.messages[0].outcome,
+        Outcome::Archived { .. }
+    ));
+    assert!(
+        w.archive.records()[0]
+            .reason
+            .contains("source queue is unknown")
+    );
+}
+
+#[tokio::test]
+async fn long_backoff_parks_in_the_dlq_then_requeues_when_due() {
+    let rules = RuleSet::from_toml(
+        "[policy.dependency]\naction = \"requeue\"\nmax_attempts = 3\nbase_delay_seconds = 3600\nmax_delay_seconds = 3600\n[[rule]]\nname = \"dep\"\nclass = \"dependency\"\n",
+        "test",
+    )
+    .unwrap();
+    let mut w = world_with(rules, None);
+    // Full jitter may draw a short delay; draw until it parks, from a fixed seed.
+    let mut seed = 0;
+    let parked = loop {
+        w.fail(&fresh(b"{\"order\":12}"), "payment gateway 503")
+            .await;
+        let report = w.heal_all().await;
+        if let Outcome::Parked { seconds } = report.messages[0].outcome {
+            break seconds;
+        }
+        seed += 1;
+        assert!(seed < 20, "never parked");
+        let rules = RuleSet::from_toml(
+            "[policy.dependency]\naction = \"requeue\"\nmax_attempts = 3\nbase_delay_seconds = 3600\nmax_delay_seconds = 3600\n[[rule]]\nname = \"dep\"\nclass = \"dependency\"\n",
+            "test",
+        )
+        .unwrap();
+        w = world_with(rules, None);
+    };
+    assert!(parked > 900);
+    assert_eq!(
+        w.queues.messages("dlq").len(),
+        1,
+        "parked messages stay in the DLQ"
+    );
+    assert_eq!(w.ledger.all()[0].action, RecordedAction::Parked);
+    assert!(
+        w.heal_all().await.messages.is_empty(),
+        "invisible while parked"
+    );
+    w.clock.advance(Duration::seconds(parked as i64 + 1));
+    let report = w.heal_all().await;
+    assert!(matches!(
+        report.messages[0].outcome,
+        Outcome::Requeued {
+            delay_seconds: 0,
+            ..
+        }
+    ));
+    assert!(w.queues.messages("dlq").is_empty());
+    assert_eq!(w.queues.messages("orders").len(), 1);
+    let records = w.ledger.all();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].action, RecordedAction::Requeued);
+}
+
+#[tokio::test]
+async fn hostile_bodies_and_contexts_are_archived_with_a_reason() {
+    let w = world();
+    let mut deep = "[".repeat(100_000);
+    deep.push_str(&"]".repeat(100_000));
+    let bodies: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![b'x'; 1024 * 1024],
+        vec![0xff, 0xfe, 0x00, 0x80],
+        deep.into_bytes(),
+        b"{\"truncated\": ".to_vec(),
+    ];
+    for (i, body) in bodies.iter().enumerate() {
+        let mut message = fresh(body);
+        message.message_id = format!("h{i}");
+        w.fail(&message, "Task timed out after 30.00 seconds").await;
+    }
+    let contexts = [
+        "{\"v\":1,\"error\":{\"message\":\"cut",
+        "{\"v\":9,\"error\":{\"message\":\"future\"}}",
+        "{\"v\":1,\"error\":{\"message\":[1]},\"failed_at\":\"x\"}",
+    ];
+    for (i, context) in contexts.iter().enumerate() {
+        let mut message = OutgoingMessage::new(format!("c{i}"), b"{\"ok\":true}".to_vec());
+        message
+            .attributes
+            .insert(CONTEXT_ATTRIBUTE.into(), Attribute::string(*context));
+        w.queues.send("dlq", &[message]).await.unwrap();
+    }
+    let report = w.heal_all().await;
+    assert_eq!(report.messages.len(), bodies.len() + contexts.len());
+    assert_eq!(
+        report.tally().archived,
+        bodies.len() + contexts.len(),
+        "{report:#?}"
+    );
+    let records = w.archive.records();
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.class == FailureClass::BadPayload)
+            .count(),
+        bodies.len()
+    );
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.class == FailureClass::Unknown)
+            .count(),
+        contexts.len()
+    );
+    assert!(records.iter().all(|r| !r.reason.is_empty()));
+    assert!(
+        records
+            .iter()
+            .filter(|r| r.class == FailureClass::Unknown)
+            .all(|r| r.context_problem.is_some())
+    );
+    let binary = records
+        .iter()
+        .find(|r| r.body_b64.is_some())
+        .expect("the non-UTF-8 body is kept in base64");
+    assert_eq!(binary.body_bytes().unwrap(), vec![0xff, 0xfe, 0x00, 0x80]);
+    assert!(w.queues.messages("dlq").is_empty());
+}
+
+#[tokio::test]
+async fn lambda_mode_leaves_deletes_to_the_caller_and_reports_parked_as_unsettled() {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+    ));
+    let queues = MemoryQueues::new(clock.clone());
+    queues.create("orders");
+    let ports = Ports {
+        dlq: queues.queue("dlq"),
+        queues: queues.clone(),
+        ledger: Arc::new(MemoryLedger::default()),
+        archive: Arc::new(MemoryArchive::default()),
+        alerter: Arc::new(MemoryAlerter::new(DEFAULT_ALERT_WINDOW)),
+        metrics: Arc::new(MemoryMetrics::default()),
+    };
+    let engine = Engine::new(
+        Arc::new(RuleSet::defaults()),
+        ports,
+        clock.clone(),
+        EngineConfig {
+            delete_handled: false,
+            ..EngineConfig::default()
+        },
+    );
+    let dead = dead_letter_for(
+        &fresh(b"{}"),
+        ErrorInfo::message("timed out"),
+        "c",
+        "orders",
+        clock.now(),
+    );
+    queues.send("dlq", &[dead]).await.unwrap();
+    let batch = engine
+        .ports()
+        .dlq
+        .receive(10, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let report = engine.heal_batch(batch).await;
+    assert!(report.messages[0].is_settled());
+    assert!(!report.messages[0].deleted);
+    assert_eq!(report.not_settled().count(), 0);
+    assert_eq!(queues.messages("dlq").len(), 1, "the caller deletes");
+}
+
+#[derive(Debug, Clone)]
+enum Fault {
+    None,
+    Send,
+    Archive,
+    Ledger,
+    Delete,
+}
+
+fn fault() -> impl Strategy<Value = Fault> {
+    prop_oneof![
+        4 => Just(Fault::None),
+        1 => Just(Fault::Send),
+        1 => Just(Fault::Archive),
+        1 => Just(Fault::Ledger),
+        1 => Just(Fault::Delete),
+    ]
+}
+
+const ERRORS: [&str; 6] = [
+    "401 Unauthorized",
+    "validation failed: user is required",
+    "Task timed out after 30.00 seconds",
+    "JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+    "503 Service Unavailable",
+    "something odd",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Whatever fails and whenever, every message ends in exactly one place: the DLQ, the source
+    /// queue, or the archive; and no key is re-queued more often than its policy allows.
+    #[test]
+    fn nothing_is_lost(errors in proptest::collection::vec(0usize..6, 1..25), faults in proptest::collection::vec(fault(), 1..12)) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let w = world();
+            for (i, error) in errors.iter().enumerate() {
+                let mut message = fresh(format!("{{\"order\":{i}}}").as_bytes());
+                message.message_id = format!("p{i}");
+                w.fail(&message, ERRORS[*error]).await;
+            }
+            for fault in &faults {
+                w.queues.fail_send.set(matches!(fault, Fault::Send));
+                w.archive.fail.set(matches!(fault, Fault::Archive));
+                w.ledger.fail.set(matches!(fault, Fault::Ledger));
+                w.queues.fail_delete.set(matches!(fault, Fault::Delete));
+                w.heal_all().await;
+                w.clock.advance(Duration::minutes(5));
+                // Everything re-queued fails again, as if the outage persists.
+                w.queues.fail_send.set(false);
+                w.queues.fail_delete.set(false);
+                for message in w.take_from_orders().await {
+                    let error = ERRORS[message.body[9] as usize % 6];
+                    w.fail(&message, error).await;
+                }
+            }
+            w.queues.fail_send.set(false);
+            w.archive.fail.set(false);
+            w.ledger.fail.set(false);
+            w.queues.fail_delete.set(false);
+            // One healing pass without faults settles redeliveries of messages whose delete failed.
+            w.clock.advance(Duration::minutes(5));
+            w.heal_all().await;
+            let mut archived_keys = std::collections::BTreeSet::new();
+            for record in w.archive.records() {
+                archived_keys.insert(record.body.clone().unwrap());
+            }
+            let in_dlq: Vec<String> = w.queues.messages("dlq").into_iter().map(|m| {
+                crate::letter::OpenedLetter::open(ReceivedMessage {
+                    message_id: m.message_id, receipt_handle: String::new(), body: m.message.body,
+                    attributes: m.message.attributes, receive_count: 1, redrive_source: None, sent_at: None, group_id: None,
+                }).message.body
+            }).map(|b| String::from_utf8(b).unwrap()).collect();
+            let in_orders: Vec<String> = w.queues.messages("orders").into_iter().map(|m| String::from_utf8(m.message.body).unwrap()).collect();
+            for i in 0..errors.len() {
+                let body = format!("{{\"order\":{i}}}");
+                let places = archived_keys.contains(&body) as usize
+                    + in_dlq.iter().filter(|b| **b == body).count()
+                    + in_orders.iter().filter(|b| **b == body).count();
+                prop_assert!(places >= 1, "order {} lost", i);
+                prop_assert!(places == 1, "order {} is in {} places", i, places);
+            }
+            let mut per_key: BTreeMap<String, u32> = BTreeMap::new();
+            for record in w.ledger.all() {
+                if record.action == RecordedAction::Requeued {
+                    *per_key.entry(record.key).or_default() += 1;
+                }
+            }
+            let max = w.engine.rules().policies().get(FailureClass::Dependency).max_attempts.max(
+                w.engine.rules().policies().get(FailureClass::Timeout).max_attempts);
+            prop_assert!(per_key.values().all(|n| *n <= max), "{:?}", per_key);
+            Ok(())
+        })?;
+    }
+}
