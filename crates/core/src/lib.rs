@@ -15,10 +15,12 @@
 //! - [`engine`]: the healing engine (act, record, delete).
 //! - [`consumer`]: the consumer library that dead-letters failures with their context.
 //! - [`testing`]: in-memory fakes of every port, for unit tests of the engine and its users.
+//! - [`contract`]: the port contract suite every adapter (and every fake) must pass.
 
 pub mod alert;
 pub mod class;
 pub mod consumer;
+pub mod contract;
 pub mod context;
 pub mod engine;
 pub mod letter;

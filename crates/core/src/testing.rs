@@ -114,6 +114,7 @@ impl QueueSender for MemoryQueues {
         Ok(messages
             .iter()
             .map(|message| {
+                check_limits(queue, message)?;
                 let id = format!("mem-{}", self.next_id.fetch_add(1, Ordering::SeqCst));
                 stored.push(StoredMessage {
                     message_id: id.clone(),
@@ -126,6 +127,30 @@ impl QueueSender for MemoryQueues {
             })
             .collect())
     }
+}
+
+/// SQS's limits on one outgoing message, as an entry error.
+fn check_limits(queue: &str, message: &OutgoingMessage) -> Result<(), PortError> {
+    let refuse = |why: String| Err(PortError::permanent("send", queue, why));
+    if message.delay_seconds > 900 {
+        return refuse(format!(
+            "delay of {} s is over 900 s",
+            message.delay_seconds
+        ));
+    }
+    if message.attributes.len() > crate::message::MAX_ATTRIBUTES {
+        return refuse(format!(
+            "{} attributes, at most 10",
+            message.attributes.len()
+        ));
+    }
+    if message.body.len() > 1_048_576 {
+        return refuse(format!(
+            "body of {} bytes is over 1 MiB",
+            message.body.len()
+        ));
+    }
+    Ok(())
 }
 
 /// One queue of [`MemoryQueues`].
@@ -149,7 +174,12 @@ impl MessageSource for MemoryQueue {
         let mut queues = lock(&self.queues.queues);
         let stored = queues.entry(self.name.clone()).or_default();
         let mut out = Vec::new();
-        for message in stored.iter_mut().filter(|m| m.visible_at <= now).take(max) {
+        // SQS returns at most 10 messages per receive.
+        for message in stored
+            .iter_mut()
+            .filter(|m| m.visible_at <= now)
+            .take(max.min(10))
+        {
             message.receive_count += 1;
             message.visible_at = now + self.queues.visibility;
             let handle = format!("{}#{}", message.message_id, message.receive_count);
@@ -207,6 +237,11 @@ impl MessageSource for MemoryQueue {
                     .iter_mut()
                     .find(|m| m.receipt_handle.as_ref() == Some(handle))
                 {
+                    Some(message) if message.visible_at <= now => Err(PortError::permanent(
+                        "change visibility",
+                        &self.name,
+                        "message is not in flight",
+                    )),
                     Some(message) => {
                         message.visible_at = now + Duration::seconds(*seconds as i64);
                         Ok(())
@@ -375,13 +410,14 @@ impl Alerter for MemoryAlerter {
         let mut report = AlertReport::default();
         let mut states = lock(&self.states);
         for (template, state) in states.values_mut() {
-            if alert::window_closed(state, now, self.window) {
-                if let Some(digest) = alert::digest_of(template, state.clone()) {
-                    lock(&self.sent).push(digest);
-                    report.sent += 1;
-                    state.suppressed = 0;
-                    state.sample_keys.clear();
-                }
+            let digest = alert::window_closed(state, now, self.window)
+                .then(|| alert::digest_of(template, state.clone()))
+                .flatten();
+            if let Some(digest) = digest {
+                lock(&self.sent).push(digest);
+                report.sent += 1;
+                state.suppressed = 0;
+                state.sample_keys.clear();
             }
         }
         Ok(report)

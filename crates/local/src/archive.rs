@@ -1,0 +1,272 @@
+//! The archive on the local disk: one JSON Lines file per batch and class under a root directory
+//! (the same layout as the S3 bucket), written atomically, with every line indexed in SQLite so
+//! tools find a message by key, class or time.
+
+use crate::error::LocalError;
+use crate::store::{LocalStore, from_text, to_text};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dlq_healer_core::FailureClass;
+use dlq_healer_core::ports::{Archive, PortError};
+use dlq_healer_core::records::{ArchiveBatch, ArchiveRecord, ArchiveRef};
+use rusqlite::{Row, params};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+/// Where one archived record is, as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    /// Stable message key.
+    pub key: String,
+    /// Handling number that archived it.
+    pub attempt: u32,
+    /// Failure class.
+    pub class: FailureClass,
+    /// The object and line.
+    pub reference: ArchiveRef,
+    /// When it was archived.
+    pub archived_at: DateTime<Utc>,
+    /// Source queue, if known.
+    pub source: Option<String>,
+}
+
+/// The [`Archive`] of the local backend: files under `root`, indexed in the store.
+#[derive(Debug, Clone)]
+pub struct LocalArchive {
+    store: LocalStore,
+    root: PathBuf,
+}
+
+fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<ArchiveEntry> {
+    let class: String = row.get(2)?;
+    let archived_at: String = row.get(5)?;
+    Ok(ArchiveEntry {
+        key: row.get(0)?,
+        attempt: row.get(1)?,
+        class: class
+            .parse()
+            .map_err(|e| crate::store::conversion(format!("class: {e}")))?,
+        reference: ArchiveRef {
+            object: row.get(3)?,
+            line: row.get(4)?,
+        },
+        archived_at: from_text(&archived_at)?,
+        source: row.get(6)?,
+    })
+}
+
+const ENTRY_COLUMNS: &str = "key, attempt, class, object, line, archived_at, source";
+
+impl LocalArchive {
+    /// An archive writing under `root` (created now if missing) and indexing into `store`.
+    pub fn new(store: LocalStore, root: impl Into<PathBuf>) -> Result<Self, LocalError> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|source| LocalError::Io {
+            operation: "create the archive directory".into(),
+            path: root.clone(),
+            source,
+        })?;
+        Ok(LocalArchive { store, root })
+    }
+
+    /// The directory archived objects are written under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file of an object, refusing paths that would leave the root.
+    pub fn object_path(&self, object: &str) -> Result<PathBuf, LocalError> {
+        let relative = Path::new(object);
+        let escapes = object.is_empty()
+            || relative
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)));
+        if escapes {
+            return Err(LocalError::Invalid(format!(
+                "archive object {object:?} must be a relative path without '..'"
+            )));
+        }
+        Ok(self.root.join(relative))
+    }
+
+    /// Every archived record of a key, oldest first.
+    pub fn find_by_key(&self, key: &str) -> Result<Vec<ArchiveEntry>, LocalError> {
+        self.store.read("search", "the archive index", |tx| {
+            let mut statement = tx.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM archive_index WHERE key = ?1
+                 ORDER BY archived_at, object, line"
+            ))?;
+            statement.query_map([key], entry_from_row)?.collect()
+        })
+    }
+
+    /// Archived records by class and time (`since` inclusive, `until` exclusive), newest first.
+    pub fn query(
+        &self,
+        class: Option<FailureClass>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        limit: Option<usize>,
+    ) -> Result<Vec<ArchiveEntry>, LocalError> {
+        let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        self.store.read("search", "the archive index", |tx| {
+            let mut statement = tx.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM archive_index
+                 WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR archived_at >= ?2)
+                   AND (?3 IS NULL OR archived_at < ?3)
+                 ORDER BY archived_at DESC, object, line LIMIT ?4"
+            ))?;
+            statement
+                .query_map(
+                    params![
+                        class.map(FailureClass::as_str),
+                        since.map(to_text),
+                        until.map(to_text),
+                        limit
+                    ],
+                    entry_from_row,
+                )?
+                .collect()
+        })
+    }
+
+    /// Write `contents` to `path` so that readers see the old file or the new one, never half.
+    fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), LocalError> {
+        let io = |operation: &str, path: &Path| {
+            let operation = operation.to_string();
+            let path = path.to_path_buf();
+            move |source| LocalError::Io {
+                operation,
+                path,
+                source,
+            }
+        };
+        let directory = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(directory).map_err(io("create directory", directory))?;
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = directory.join(format!(
+            ".{file_name}.{}.tmp",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let written = (|| {
+            let mut file = std::fs::File::create(&temporary).map_err(io("create", &temporary))?;
+            file.write_all(contents).map_err(io("write", &temporary))?;
+            file.sync_all().map_err(io("sync", &temporary))?;
+            std::fs::rename(&temporary, path).map_err(io("rename into place", path))
+        })();
+        if written.is_err() {
+            // Best effort: the error that matters is the one being returned.
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written?;
+        // Make the rename itself durable; not every platform can open a directory for this.
+        if let Ok(dir) = std::fs::File::open(directory) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn read_line(&self, reference: &ArchiveRef) -> Result<ArchiveRecord, PortError> {
+        let target = reference.to_string();
+        let path = self
+            .object_path(&reference.object)
+            .map_err(|e| e.into_port("fetch", &target))?;
+        let contents = match std::fs::read(&path) {
+            Ok(contents) => contents,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PortError::permanent(
+                    "fetch",
+                    &target,
+                    format!("the archive file {} does not exist", path.display()),
+                ));
+            }
+            Err(e) => {
+                return Err(PortError::retryable(
+                    "fetch",
+                    &target,
+                    format!("cannot read the archive file {}: {e}", path.display()),
+                ));
+            }
+        };
+        let line = (reference.line as usize)
+            .checked_sub(1)
+            .and_then(|index| {
+                contents
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .nth(index)
+            })
+            .ok_or_else(|| {
+                PortError::permanent(
+                    "fetch",
+                    &target,
+                    format!(
+                        "the archive file {} has no line {}",
+                        path.display(),
+                        reference.line
+                    ),
+                )
+            })?;
+        serde_json::from_slice(line).map_err(|e| {
+            PortError::permanent(
+                "fetch",
+                &target,
+                format!(
+                    "line {} of the archive file {} is not a valid archive record ({e}); the file is damaged",
+                    reference.line,
+                    path.display()
+                ),
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl Archive for LocalArchive {
+    async fn store(&self, batch: &ArchiveBatch) -> Result<(), PortError> {
+        let target = batch.object.as_str();
+        let path = self
+            .object_path(target)
+            .map_err(|e| e.into_port("store archive", target))?;
+        let mut contents = Vec::new();
+        for record in &batch.records {
+            serde_json::to_writer(&mut contents, record).map_err(|e| {
+                PortError::permanent(
+                    "store archive",
+                    target,
+                    format!("record {} cannot be written as JSON: {e}", record.key),
+                )
+            })?;
+            contents.push(b'\n');
+        }
+        LocalArchive::write_atomically(&path, &contents)
+            .map_err(|e| e.into_port("store archive", target))?;
+        self.store
+            .write("index", target, |tx| {
+                tx.execute("DELETE FROM archive_index WHERE object = ?1", [target])?;
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT INTO archive_index ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ))?;
+                for (index, record) in batch.records.iter().enumerate() {
+                    insert.execute(params![
+                        record.key,
+                        record.attempt,
+                        record.class.as_str(),
+                        target,
+                        index + 1,
+                        to_text(record.archived_at),
+                        record.source,
+                    ])?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.into_port("index archive", target))
+    }
+
+    async fn fetch(&self, reference: &ArchiveRef) -> Result<ArchiveRecord, PortError> {
+        self.read_line(reference)
+    }
+}

@@ -1,0 +1,166 @@
+//! The local backend's error type, and how it maps onto the ports' [`PortError`].
+
+use dlq_healer_core::ports::PortError;
+use rusqlite::ErrorCode;
+use std::path::PathBuf;
+
+/// What went wrong in the local backend: what, to what, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    /// The database file could not be opened or created.
+    #[error(
+        "cannot open the dlq-healer database {path}: {reason}; check that the directory exists and is writable"
+    )]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The file exists but is not a SQLite database (or is damaged).
+    #[error(
+        "{path} is not a dlq-healer database (not SQLite, or damaged): {reason}; point to another file or move this one away"
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        reason: String,
+    },
+    /// The database was written by a newer dlq-healer.
+    #[error(
+        "the database {path} has schema version {found}, newer than this build understands ({known}); upgrade dlq-healer"
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// Another process held the database locked for longer than the busy timeout.
+    #[error(
+        "{operation} on {target}: the database {path} stayed locked by another process; try again, or stop the process holding it"
+    )]
+    Busy {
+        /// What was attempted.
+        operation: String,
+        /// What it was attempted on.
+        target: String,
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The disk holding the database or the archive is full.
+    #[error(
+        "{operation} on {target}: the disk holding {path} is full; free some space and try again"
+    )]
+    DiskFull {
+        /// What was attempted.
+        operation: String,
+        /// What it was attempted on.
+        target: String,
+        /// The file that could not grow.
+        path: PathBuf,
+    },
+    /// Any other database failure.
+    #[error("{operation} on {target} failed in the database {path}: {source}")]
+    Database {
+        /// What was attempted.
+        operation: String,
+        /// What it was attempted on.
+        target: String,
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: Box<rusqlite::Error>,
+    },
+    /// A file of the archive could not be read or written.
+    #[error("{operation} {path} failed: {source}")]
+    Io {
+        /// What was attempted.
+        operation: String,
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A queue that was named does not exist.
+    #[error("queue {0:?} does not exist; create it first (e.g. `LocalQueues::create_queue`)")]
+    NoSuchQueue(String),
+    /// Settings or arguments that cannot work.
+    #[error("{0}")]
+    Invalid(String),
+    /// Data in the database that cannot be read back.
+    #[error("{what} in the database {path} is damaged: {reason}")]
+    Corrupt {
+        /// What could not be read.
+        what: String,
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl LocalError {
+    /// Classify a SQLite error: locked and full disks get their own variants.
+    pub(crate) fn sql(
+        operation: &str,
+        target: &str,
+        path: &std::path::Path,
+        source: rusqlite::Error,
+    ) -> Self {
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => LocalError::Busy {
+                operation: operation.to_string(),
+                target: target.to_string(),
+                path: path.to_path_buf(),
+            },
+            Some(ErrorCode::DiskFull) => LocalError::DiskFull {
+                operation: operation.to_string(),
+                target: target.to_string(),
+                path: path.to_path_buf(),
+            },
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+                LocalError::NotADatabase {
+                    path: path.to_path_buf(),
+                    reason: source.to_string(),
+                }
+            }
+            _ => LocalError::Database {
+                operation: operation.to_string(),
+                target: target.to_string(),
+                path: path.to_path_buf(),
+                source: Box::new(source),
+            },
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            LocalError::Busy { .. } | LocalError::DiskFull { .. } | LocalError::Io { .. } => true,
+            LocalError::Database { .. } => true,
+            LocalError::Open { .. }
+            | LocalError::NotADatabase { .. }
+            | LocalError::NewerSchema { .. }
+            | LocalError::NoSuchQueue(_)
+            | LocalError::Invalid(_)
+            | LocalError::Corrupt { .. } => false,
+        }
+    }
+
+    /// This error as a port error for `operation` on `target`.
+    pub fn into_port(self, operation: &str, target: &str) -> PortError {
+        let retryable = self.is_retryable();
+        let message = self.to_string();
+        if retryable {
+            PortError::retryable(operation, target, message)
+        } else {
+            PortError::permanent(operation, target, message)
+        }
+    }
+}

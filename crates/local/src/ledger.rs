@@ -1,0 +1,186 @@
+//! The ledger in the SQLite file: one row per (key, attempt), found by key, by body digest, and by
+//! class and time.
+
+use crate::error::LocalError;
+use crate::store::{LocalStore, conversion, from_text, to_text};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dlq_healer_core::FailureClass;
+use dlq_healer_core::ports::{Ledger, PortError};
+use dlq_healer_core::records::LedgerRecord;
+use rusqlite::{OptionalExtension, Row, params};
+use std::collections::HashMap;
+
+const COLUMNS: &str = "key, attempt, class, rule, action, alerted, at, source, archive_ref, error,
+                       dlq_message_id, body_digest, due_at";
+
+/// Which ledger records to list; every field narrows the query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerQuery {
+    /// Only this class.
+    pub class: Option<FailureClass>,
+    /// Only records at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only records before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many (newest first); all when absent.
+    pub limit: Option<usize>,
+}
+
+/// The [`Ledger`] of the local backend.
+#[derive(Debug, Clone)]
+pub struct LocalLedger {
+    store: LocalStore,
+}
+
+fn record_from_row(row: &Row<'_>) -> rusqlite::Result<LedgerRecord> {
+    let class: String = row.get(2)?;
+    let action: String = row.get(4)?;
+    let at: String = row.get(6)?;
+    let due_at: Option<String> = row.get(12)?;
+    Ok(LedgerRecord {
+        key: row.get(0)?,
+        attempt: row.get(1)?,
+        class: class
+            .parse()
+            .map_err(|e| conversion(format!("class: {e}")))?,
+        rule: row.get(3)?,
+        action: action.parse().map_err(conversion)?,
+        alerted: row.get(5)?,
+        at: from_text(&at)?,
+        source: row.get(7)?,
+        archive_ref: row.get(8)?,
+        error: row.get(9)?,
+        dlq_message_id: row.get(10)?,
+        body_digest: row.get(11)?,
+        due_at: due_at.as_deref().map(from_text).transpose()?,
+    })
+}
+
+impl LocalLedger {
+    /// The ledger of `store`.
+    pub fn new(store: LocalStore) -> Self {
+        LocalLedger { store }
+    }
+
+    /// Every record of one key, oldest attempt first.
+    pub fn records_by_key(&self, key: &str) -> Result<Vec<LedgerRecord>, LocalError> {
+        self.store.read("read", "the ledger", |tx| {
+            let mut statement = tx.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM ledger WHERE key = ?1 ORDER BY attempt"
+            ))?;
+            statement.query_map([key], record_from_row)?.collect()
+        })
+    }
+
+    /// Records by class and time, newest first.
+    pub fn query(&self, query: &LedgerQuery) -> Result<Vec<LedgerRecord>, LocalError> {
+        let limit = query
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        self.store.read("query", "the ledger", |tx| {
+            let mut statement = tx.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM ledger
+                 WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR at >= ?2)
+                   AND (?3 IS NULL OR at < ?3)
+                 ORDER BY at DESC, key, attempt LIMIT ?4"
+            ))?;
+            statement
+                .query_map(
+                    params![
+                        query.class.map(FailureClass::as_str),
+                        query.since.map(to_text),
+                        query.until.map(to_text),
+                        limit
+                    ],
+                    record_from_row,
+                )?
+                .collect()
+        })
+    }
+
+    /// How many records the ledger holds.
+    pub fn count(&self) -> Result<u64, LocalError> {
+        self.store.read("count", "the ledger", |tx| {
+            tx.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))
+        })
+    }
+}
+
+#[async_trait]
+impl Ledger for LocalLedger {
+    async fn history(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, Vec<LedgerRecord>>, PortError> {
+        self.store
+            .read("read", "the ledger", |tx| {
+                let mut statement = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM ledger WHERE key = ?1 ORDER BY attempt"
+                ))?;
+                let mut out = HashMap::new();
+                for key in keys {
+                    let records: Vec<LedgerRecord> = statement
+                        .query_map([key], record_from_row)?
+                        .collect::<rusqlite::Result<_>>()?;
+                    if !records.is_empty() {
+                        out.insert(key.clone(), records);
+                    }
+                }
+                Ok(out)
+            })
+            .map_err(|e| e.into_port("read", "ledger"))
+    }
+
+    async fn keys_by_digest(
+        &self,
+        digests: &[String],
+    ) -> Result<HashMap<String, String>, PortError> {
+        self.store
+            .read("read", "the ledger", |tx| {
+                let mut statement = tx.prepare_cached(
+                    "SELECT key FROM ledger WHERE body_digest = ?1
+                     ORDER BY at DESC, key DESC, attempt DESC LIMIT 1",
+                )?;
+                let mut out = HashMap::new();
+                for digest in digests {
+                    let key: Option<String> =
+                        statement.query_row([digest], |r| r.get(0)).optional()?;
+                    if let Some(key) = key {
+                        out.insert(digest.clone(), key);
+                    }
+                }
+                Ok(out)
+            })
+            .map_err(|e| e.into_port("read", "ledger"))
+    }
+
+    async fn record(&self, records: &[LedgerRecord]) -> Result<(), PortError> {
+        self.store
+            .write("write", "the ledger", |tx| {
+                let mut statement = tx.prepare_cached(&format!(
+                    "INSERT OR REPLACE INTO ledger ({COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ))?;
+                for r in records {
+                    statement.execute(params![
+                        r.key,
+                        r.attempt,
+                        r.class.as_str(),
+                        r.rule,
+                        r.action.as_str(),
+                        r.alerted,
+                        to_text(r.at),
+                        r.source,
+                        r.archive_ref,
+                        r.error,
+                        r.dlq_message_id,
+                        r.body_digest,
+                        r.due_at.map(to_text),
+                    ])?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.into_port("write", "ledger"))
+    }
+}

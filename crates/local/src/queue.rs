@@ -1,0 +1,764 @@
+//! Named queues with SQS semantics in the SQLite file: visibility timeouts, receive counts, a fresh
+//! receipt handle per delivery, delays, native redrive to a dead-letter queue after
+//! `max_receive_count` deliveries, and FIFO groups and deduplication.
+
+use crate::error::LocalError;
+use crate::store::{LocalStore, from_millis, to_millis};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dlq_healer_core::message::{Attributes, MAX_ATTRIBUTES, OutgoingMessage, ReceivedMessage};
+use dlq_healer_core::ports::{EntryResults, MessageSource, PortError, QueueSender};
+use rusqlite::{OptionalExtension, Transaction, params};
+use std::time::{Duration, Instant};
+
+/// The most messages one receive returns; larger requests are clamped, as SQS does.
+pub const MAX_RECEIVE_BATCH: usize = 10;
+/// The longest per-message delay, in seconds.
+pub const MAX_DELAY_SECONDS: u32 = 900;
+/// The longest visibility timeout, in seconds (12 hours).
+pub const MAX_VISIBILITY_TIMEOUT_SECONDS: u32 = 43_200;
+/// The largest message (body plus attribute names, types and values), in bytes: 1 MiB.
+pub const MAX_MESSAGE_BYTES: usize = 1_048_576;
+/// The default visibility timeout, in seconds.
+pub const DEFAULT_VISIBILITY_TIMEOUT_SECONDS: u32 = 30;
+/// How long a FIFO deduplication id is remembered, in milliseconds (5 minutes).
+const DEDUPLICATION_WINDOW_MS: i64 = 5 * 60 * 1000;
+/// How often a long-polling receive looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The prefix of a queue URL naming a local queue: `local://orders-dlq`.
+pub const URL_PREFIX: &str = "local://";
+
+/// Where a queue's messages go after too many deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedrivePolicy {
+    /// The dead-letter queue's name. It must exist and have the same FIFO-ness.
+    pub dead_letter_queue: String,
+    /// Deliveries after which the next receive moves the message to the DLQ instead (1..=1000).
+    pub max_receive_count: u32,
+}
+
+/// A queue's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Seconds a received message stays invisible (0..=43200; default 30).
+    pub visibility_timeout_seconds: u32,
+    /// Native redrive to a dead-letter queue, if any.
+    pub redrive: Option<RedrivePolicy>,
+    /// FIFO: groups delivered in order one batch at a time, deduplication ids honoured, no
+    /// per-message delays.
+    pub fifo: bool,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            visibility_timeout_seconds: DEFAULT_VISIBILITY_TIMEOUT_SECONDS,
+            redrive: None,
+            fifo: false,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// These settings with a redrive policy.
+    pub fn with_redrive(mut self, dead_letter_queue: &str, max_receive_count: u32) -> Self {
+        self.redrive = Some(RedrivePolicy {
+            dead_letter_queue: dead_letter_queue.to_string(),
+            max_receive_count,
+        });
+        self
+    }
+
+    /// These settings with another visibility timeout.
+    pub fn with_visibility_timeout(mut self, seconds: u32) -> Self {
+        self.visibility_timeout_seconds = seconds;
+        self
+    }
+
+    /// These settings for a FIFO queue.
+    pub fn fifo(mut self) -> Self {
+        self.fifo = true;
+        self
+    }
+}
+
+/// A queue and its settings, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The queue's name.
+    pub name: String,
+    /// Its settings.
+    pub settings: QueueSettings,
+}
+
+/// How many messages a queue holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and not yet deleted, still invisible.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed yet.
+    pub delayed: u64,
+}
+
+impl QueueDepth {
+    /// Every message in the queue.
+    pub fn total(&self) -> u64 {
+        self.visible + self.in_flight + self.delayed
+    }
+}
+
+/// The name in a queue reference: `orders` or `local://orders`.
+pub fn queue_name(reference: &str) -> &str {
+    reference.strip_prefix(URL_PREFIX).unwrap_or(reference)
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=80).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The queues of a [`LocalStore`]: create, list, measure, purge, and send to them
+/// ([`QueueSender`]). Get a [`MessageSource`] for one with [`LocalQueues::queue`].
+#[derive(Debug, Clone)]
+pub struct LocalQueues {
+    store: LocalStore,
+}
+
+struct QueueRow {
+    visibility_timeout_seconds: u32,
+    redrive: Option<RedrivePolicy>,
+    fifo: bool,
+}
+
+fn load_queue(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<QueueRow>> {
+    tx.query_row(
+        "SELECT visibility_timeout_seconds, dead_letter_queue, max_receive_count, fifo
+         FROM queues WHERE name = ?1",
+        [name],
+        |row| {
+            let dlq: Option<String> = row.get(1)?;
+            let max: Option<u32> = row.get(2)?;
+            Ok(QueueRow {
+                visibility_timeout_seconds: row.get(0)?,
+                redrive: dlq
+                    .zip(max)
+                    .map(|(dead_letter_queue, max_receive_count)| RedrivePolicy {
+                        dead_letter_queue,
+                        max_receive_count,
+                    }),
+                fifo: row.get(3)?,
+            })
+        },
+    )
+    .optional()
+}
+
+impl LocalQueues {
+    /// The queues of `store`.
+    pub fn new(store: LocalStore) -> Self {
+        LocalQueues { store }
+    }
+
+    /// Create a queue, or update its settings if it exists (like SQS `CreateQueue` followed by
+    /// `SetQueueAttributes`). A redrive target must already exist.
+    pub fn create_queue(&self, name: &str, settings: QueueSettings) -> Result<(), LocalError> {
+        let name = queue_name(name);
+        if !valid_name(name) {
+            return Err(LocalError::Invalid(format!(
+                "queue name {name:?} is not valid: use 1 to 80 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if settings.visibility_timeout_seconds > MAX_VISIBILITY_TIMEOUT_SECONDS {
+            return Err(LocalError::Invalid(format!(
+                "visibility timeout {} s of queue {name:?} is over the maximum of {MAX_VISIBILITY_TIMEOUT_SECONDS} s",
+                settings.visibility_timeout_seconds
+            )));
+        }
+        if let Some(redrive) = &settings.redrive {
+            if !(1..=1000).contains(&redrive.max_receive_count) {
+                return Err(LocalError::Invalid(format!(
+                    "max receive count {} of queue {name:?} must be between 1 and 1000",
+                    redrive.max_receive_count
+                )));
+            }
+            if queue_name(&redrive.dead_letter_queue) == name {
+                return Err(LocalError::Invalid(format!(
+                    "queue {name:?} cannot be its own dead-letter queue"
+                )));
+            }
+        }
+        let now = self.store.now();
+        self.store.write("create queue", name, |tx| {
+            if let Some(redrive) = &settings.redrive {
+                let dlq_name = queue_name(&redrive.dead_letter_queue);
+                match load_queue(tx, dlq_name)? {
+                    None => return Ok(Err(LocalError::NoSuchQueue(dlq_name.to_string()))),
+                    Some(dlq) if dlq.fifo != settings.fifo => {
+                        return Ok(Err(LocalError::Invalid(format!(
+                            "queue {name:?} and its dead-letter queue {dlq_name:?} must both be FIFO or both standard"
+                        ))));
+                    }
+                    Some(_) => {}
+                }
+            }
+            let dlq = settings
+                .redrive
+                .as_ref()
+                .map(|r| queue_name(&r.dead_letter_queue));
+            tx.execute(
+                "INSERT INTO queues (name, visibility_timeout_seconds, dead_letter_queue,
+                                     max_receive_count, fifo, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(name) DO UPDATE SET
+                     visibility_timeout_seconds = excluded.visibility_timeout_seconds,
+                     dead_letter_queue = excluded.dead_letter_queue,
+                     max_receive_count = excluded.max_receive_count,
+                     fifo = excluded.fifo",
+                params![
+                    name,
+                    settings.visibility_timeout_seconds,
+                    dlq,
+                    settings.redrive.as_ref().map(|r| r.max_receive_count),
+                    settings.fifo,
+                    crate::store::to_text(now),
+                ],
+            )?;
+            Ok(Ok(()))
+        })?
+    }
+
+    /// A [`MessageSource`] on an existing queue.
+    pub fn queue(&self, name: &str) -> Result<LocalQueue, LocalError> {
+        let name = queue_name(name);
+        let row = self
+            .store
+            .read("open queue", name, |tx| load_queue(tx, name))?
+            .ok_or_else(|| LocalError::NoSuchQueue(name.to_string()))?;
+        Ok(LocalQueue {
+            store: self.store.clone(),
+            name: name.to_string(),
+            fifo: row.fifo,
+        })
+    }
+
+    /// Every queue with its settings, by name.
+    pub fn list_queues(&self) -> Result<Vec<QueueInfo>, LocalError> {
+        self.store.read("list", "queues", |tx| {
+            let mut statement = tx.prepare(
+                "SELECT name, visibility_timeout_seconds, dead_letter_queue, max_receive_count, fifo
+                 FROM queues ORDER BY name",
+            )?;
+            let rows = statement.query_map([], |row| {
+                let dlq: Option<String> = row.get(2)?;
+                let max: Option<u32> = row.get(3)?;
+                Ok(QueueInfo {
+                    name: row.get(0)?,
+                    settings: QueueSettings {
+                        visibility_timeout_seconds: row.get(1)?,
+                        redrive: dlq.zip(max).map(|(dead_letter_queue, max_receive_count)| {
+                            RedrivePolicy {
+                                dead_letter_queue,
+                                max_receive_count,
+                            }
+                        }),
+                        fifo: row.get(4)?,
+                    },
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// How many messages a queue holds, by state, now.
+    pub fn depth(&self, name: &str) -> Result<QueueDepth, LocalError> {
+        let name = queue_name(name);
+        let now = to_millis(self.store.now());
+        self.store
+            .read("count messages of", name, |tx| {
+                if load_queue(tx, name)?.is_none() {
+                    return Ok(None);
+                }
+                tx.query_row(
+                    "SELECT
+                        COALESCE(SUM(visible_at_ms <= ?2), 0),
+                        COALESCE(SUM(visible_at_ms > ?2 AND receipt_handle IS NOT NULL), 0),
+                        COALESCE(SUM(visible_at_ms > ?2 AND receipt_handle IS NULL), 0)
+                     FROM messages WHERE queue = ?1",
+                    params![name, now],
+                    |row| {
+                        Ok(Some(QueueDepth {
+                            visible: row.get(0)?,
+                            in_flight: row.get(1)?,
+                            delayed: row.get(2)?,
+                        }))
+                    },
+                )
+            })?
+            .ok_or_else(|| LocalError::NoSuchQueue(name.to_string()))
+    }
+
+    /// The depth of every queue, by name.
+    pub fn depths(&self) -> Result<Vec<(String, QueueDepth)>, LocalError> {
+        self.list_queues()?
+            .into_iter()
+            .map(|info| {
+                let depth = self.depth(&info.name)?;
+                Ok((info.name, depth))
+            })
+            .collect()
+    }
+
+    /// Delete every message of a queue, in flight or not; returns how many.
+    pub fn purge(&self, name: &str) -> Result<u64, LocalError> {
+        let name = queue_name(name);
+        self.store
+            .write("purge", name, |tx| {
+                if load_queue(tx, name)?.is_none() {
+                    return Ok(None);
+                }
+                tx.execute("DELETE FROM fifo_dedup WHERE queue = ?1", [name])?;
+                Ok(Some(
+                    tx.execute("DELETE FROM messages WHERE queue = ?1", [name])? as u64,
+                ))
+            })?
+            .ok_or_else(|| LocalError::NoSuchQueue(name.to_string()))
+    }
+
+    fn check_entry(name: &str, fifo: bool, message: &OutgoingMessage) -> Result<(), PortError> {
+        let refuse = |why: String| Err(PortError::permanent("send", name, why));
+        if message.body.is_empty() {
+            return refuse(format!("entry {}: the body is empty", message.entry_id));
+        }
+        if message.delay_seconds > MAX_DELAY_SECONDS {
+            return refuse(format!(
+                "entry {}: delay of {} s is over the maximum of {MAX_DELAY_SECONDS} s",
+                message.entry_id, message.delay_seconds
+            ));
+        }
+        if message.attributes.len() > MAX_ATTRIBUTES {
+            return refuse(format!(
+                "entry {}: {} attributes, at most {MAX_ATTRIBUTES} are allowed",
+                message.entry_id,
+                message.attributes.len()
+            ));
+        }
+        let size = message.body.len() + attributes_size(&message.attributes);
+        if size > MAX_MESSAGE_BYTES {
+            return refuse(format!(
+                "entry {}: the message is {size} bytes, over the maximum of {MAX_MESSAGE_BYTES}",
+                message.entry_id
+            ));
+        }
+        if fifo {
+            if message.group_id.is_none() {
+                return refuse(format!(
+                    "entry {}: a FIFO queue needs a message group id",
+                    message.entry_id
+                ));
+            }
+            if message.delay_seconds > 0 {
+                return refuse(format!(
+                    "entry {}: FIFO queues do not take per-message delays",
+                    message.entry_id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The size SQS counts for attributes: names, types and values.
+fn attributes_size(attributes: &Attributes) -> usize {
+    attributes
+        .iter()
+        .map(|(name, a)| {
+            name.len()
+                + a.data_type.len()
+                + a.string_value.as_ref().map_or(0, String::len)
+                + a.binary_value.as_ref().map_or(0, Vec::len)
+        })
+        .sum()
+}
+
+#[async_trait]
+impl QueueSender for LocalQueues {
+    async fn send(
+        &self,
+        queue: &str,
+        messages: &[OutgoingMessage],
+    ) -> Result<EntryResults<String>, PortError> {
+        let name = queue_name(queue);
+        let now = to_millis(self.store.now());
+        let encoded: Vec<Result<String, PortError>> = messages
+            .iter()
+            .map(|m| {
+                serde_json::to_string(&m.attributes).map_err(|e| {
+                    PortError::permanent("send", name, format!("entry {}: {e}", m.entry_id))
+                })
+            })
+            .collect();
+        let outcome = self.store.write("send to", name, |tx| {
+            let Some(row) = load_queue(tx, name)? else {
+                return Ok(None);
+            };
+            if row.fifo {
+                tx.execute(
+                    "DELETE FROM fifo_dedup WHERE queue = ?1 AND sent_at_ms <= ?2",
+                    params![name, now - DEDUPLICATION_WINDOW_MS],
+                )?;
+            }
+            let mut results = Vec::with_capacity(messages.len());
+            for (message, attributes) in messages.iter().zip(&encoded) {
+                let checked = LocalQueues::check_entry(name, row.fifo, message)
+                    .and_then(|()| attributes.clone());
+                let attributes = match checked {
+                    Ok(attributes) => attributes,
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
+                    }
+                };
+                let dedup = message.deduplication_id.as_deref().filter(|_| row.fifo);
+                if let Some(dedup) = dedup {
+                    let earlier: Option<String> = tx
+                        .query_row(
+                            "SELECT message_id FROM fifo_dedup
+                             WHERE queue = ?1 AND deduplication_id = ?2",
+                            params![name, dedup],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    if let Some(earlier) = earlier {
+                        results.push(Ok(earlier));
+                        continue;
+                    }
+                }
+                let message_id = uuid::Uuid::new_v4().to_string();
+                tx.execute(
+                    "INSERT INTO messages (queue, message_id, body, attributes, group_id,
+                         deduplication_id, sent_at_ms, visible_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        name,
+                        message_id,
+                        message.body,
+                        attributes,
+                        message.group_id,
+                        dedup,
+                        now,
+                        now + i64::from(message.delay_seconds) * 1000,
+                    ],
+                )?;
+                if let Some(dedup) = dedup {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO fifo_dedup (queue, deduplication_id, message_id, sent_at_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![name, dedup, message_id, now],
+                    )?;
+                }
+                results.push(Ok(message_id));
+            }
+            Ok(Some(results))
+        });
+        match outcome {
+            Ok(Some(results)) => Ok(results),
+            Ok(None) => Err(PortError::permanent(
+                "send",
+                name,
+                LocalError::NoSuchQueue(name.to_string()).to_string(),
+            )),
+            Err(error) => Err(error.into_port("send", name)),
+        }
+    }
+}
+
+/// One queue to receive from: the [`MessageSource`] of the local backend.
+#[derive(Debug, Clone)]
+pub struct LocalQueue {
+    store: LocalStore,
+    name: String,
+    fifo: bool,
+}
+
+struct Candidate {
+    seq: i64,
+    receive_count: u32,
+    group_id: Option<String>,
+}
+
+impl LocalQueue {
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// One receive attempt, without waiting: redrive what has been delivered too often, then
+    /// deliver up to `max` of the oldest visible messages.
+    fn receive_now(&self, max: usize) -> Result<Vec<ReceivedMessage>, LocalError> {
+        let now_time = self.store.now();
+        let now = to_millis(now_time);
+        let name = self.name.as_str();
+        let outcome = self.store.write("receive from", name, |tx| {
+            let Some(row) = load_queue(tx, name)? else {
+                return Ok(None);
+            };
+            let invisible_until = now + i64::from(row.visibility_timeout_seconds) * 1000;
+            let mut delivered = Vec::new();
+            // Groups with a message in flight are blocked (FIFO); groups already served in
+            // this batch keep their order.
+            let mut blocked_groups: Vec<String> = Vec::new();
+            if row.fifo {
+                let mut statement = tx.prepare(
+                    "SELECT DISTINCT group_id FROM messages
+                     WHERE queue = ?1 AND visible_at_ms > ?2 AND receipt_handle IS NOT NULL
+                       AND group_id IS NOT NULL",
+                )?;
+                blocked_groups = statement
+                    .query_map(params![name, now], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
+            let mut skipped: Vec<i64> = Vec::new();
+            'pages: loop {
+                let order = if row.fifo {
+                    "seq"
+                } else {
+                    "visible_at_ms, seq"
+                };
+                let mut statement = tx.prepare(&format!(
+                    "SELECT seq, receive_count, group_id FROM messages
+                     WHERE queue = ?1 AND visible_at_ms <= ?2
+                     ORDER BY {order} LIMIT ?3"
+                ))?;
+                let page: Vec<Candidate> = statement
+                    .query_map(
+                        params![
+                            name,
+                            now,
+                            (max + skipped.len() + delivered.len() + MAX_RECEIVE_BATCH) as i64
+                        ],
+                        |r| {
+                            Ok(Candidate {
+                                seq: r.get(0)?,
+                                receive_count: r.get(1)?,
+                                group_id: r.get(2)?,
+                            })
+                        },
+                    )?
+                    .collect::<rusqlite::Result<_>>()?;
+                let fresh: Vec<Candidate> = page
+                    .into_iter()
+                    .filter(|c| !skipped.contains(&c.seq) && !delivered.contains(&c.seq))
+                    .collect();
+                if fresh.is_empty() {
+                    break;
+                }
+                for candidate in fresh {
+                    if delivered.len() >= max {
+                        break 'pages;
+                    }
+                    let redrive_to = row
+                        .redrive
+                        .as_ref()
+                        .filter(|r| candidate.receive_count >= r.max_receive_count);
+                    if let Some(redrive) = redrive_to {
+                        tx.execute(
+                            "UPDATE messages SET queue = ?2, receive_count = 0,
+                                 receipt_handle = NULL, visible_at_ms = ?3,
+                                 redrive_source = ?4
+                             WHERE seq = ?1",
+                            params![candidate.seq, redrive.dead_letter_queue, now, name],
+                        )?;
+                        continue;
+                    }
+                    let group_blocked = row.fifo
+                        && candidate
+                            .group_id
+                            .as_ref()
+                            .is_some_and(|g| blocked_groups.contains(g));
+                    if group_blocked {
+                        skipped.push(candidate.seq);
+                        continue;
+                    }
+                    let handle = uuid::Uuid::new_v4().simple().to_string();
+                    tx.execute(
+                        "UPDATE messages SET receive_count = receive_count + 1,
+                             receipt_handle = ?2, visible_at_ms = ?3
+                         WHERE seq = ?1",
+                        params![candidate.seq, handle, invisible_until],
+                    )?;
+                    delivered.push(candidate.seq);
+                }
+                if row.fifo {
+                    // Later messages of a group wait for the ones delivered now.
+                    let mut statement =
+                        tx.prepare("SELECT group_id FROM messages WHERE seq = ?1")?;
+                    for seq in &delivered {
+                        let group: Option<String> = statement.query_row([seq], |r| r.get(0))?;
+                        match group {
+                            Some(group) if !blocked_groups.contains(&group) => {
+                                blocked_groups.push(group)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            let mut statement = tx.prepare(
+                "SELECT message_id, receipt_handle, body, attributes, receive_count,
+                        redrive_source, sent_at_ms, group_id
+                 FROM messages WHERE seq = ?1",
+            )?;
+            let mut out = Vec::with_capacity(delivered.len());
+            for seq in delivered {
+                let (message, attributes, sent_at) = statement.query_row([seq], |r| {
+                    let attributes: String = r.get(3)?;
+                    let sent_at: i64 = r.get(6)?;
+                    Ok((
+                        ReceivedMessage {
+                            message_id: r.get(0)?,
+                            receipt_handle: r.get(1)?,
+                            body: r.get(2)?,
+                            attributes: Attributes::new(),
+                            receive_count: r.get(4)?,
+                            redrive_source: r.get(5)?,
+                            sent_at: None,
+                            group_id: r.get(7)?,
+                        },
+                        attributes,
+                        sent_at,
+                    ))
+                })?;
+                out.push((message, attributes, sent_at));
+            }
+            Ok(Some(out))
+        })?;
+        let Some(rows) = outcome else {
+            return Err(LocalError::NoSuchQueue(self.name.clone()));
+        };
+        rows.into_iter()
+            .map(|(mut message, attributes, sent_at)| {
+                message.attributes = serde_json::from_str(&attributes).map_err(|e| {
+                    self.store.corrupt(
+                        format!("the attributes of message {}", message.message_id),
+                        e,
+                    )
+                })?;
+                message.sent_at = Some(from_millis(sent_at).map_err(|e| {
+                    self.store.corrupt(
+                        format!("the send time of message {}", message.message_id),
+                        e,
+                    )
+                })?);
+                Ok(message)
+            })
+            .collect()
+    }
+
+    fn time_after(now: DateTime<Utc>, seconds: u32) -> i64 {
+        to_millis(now) + i64::from(seconds) * 1000
+    }
+}
+
+#[async_trait]
+impl MessageSource for LocalQueue {
+    fn queue_id(&self) -> &str {
+        &self.name
+    }
+
+    fn is_fifo(&self) -> bool {
+        self.fifo
+    }
+
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError> {
+        let max = max.min(MAX_RECEIVE_BATCH);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        loop {
+            let messages = self
+                .receive_now(max)
+                .map_err(|e| e.into_port("receive", &self.name))?;
+            let waited = started.elapsed();
+            if !messages.is_empty() || waited >= wait {
+                return Ok(messages);
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(wait - waited)).await;
+        }
+    }
+
+    async fn delete(&self, receipt_handles: &[String]) -> Result<EntryResults<()>, PortError> {
+        let name = self.name.as_str();
+        self.store
+            .write("delete from", name, |tx| {
+                let mut statement =
+                    tx.prepare("DELETE FROM messages WHERE queue = ?1 AND receipt_handle = ?2")?;
+                receipt_handles
+                    .iter()
+                    .map(|handle| {
+                        Ok(match statement.execute(params![name, handle])? {
+                            0 => Err(PortError::permanent(
+                                "delete",
+                                name,
+                                format!(
+                                    "receipt handle {handle:?} is stale: the message was deleted or received again since"
+                                ),
+                            )),
+                            _ => Ok(()),
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(|e| e.into_port("delete", name))
+    }
+
+    async fn change_visibility(
+        &self,
+        entries: &[(String, u32)],
+    ) -> Result<EntryResults<()>, PortError> {
+        let name = self.name.as_str();
+        let now_time = self.store.now();
+        let now = to_millis(now_time);
+        self.store
+            .write("change visibility in", name, |tx| {
+                let mut find = tx.prepare(
+                    "SELECT seq, visible_at_ms FROM messages WHERE queue = ?1 AND receipt_handle = ?2",
+                )?;
+                let mut update =
+                    tx.prepare("UPDATE messages SET visible_at_ms = ?2 WHERE seq = ?1")?;
+                let mut results = Vec::with_capacity(entries.len());
+                for (handle, seconds) in entries {
+                    let refuse = |why: String| {
+                        Err(PortError::permanent("change visibility", name, why))
+                    };
+                    if *seconds > MAX_VISIBILITY_TIMEOUT_SECONDS {
+                        results.push(refuse(format!(
+                            "visibility timeout of {seconds} s is over the maximum of {MAX_VISIBILITY_TIMEOUT_SECONDS} s"
+                        )));
+                        continue;
+                    }
+                    let found: Option<(i64, i64)> = find
+                        .query_row(params![name, handle], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    results.push(match found {
+                        None => refuse(format!(
+                            "receipt handle {handle:?} is stale: the message was deleted or received again since"
+                        )),
+                        Some((_, visible_at)) if visible_at <= now => refuse(format!(
+                            "the message of receipt handle {handle:?} is not in flight: its visibility timeout has passed"
+                        )),
+                        Some((seq, _)) => {
+                            update.execute(params![seq, LocalQueue::time_after(now_time, *seconds)])?;
+                            Ok(())
+                        }
+                    });
+                }
+                Ok(results)
+            })
+            .map_err(|e| e.into_port("change visibility", name))
+    }
+}

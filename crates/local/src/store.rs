@@ -1,0 +1,324 @@
+//! The SQLite file: opening it (WAL, busy timeout), the schema and its migrations, the injected
+//! clock, and the time encodings every table shares.
+
+use crate::error::LocalError;
+use chrono::{DateTime, SecondsFormat, Utc};
+use dlq_healer_core::ports::{Clock, SystemClock};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a statement waits for another process's lock before giving up with
+/// [`LocalError::Busy`].
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The newest schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Schema version 1: queues, messages, ledger, archive index, alert windows and log, metrics.
+const SCHEMA_V1: &str = r#"
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    visibility_timeout_seconds INTEGER NOT NULL,
+    dead_letter_queue TEXT,
+    max_receive_count INTEGER,
+    fifo INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    attributes TEXT NOT NULL,
+    group_id TEXT,
+    deduplication_id TEXT,
+    sent_at_ms INTEGER NOT NULL,
+    visible_at_ms INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    receipt_handle TEXT,
+    redrive_source TEXT
+);
+CREATE INDEX IF NOT EXISTS messages_by_visibility ON messages(queue, visible_at_ms);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_receipt ON messages(receipt_handle);
+CREATE TABLE IF NOT EXISTS fifo_dedup (
+    queue TEXT NOT NULL,
+    deduplication_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (queue, deduplication_id)
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    class TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    action TEXT NOT NULL,
+    alerted INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    source TEXT,
+    archive_ref TEXT,
+    error TEXT NOT NULL,
+    dlq_message_id TEXT NOT NULL,
+    body_digest TEXT NOT NULL,
+    due_at TEXT,
+    PRIMARY KEY (key, attempt)
+);
+CREATE INDEX IF NOT EXISTS ledger_by_digest ON ledger(body_digest, at);
+CREATE INDEX IF NOT EXISTS ledger_by_class ON ledger(class, at);
+CREATE INDEX IF NOT EXISTS ledger_by_time ON ledger(at);
+CREATE TABLE IF NOT EXISTS archive_index (
+    object TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    class TEXT NOT NULL,
+    archived_at TEXT NOT NULL,
+    source TEXT,
+    PRIMARY KEY (object, line)
+);
+CREATE INDEX IF NOT EXISTS archive_by_key ON archive_index(key);
+CREATE INDEX IF NOT EXISTS archive_by_class ON archive_index(class, archived_at);
+CREATE TABLE IF NOT EXISTS alert_windows (
+    fingerprint TEXT PRIMARY KEY,
+    template TEXT NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    class TEXT NOT NULL,
+    source TEXT,
+    count INTEGER NOT NULL,
+    digest INTEGER NOT NULL,
+    error TEXT NOT NULL,
+    sample_keys TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_by_time ON alerts(at);
+CREATE TABLE IF NOT EXISTS metrics (
+    minute INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    class TEXT NOT NULL,
+    sum REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    PRIMARY KEY (minute, name, class)
+);
+"#;
+
+struct Inner {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
+}
+
+/// One connection to the dlq-healer SQLite file, shared by the queues, ledger, archive index,
+/// alerter and metrics built from it. Cheap to clone. Open the same file from several processes
+/// (or several times in one) to share it: WAL mode and a busy timeout make that safe.
+#[derive(Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LocalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalStore {
+    /// Open (creating if needed) the database at `path`, on the system clock.
+    pub fn open(path: impl AsRef<Path>) -> Result<LocalStore, LocalError> {
+        LocalStore::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// Open (creating if needed) the database at `path`; message and record times come from
+    /// `clock`, so tests can run on simulated time.
+    pub fn open_with_clock(
+        path: impl AsRef<Path>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<LocalStore, LocalError> {
+        let path = path.as_ref().to_path_buf();
+        let missing_parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.is_dir());
+        if let Some(parent) = missing_parent {
+            return Err(LocalError::Open {
+                path: path.clone(),
+                reason: format!("the directory {} does not exist", parent.display()),
+            });
+        }
+        let connection = Connection::open(&path).map_err(|e| LocalError::Open {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let setup = |e| LocalError::sql("set up", "the database", &path, e);
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(setup)?;
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(setup)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(LocalError::Open {
+                path: path.clone(),
+                reason: format!("the file system refused WAL mode (got {mode})"),
+            });
+        }
+        connection
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(setup)?;
+        let store = LocalStore {
+            inner: Arc::new(Inner {
+                path,
+                connection: Mutex::new(connection),
+                clock,
+            }),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), LocalError> {
+        let path = self.inner.path.clone();
+        self.write("migrate", "the schema", |tx| {
+            let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+            if found > SCHEMA_VERSION {
+                return Ok(Err(LocalError::NewerSchema {
+                    path: path.clone(),
+                    found,
+                    known: SCHEMA_VERSION,
+                }));
+            }
+            if found < 1 {
+                tx.execute_batch(SCHEMA_V1)?;
+                tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            }
+            Ok(Ok(()))
+        })?
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The clock this store reads.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    /// What time it is on the store's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// The schema version of the file.
+    pub fn schema_version(&self) -> Result<i64, LocalError> {
+        self.read("read", "the schema version", |tx| {
+            tx.query_row("PRAGMA user_version", [], |row| row.get(0))
+        })
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the transaction rolls back).
+        self.inner
+            .connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Run `work` in a write transaction (taken at once, so two processes never deadlock on
+    /// upgrading a read lock), committing if it succeeds.
+    pub(crate) fn write<T>(
+        &self,
+        operation: &str,
+        target: &str,
+        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, LocalError> {
+        let mut connection = self.connection();
+        let fail = |e| LocalError::sql(operation, target, &self.inner.path, e);
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(fail)?;
+        let value = work(&tx).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(value)
+    }
+
+    /// Run `work` in a read transaction (one consistent snapshot).
+    pub(crate) fn read<T>(
+        &self,
+        operation: &str,
+        target: &str,
+        work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, LocalError> {
+        let mut connection = self.connection();
+        let fail = |e| LocalError::sql(operation, target, &self.inner.path, e);
+        let tx = connection
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(fail)?;
+        let value = work(&tx).map_err(fail)?;
+        tx.finish().map_err(fail)?;
+        Ok(value)
+    }
+
+    /// A [`LocalError::Corrupt`] about this database.
+    pub(crate) fn corrupt(&self, what: impl Into<String>, reason: impl ToString) -> LocalError {
+        LocalError::Corrupt {
+            what: what.into(),
+            path: self.inner.path.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Milliseconds since the epoch, as the queue tables store times.
+pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// A time from milliseconds since the epoch.
+pub(crate) fn from_millis(millis: i64) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(millis).ok_or_else(|| conversion(format!("time {millis} ms")))
+}
+
+/// RFC 3339 with nanoseconds and `Z`: fixed width, so text order is time order.
+pub(crate) fn to_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// A time written by [`to_text`].
+pub(crate) fn from_text(text: &str) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| conversion(format!("time {text:?}: {e}")))
+}
+
+/// A conversion failure of a stored value, as a rusqlite error.
+pub(crate) fn conversion(what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        Box::<dyn std::error::Error + Send + Sync>::from(format!("cannot read stored {what}")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn text_times_sort_like_times() {
+        let a = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let b = a + chrono::Duration::nanoseconds(1);
+        let c = a + chrono::Duration::days(400);
+        assert!(to_text(a) < to_text(b));
+        assert!(to_text(b) < to_text(c));
+        assert_eq!(from_text(&to_text(b)).unwrap(), b);
+        assert_eq!(from_millis(to_millis(c)).unwrap(), c);
+        assert!(from_text("yesterday").is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The shared port contract suite, run against the local backend.
+
+mod common;
+
+use common::Fixture;
+use dlq_healer_core::contract::{self, QueueCapabilities};
+use dlq_healer_local::QueueSettings;
+
+#[tokio::test]
+async fn local_queues_pass_the_queue_contract() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues
+        .create_queue("orders", QueueSettings::default())
+        .unwrap();
+    let source = queues.queue("orders").unwrap();
+    let advance = |by: chrono::Duration| fixture.clock.advance(by);
+    contract::queue_contract(&queues, &source, "orders", &advance, QueueCapabilities::ALL).await;
+    assert_eq!(queues.depth("orders").unwrap().total(), 0);
+}
+
+#[tokio::test]
+async fn local_queues_accept_local_urls_in_the_queue_contract() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues
+        .create_queue("local://orders", QueueSettings::default())
+        .unwrap();
+    let source = queues.queue("orders").unwrap();
+    let advance = |by: chrono::Duration| fixture.clock.advance(by);
+    contract::queue_contract(
+        &queues,
+        &source,
+        "local://orders",
+        &advance,
+        QueueCapabilities::ALL,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn local_queues_pass_the_redrive_contract() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues
+        .create_queue("orders-dlq", QueueSettings::default())
+        .unwrap();
+    queues
+        .create_queue(
+            "orders",
+            QueueSettings::default().with_redrive("orders-dlq", 3),
+        )
+        .unwrap();
+    let source = queues.queue("orders").unwrap();
+    let dlq = queues.queue("orders-dlq").unwrap();
+    contract::redrive_contract(&queues, &source, "orders", &dlq, 3, QueueCapabilities::ALL).await;
+}
+
+#[tokio::test]
+async fn local_fifo_queues_pass_the_redrive_contract() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues
+        .create_queue("orders-dlq.fifo", QueueSettings::default().fifo())
+        .unwrap();
+    queues
+        .create_queue(
+            "orders.fifo",
+            QueueSettings::default()
+                .fifo()
+                .with_redrive("orders-dlq.fifo", 2),
+        )
+        .unwrap();
+    let source = queues.queue("orders.fifo").unwrap();
+    let dlq = queues.queue("orders-dlq.fifo").unwrap();
+    contract::redrive_contract(
+        &queues,
+        &source,
+        "orders.fifo",
+        &dlq,
+        2,
+        QueueCapabilities::ALL,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn local_ledger_passes_the_ledger_contract() {
+    let fixture = Fixture::new();
+    contract::ledger_contract(&fixture.store.ledger()).await;
+    // Run twice on the same table: the suite must not depend on an empty ledger.
+    contract::ledger_contract(&fixture.store.ledger()).await;
+    assert_eq!(fixture.store.ledger().count().unwrap(), 8);
+}

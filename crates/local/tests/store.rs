@@ -1,0 +1,142 @@
+//! Opening the database: clear errors for bad paths and foreign files; several connections on
+//! one file at once.
+
+mod common;
+
+use common::Fixture;
+use dlq_healer_core::message::OutgoingMessage;
+use dlq_healer_core::ports::{Ledger, MessageSource, QueueSender};
+use dlq_healer_local::{LocalError, LocalStore, QueueSettings};
+use std::time::Duration;
+
+#[test]
+fn a_missing_directory_is_a_clear_open_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("healer.db");
+    let error = LocalStore::open(&path).unwrap_err();
+    assert!(matches!(error, LocalError::Open { .. }), "{error:?}");
+    let text = error.to_string();
+    assert!(text.contains("no-such-dir"), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+    assert!(!error.is_retryable());
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "these are my notes, not a database\n".repeat(200)).unwrap();
+    let error = LocalStore::open(&path).unwrap_err();
+    assert!(
+        matches!(error, LocalError::NotADatabase { .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("notes.txt"), "{error}");
+    // The file is left alone.
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("these are my notes")
+    );
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let fixture = Fixture::new();
+    assert_eq!(fixture.store.schema_version().unwrap(), 1);
+    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
+    raw.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(raw);
+    let error = LocalStore::open(fixture.store.path()).unwrap_err();
+    assert!(
+        matches!(error, LocalError::NewerSchema { found: 99, .. }),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn reopening_keeps_the_data() {
+    let fixture = Fixture::new();
+    fixture
+        .store
+        .queues()
+        .create_queue("orders", QueueSettings::default())
+        .unwrap();
+    let again = fixture.reopen();
+    let names: Vec<String> = again
+        .queues()
+        .list_queues()
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["orders".to_string()]);
+}
+
+#[test]
+fn a_database_locked_too_long_is_a_busy_error_not_a_panic() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues
+        .create_queue("orders", QueueSettings::default())
+        .unwrap();
+    let mut blocker = rusqlite::Connection::open(fixture.store.path()).unwrap();
+    let tx = blocker
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let error = queues.purge("orders").unwrap_err();
+    assert!(matches!(error, LocalError::Busy { .. }), "{error:?}");
+    assert!(error.is_retryable());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "waited for the busy timeout"
+    );
+    tx.rollback().unwrap();
+    assert_eq!(queues.purge("orders").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_connections_share_one_file_at_once() {
+    let fixture = Fixture::new();
+    let producer = fixture.store.clone();
+    let consumer = fixture.reopen();
+    producer
+        .queues()
+        .create_queue("orders", QueueSettings::default())
+        .unwrap();
+
+    let sending = tokio::spawn(async move {
+        let queues = producer.queues();
+        for round in 0..50 {
+            let batch: Vec<OutgoingMessage> = (0..4)
+                .map(|i| OutgoingMessage::new(format!("e{i}"), format!("{round}-{i}")))
+                .collect();
+            let results = queues.send("orders", &batch).await.unwrap();
+            assert!(results.iter().all(Result::is_ok));
+            tokio::task::yield_now().await;
+        }
+    });
+    let receiving = tokio::spawn(async move {
+        let source = consumer.queues().queue("orders").unwrap();
+        let ledger = consumer.ledger();
+        let mut bodies = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while bodies.len() < 200 && std::time::Instant::now() < deadline {
+            let got = source.receive(10, Duration::from_millis(50)).await.unwrap();
+            let handles: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
+            bodies.extend(got.into_iter().map(|m| String::from_utf8(m.body).unwrap()));
+            let deleted = source.delete(&handles).await.unwrap();
+            assert!(deleted.iter().all(Result::is_ok));
+            // Touch another table through the same connection meanwhile.
+            ledger.history(&["k".to_string()]).await.unwrap();
+        }
+        bodies
+    });
+    sending.await.unwrap();
+    let mut bodies = receiving.await.unwrap();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 200, "every message received exactly once");
+    assert_eq!(fixture.store.queues().depth("orders").unwrap().total(), 0);
+}
