@@ -193,7 +193,7 @@ struct BodyFormatEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleSpec {
-    name: String,
+    name: toml::Spanned<String>,
     class: FailureClass,
     #[serde(default)]
     source: Vec<String>,
@@ -342,52 +342,52 @@ impl RuleSet {
         let mut regex_sources = Vec::new();
         let mut seen_names = std::collections::HashSet::new();
         for (index, spec) in file.rule.into_iter().enumerate() {
-            let name_needle = format!("\"{}\"", spec.name);
-            if spec.name.trim().is_empty() {
-                return Err(error_at(
-                    "name",
-                    format!("rule #{} has an empty name", index + 1),
-                ));
+            // Errors about a rule point at its name, which toml tells us the place of.
+            let name_span = spec.name.span();
+            let name = spec.name.into_inner();
+            let rule_error = |reason: String| {
+                let (line, column) = line_column(text, name_span.start);
+                RulesError {
+                    origin: origin.to_string(),
+                    location: format!(":{line}:{column}"),
+                    reason,
+                }
+            };
+            if name.trim().is_empty() {
+                return Err(rule_error(format!(
+                    "rule #{} has an empty name; give every rule a unique name",
+                    index + 1
+                )));
             }
-            if !seen_names.insert(spec.name.clone()) {
-                return Err(error_at(
-                    &name_needle,
-                    format!(
-                        "rule name {:?} is used twice; rule names must be unique",
-                        spec.name
-                    ),
-                ));
+            if !seen_names.insert(name.clone()) {
+                return Err(rule_error(format!(
+                    "rule name {:?} is used twice; rule names must be unique",
+                    name
+                )));
             }
             for status in &spec.status {
                 if !(100..=599).contains(status) {
-                    return Err(error_at(
-                        &name_needle,
-                        format!(
-                            "rule {:?}: status {status} is not an HTTP status (100-599)",
-                            spec.name
-                        ),
-                    ));
+                    return Err(rule_error(format!(
+                        "rule {:?}: status {status} is not an HTTP status (100-599)",
+                        name
+                    )));
                 }
             }
             for pointer in &spec.json_missing {
                 if !pointer.starts_with('/') {
-                    return Err(error_at(
-                        &name_needle,
-                        format!(
-                            "rule {:?}: json_missing {pointer:?} is not a JSON pointer; write it like \"/user/id\"",
-                            spec.name
-                        ),
-                    ));
+                    return Err(rule_error(format!(
+                        "rule {:?}: json_missing {pointer:?} is not a JSON pointer; write it like \"/user/id\"",
+                        name
+                    )));
                 }
             }
             let mut regexes = Vec::new();
             for pattern in &spec.regex {
                 let full = format!("(?i){pattern}");
                 Regex::new(&full).map_err(|e| {
-                    error_at(
-                        &name_needle,
-                        format!("rule {:?}: invalid regex {pattern:?}: {e}", spec.name),
-                    )
+                    rule_error(format!(
+                        "rule {name:?}: invalid regex {pattern:?}; fix the pattern (Rust regex syntax, escape special characters with \\): {e}"
+                    ))
                 })?;
                 regexes.push((regex_sources.len(), pattern.clone()));
                 regex_sources.push(full);
@@ -396,10 +396,9 @@ impl RuleSet {
             for (texts, is_error_type) in [(&spec.text, false), (&spec.error_type, true)] {
                 for literal in texts {
                     if literal.trim().is_empty() {
-                        return Err(error_at(
-                            &name_needle,
-                            format!("rule {:?}: empty text or error_type", spec.name),
-                        ));
+                        return Err(rule_error(format!(
+                            "rule {name:?}: empty text or error_type; remove it or write the text to match"
+                        )));
                     }
                     has_literals = true;
                     literal_patterns.push(literal.clone());
@@ -413,7 +412,7 @@ impl RuleSet {
                 }
             }
             rules.push(Rule {
-                name: spec.name,
+                name,
                 class: spec.class,
                 sources: spec.source,
                 min_receive_count: spec.min_receive_count,
@@ -575,13 +574,13 @@ impl RuleSet {
                 ));
             }
         }
-        if let Some(min) = rule.min_receive_count {
-            if facts.receive_count < min {
-                return Err(format!(
-                    "receive count {} is below {min}",
-                    facts.receive_count
-                ));
-            }
+        if let Some(min) = rule.min_receive_count
+            && facts.receive_count < min
+        {
+            return Err(format!(
+                "receive count {} is below {min}",
+                facts.receive_count
+            ));
         }
         if !rule.has_signals() {
             return Ok(Signal::Always);
@@ -606,14 +605,13 @@ impl RuleSet {
                 Signal::Text(owner.text.clone())
             });
         }
-        if let Some(error_type) = facts.error_type {
-            if let Some(matched) = rule
+        if let Some(error_type) = facts.error_type
+            && let Some(matched) = rule
                 .error_types
                 .iter()
                 .find(|t| type_names_match(t, error_type))
-            {
-                return Ok(Signal::ErrorType(matched.clone()));
-            }
+        {
+            return Ok(Signal::ErrorType(matched.clone()));
         }
         if !rule.statuses.is_empty() {
             let statuses = evaluation.statuses.get_or_init(|| {
@@ -645,14 +643,13 @@ impl RuleSet {
             let json = evaluation
                 .body_json
                 .get_or_init(|| serde_json::from_slice::<Value>(facts.body).ok());
-            if let Some(json) = json {
-                if let Some(pointer) = rule
+            if let Some(json) = json
+                && let Some(pointer) = rule
                     .json_missing
                     .iter()
                     .find(|p| json.pointer(p).is_none_or(Value::is_null))
-                {
-                    return Ok(Signal::JsonMissing(pointer.clone()));
-                }
+            {
+                return Ok(Signal::JsonMissing(pointer.clone()));
             }
         }
         if !rule.attributes.is_empty()
@@ -693,13 +690,18 @@ fn type_names_match(rule_type: &str, error_type: &str) -> bool {
     last.eq_ignore_ascii_case(rule_type)
 }
 
-/// Whether a body is acceptable for its format. JSON nesting deeper than serde_json's limit
-/// counts as invalid, which keeps hostile bodies from exhausting the stack.
+pub use crate::json_check::MAX_JSON_DEPTH;
+
+/// Whether a body is acceptable for its format. JSON is checked by
+/// [`crate::json_check::is_valid_json`], which accepts what serde_json's `Value` accepts: UTF-8
+/// throughout, no lone surrogates in `\u` escapes, and nesting deeper than [`MAX_JSON_DEPTH`]
+/// (serde_json's own limit) counts as invalid. The check is iterative, so hostile bodies never
+/// reach a recursive parser.
 pub fn body_is_valid(body: &[u8], format: BodyFormat) -> bool {
     match format {
         BodyFormat::Binary => true,
         BodyFormat::Text => std::str::from_utf8(body).is_ok(),
-        BodyFormat::Json => serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok(),
+        BodyFormat::Json => crate::json_check::is_valid_json(body),
     }
 }
 
@@ -736,12 +738,15 @@ fn glob_match(pattern: &[u8], subject: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
-const STATUS_KEYWORDS: [&str; 10] = [
+const STATUS_KEYWORDS: [&str; 13] = [
     "http",
     "status",
     "code",
     "statuscode",
     "status_code",
+    "httpstatus",
+    "httpstatuscode",
+    "http_status",
     "response",
     "returned",
     "got",
@@ -749,36 +754,85 @@ const STATUS_KEYWORDS: [&str; 10] = [
     "responded",
 ];
 
-const REASON_PHRASE_STARTS: [&str; 24] = [
-    "bad",
-    "unauthorized",
-    "unauthorised",
-    "forbidden",
-    "not",
-    "request",
-    "conflict",
-    "gone",
-    "precondition",
-    "payload",
-    "unsupported",
-    "unprocessable",
-    "locked",
-    "too",
-    "internal",
-    "service",
-    "gateway",
-    "insufficient",
-    "network",
-    "client",
-    "server",
-    "payment",
-    "method",
-    "upgrade",
-];
+fn is_status_keyword(word: &str) -> bool {
+    let word = word.to_ascii_lowercase();
+    STATUS_KEYWORDS.contains(&word.as_str()) || word.starts_with("http/")
+}
+
+/// Whether `word` can start the reason phrase of `status` (`401 Unauthorized`, `503 Service
+/// Unavailable`, `404 Client Error`), so that `user 401 not found` is not read as a 401.
+fn reason_phrase_fits(status: u16, word: &str) -> bool {
+    let word = word.to_ascii_lowercase();
+    let word = word.as_str();
+    match (status / 100, word) {
+        (4, "client") | (5, "server") => return true,
+        _ => {}
+    }
+    let starts: &[&str] = match status {
+        100 => &["continue"],
+        101 => &["switching"],
+        200 => &["ok"],
+        201 => &["created"],
+        202 => &["accepted"],
+        204 => &["no"],
+        301 => &["moved"],
+        302 => &["found"],
+        304 => &["not"],
+        307 => &["temporary"],
+        308 => &["permanent"],
+        400 => &["bad"],
+        401 => &["unauthorized", "unauthorised"],
+        402 => &["payment"],
+        403 => &["forbidden"],
+        404 => &["not"],
+        405 => &["method"],
+        406 => &["not"],
+        407 => &["proxy"],
+        408 => &["request"],
+        409 => &["conflict"],
+        410 => &["gone"],
+        411 => &["length"],
+        412 | 428 => &["precondition"],
+        413 => &["payload", "request", "content"],
+        414 => &["uri", "request"],
+        415 => &["unsupported"],
+        416 => &["range", "requested"],
+        417 => &["expectation"],
+        421 => &["misdirected"],
+        422 => &["unprocessable"],
+        423 => &["locked"],
+        424 => &["failed"],
+        425 | 429 => &["too"],
+        426 => &["upgrade"],
+        431 => &["request"],
+        451 => &["unavailable"],
+        500 => &["internal"],
+        501 | 510 => &["not"],
+        502 => &["bad"],
+        503 => &["service"],
+        504 => &["gateway"],
+        505 => &["http"],
+        506 => &["variant"],
+        507 => &["insufficient"],
+        508 => &["loop"],
+        509 => &["bandwidth"],
+        511 | 598 | 599 => &["network"],
+        520 => &["web", "unknown"],
+        521 => &["web"],
+        522 => &["connection"],
+        523 => &["origin"],
+        524 => &["a"],
+        529 => &["site"],
+        _ => &[],
+    };
+    starts.contains(&word)
+}
 
 /// HTTP statuses written as such in a text: `429 Too Many Requests`, `HTTP/1.1 503`, `status code 401`,
-/// `Status Code: 403`, `status=500`. A three-digit number that is part of a longer number or an id
-/// (`order 14013`, `id-401x`) is not a status.
+/// `Status Code: 403`, `status=500`, `{"code":503}`. A three-digit number that is part of a longer
+/// number or an id (`order 14013`, `id-401x`, `401.5`), or that is followed by words that are not its
+/// reason phrase (`user 401 not found`, `503 messages`), or after a `code` that is not a status
+/// code (`promo code 401`), is not a status.
 pub fn statuses_in_text(text: &str) -> Vec<u16> {
     let bytes = text.as_bytes();
     let mut found = Vec::new();
@@ -796,47 +850,50 @@ pub fn statuses_in_text(text: &str) -> Vec<u16> {
         if end - start != 3 || !(b'1'..=b'5').contains(&bytes[start]) {
             continue;
         }
-        let bounded_before = start == 0
-            || !(bytes[start - 1].is_ascii_alphanumeric()
-                || matches!(bytes[start - 1], b'_' | b'-' | b'.'));
-        let bounded_after = end == bytes.len()
-            || !(bytes[end].is_ascii_alphanumeric() || matches!(bytes[end], b'_' | b'-'))
-                && !(bytes[end] == b'.'
-                    && end + 1 < bytes.len()
-                    && bytes[end + 1].is_ascii_digit());
+        let bounded_before = text[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '_' | '-' | '.')));
+        let mut rest = text[end..].chars();
+        let bounded_after = match rest.next() {
+            None => true,
+            Some('.') => !rest.next().is_some_and(|c| c.is_ascii_digit()),
+            Some(c) => !(c.is_alphanumeric() || matches!(c, '_' | '-')),
+        };
         if !bounded_before || !bounded_after {
             continue;
         }
         let status = (bytes[start] - b'0') as u16 * 100
             + (bytes[start + 1] - b'0') as u16 * 10
             + (bytes[start + 2] - b'0') as u16;
-        let before = word_before(text, start);
-        let after = word_after(text, end);
-        let keyword_before = before.is_some_and(|w| {
-            let w = w.to_ascii_lowercase();
-            STATUS_KEYWORDS.contains(&w.as_str()) || w.starts_with("http/")
+        let keyword_before = word_before(text, start).is_some_and(|(word, at)| {
+            is_status_keyword(word)
+                && (!word.eq_ignore_ascii_case("code")
+                    || word_before(text, at)
+                        .is_none_or(|(previous, _)| is_status_keyword(previous)))
         });
-        let phrase_after =
-            after.is_some_and(|w| REASON_PHRASE_STARTS.contains(&w.to_ascii_lowercase().as_str()));
-        let status_line = start == 0 || text[..start].trim().is_empty();
-        if keyword_before || phrase_after || (status_line && after.is_some()) {
+        let phrase_after = word_after(text, end).is_some_and(|w| reason_phrase_fits(status, w));
+        if keyword_before || phrase_after {
             found.push(status);
         }
     }
     found
 }
 
-fn word_before(text: &str, index: usize) -> Option<&str> {
+/// The word before `index` (skipping separators such as `: = ( "`), and where it starts.
+fn word_before(text: &str, index: usize) -> Option<(&str, usize)> {
     let head = text[..index].trim_end_matches([' ', ':', '=', '#', '(', '[', '\t', '"', '\'']);
     let start = head
-        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '.'))
-        .map_or(0, |i| i + 1);
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '.'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let word = &head[start..];
-    (!word.is_empty()).then_some(word)
+    (!word.is_empty()).then_some((word, start))
 }
 
 fn word_after(text: &str, index: usize) -> Option<&str> {
-    let tail = text[index..].trim_start_matches([' ', '\t', ':', '-', '(']);
+    let tail = text[index..].trim_start_matches([' ', '\t', ':', '-', '(', '\'', '"']);
     let end = tail
         .find(|c: char| !c.is_ascii_alphabetic())
         .unwrap_or(tail.len());
