@@ -16,6 +16,8 @@
 //! Every adapter implements a port of `dlq_healer_core::ports` and passes the shared contract
 //! suite in `dlq_healer_core::contract` (see `tests/contract.rs`).
 
+#![warn(missing_docs)]
+
 pub mod alerts;
 pub mod archive;
 pub mod error;

@@ -214,6 +214,13 @@ impl LocalStore {
         self.inner.clock.now()
     }
 
+    /// Change how long statements wait for another process's lock (default [`BUSY_TIMEOUT`]).
+    pub fn set_busy_timeout(&self, timeout: Duration) -> Result<(), LocalError> {
+        self.connection()
+            .busy_timeout(timeout)
+            .map_err(|e| LocalError::sql("set busy timeout of", "the database", self.path(), e))
+    }
+
     /// The schema version of the file.
     pub fn schema_version(&self) -> Result<i64, LocalError> {
         self.read("read", "the schema version", |tx| {

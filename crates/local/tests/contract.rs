@@ -92,3 +92,25 @@ async fn local_ledger_passes_the_ledger_contract() {
     contract::ledger_contract(&fixture.store.ledger()).await;
     assert_eq!(fixture.store.ledger().count().unwrap(), 8);
 }
+
+#[tokio::test]
+async fn local_archive_passes_the_archive_contract() {
+    let fixture = Fixture::new();
+    let archive =
+        dlq_healer_local::LocalArchive::new(fixture.store.clone(), fixture.dir.path().join("arc"))
+            .unwrap();
+    contract::archive_contract(&archive, "archive").await;
+    // Overwriting the object re-indexed it: one line left.
+    let indexed = archive.query(None, None, None, None).unwrap();
+    assert_eq!(indexed.len(), 1);
+}
+
+#[tokio::test]
+async fn local_alerter_passes_the_alerter_contract() {
+    let fixture = Fixture::new();
+    let window = chrono::Duration::minutes(10);
+    let alerter = dlq_healer_local::LocalAlerter::new(fixture.store.clone(), window, None);
+    contract::alerter_contract(&alerter, window).await;
+    // First alert, another fingerprint's alert, the digest, the alert after the window.
+    assert_eq!(alerter.sent_count().unwrap(), 4);
+}
