@@ -195,7 +195,7 @@ enum Step {
     Requeue {
         queue: String,
         delay_seconds: u32,
-        record_as: Option<LedgerRecord>,
+        record_as: Option<Box<LedgerRecord>>,
     },
     Park {
         seconds: u32,
@@ -388,7 +388,7 @@ impl Engine {
                         Step::Requeue {
                             queue,
                             delay_seconds: 0,
-                            record_as: Some(record),
+                            record_as: Some(Box::new(record)),
                         }
                     }
                     None => Step::Archive {
@@ -482,7 +482,7 @@ impl Engine {
                             delay_seconds,
                         });
                         plan.record = Some(match record_as {
-                            Some(record) => record,
+                            Some(record) => *record,
                             None => plan.ledger_record(RecordedAction::Requeued, None, None, now),
                         });
                     }
@@ -877,7 +877,7 @@ impl Plan {
             body: text,
             body_b64: b64,
             attributes: self.letter.message.attributes.clone(),
-            context: self.letter.raw_context.clone(),
+            context: self.letter.raw_context(),
             context_problem: self.letter.context.problem(),
             source: self.letter.source.clone(),
             log_url: self

@@ -47,8 +47,8 @@ pub struct OpenedLetter {
     pub message: ReceivedMessage,
     /// What reading the context found.
     pub context: ContextReading,
-    /// The context as received: a JSON value, or the raw text when unreadable.
-    pub raw_context: Option<Value>,
+    /// The context text as received (kept as text: it is only needed when archiving).
+    pub context_text: Option<String>,
     /// Whether the context came in a body envelope.
     pub enveloped: bool,
     /// The source queue: from the context, else from native redrive.
@@ -59,41 +59,37 @@ impl OpenedLetter {
     /// Take a received message apart. Never fails: whatever is wrong becomes a fact.
     pub fn open(mut message: ReceivedMessage) -> OpenedLetter {
         let mut enveloped = false;
-        let mut raw_context = None;
+        let mut context_text = None;
         let mut context = ContextReading::Missing;
-        if message.body.starts_with(ENVELOPE_PREFIX) {
-            if let Ok(envelope) = serde_json::from_slice::<BodyEnvelope>(&message.body) {
-                let original = match (envelope.body, envelope.body_b64) {
-                    (Some(text), _) => Some(text.into_bytes()),
-                    (None, Some(b64)) => crate::serde_b64::decode(&b64).ok(),
-                    (None, None) => Some(Vec::new()),
-                };
-                if let Some(original) = original {
-                    message.body = original;
-                    enveloped = true;
-                    context = ContextReading::from_value(envelope.context.clone());
-                    raw_context = Some(envelope.context);
-                }
+        if message.body.starts_with(ENVELOPE_PREFIX)
+            && let Ok(envelope) = serde_json::from_slice::<BodyEnvelope>(&message.body)
+        {
+            let original = match (envelope.body, envelope.body_b64) {
+                (Some(text), _) => Some(text.into_bytes()),
+                (None, Some(b64)) => crate::serde_b64::decode(&b64).ok(),
+                (None, None) => Some(Vec::new()),
+            };
+            if let Some(original) = original {
+                message.body = original;
+                enveloped = true;
+                context_text = Some(envelope.context.to_string());
+                context = ContextReading::from_value(envelope.context);
             }
         }
-        if let Some(attribute) = message.attributes.remove(CONTEXT_ATTRIBUTE) {
-            if !enveloped {
-                match attribute.string_value {
-                    Some(text) => {
-                        context = ContextReading::parse(&text);
-                        raw_context = Some(match &context {
-                            ContextReading::Valid(_) | ContextReading::UnsupportedVersion(_) => {
-                                serde_json::from_str(&text).unwrap_or(Value::String(text))
-                            }
-                            _ => Value::String(text),
-                        });
-                    }
-                    None => {
-                        context = ContextReading::Corrupt(format!(
-                            "dlq-context is a {} attribute with no string value",
-                            attribute.data_type
-                        ));
-                    }
+        // The attribute is always taken out; an envelope's context wins over it.
+        if let Some(attribute) = message.attributes.remove(CONTEXT_ATTRIBUTE)
+            && !enveloped
+        {
+            match attribute.string_value {
+                Some(text) => {
+                    context = ContextReading::parse(&text);
+                    context_text = Some(text);
+                }
+                None => {
+                    context = ContextReading::Corrupt(format!(
+                        "dlq-context is a {} attribute with no string value",
+                        attribute.data_type
+                    ));
                 }
             }
         }
@@ -104,10 +100,17 @@ impl OpenedLetter {
         OpenedLetter {
             message,
             context,
-            raw_context,
+            context_text,
             enveloped,
             source,
         }
+    }
+
+    /// The context as received, for the archive: its JSON, or its text when it is not JSON.
+    pub fn raw_context(&self) -> Option<Value> {
+        self.context_text
+            .as_ref()
+            .map(|text| serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone())))
     }
 
     /// The facts the rules look at.
@@ -212,7 +215,7 @@ mod tests {
         attributes.insert("tenant".into(), Attribute::string("a"));
         let opened = OpenedLetter::open(message(b"{}", attributes));
         assert_eq!(opened.context.state(), ContextState::Corrupt);
-        assert_eq!(opened.raw_context, Some(Value::String("{broken".into())));
+        assert_eq!(opened.raw_context(), Some(Value::String("{broken".into())));
         assert_eq!(opened.attributes().len(), 1);
         assert_eq!(
             opened.source.as_deref(),
