@@ -5,6 +5,7 @@
 //! - [`class`]: the six failure classes.
 //! - [`message`]: received and outgoing messages, attributes.
 //! - [`context`]: the `dlq-context` failure context (the public wire contract).
+//! - [`json_check`]: a fast, allocation-free JSON validator for message bodies.
 //! - [`letter`]: opening a dead letter (envelope, context, source, body digest).
 //! - [`rules`]: the rules engine and its TOML format; `default_rules.toml` ships the defaults.
 //! - [`policy`]: per-class policy, full-jitter backoff, the decision for one message.
@@ -23,6 +24,7 @@ pub mod consumer;
 pub mod contract;
 pub mod context;
 pub mod engine;
+pub mod json_check;
 pub mod letter;
 pub mod message;
 pub mod metrics;
