@@ -1,1 +1,293 @@
-fn main() {}
+//! The `dlq-healer` command: thin glue that reads configuration, picks adapters and runs the
+//! engine. All healing logic lives in `dlq-healer-core`.
+//!
+//! # Layout
+//! - `main.rs`: the command line and its dispatch.
+//! - `classify.rs`: `classify`, a dry run of the rules over JSON Lines.
+//! - `demo.rs`: `demo`, the original scenario end to end on the local backend.
+//! - `run.rs`: `run`, the long-running healer worker.
+//! - `queue.rs`: `queue`, managing and feeding local queues.
+//! - `worker.rs`: the polling loop shared by `run` and `demo`, with graceful shutdown.
+//! - `local.rs`: wiring of the local backend's adapters into an engine.
+//! - `panels.rs`: the original dashboard's three panels as tables.
+//! - `bench.rs`: `bench`, the benchmark table of the README.
+
+mod bench;
+mod classify;
+mod demo;
+mod local;
+mod panels;
+mod queue;
+mod run;
+mod worker;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use dlq_healer_core::rules::RuleSet;
+use std::path::{Path, PathBuf};
+
+/// Classify, heal, alert on and archive dead-lettered messages. Nothing is lost.
+#[derive(Debug, Parser)]
+#[command(name = "dlq-healer", version, about, long_about = None)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Dry-run the rules: read messages as JSON Lines, print one classification per line.
+    ///
+    /// Each input line is an object with optional fields `body` (string or null), `body_b64`
+    /// (base64, for bodies that are not UTF-8), `error` (the error text), `attributes` (object of
+    /// strings; may hold a `dlq-context`) and `receive_count`. Each output line is
+    /// {"class": ..., "action": ..., "rule": ...}, or {"error": ...} for a line that cannot be read.
+    Classify {
+        /// Rules file (TOML); the shipped defaults when absent.
+        #[arg(long, env = "DLQ_HEALER_RULES")]
+        rules: Option<PathBuf>,
+        /// Input file; standard input when absent.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// For a single message: print every rule tried and why it did or did not match.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Print the benchmark table (classification speed, local healing speed, memory).
+    Bench {
+        /// Messages for the classification benchmark.
+        #[arg(long, default_value_t = 1_000_000)]
+        classify_messages: usize,
+    },
+    /// Run the original scenario end to end on the local backend and account for every order.
+    ///
+    /// Orders are produced, consumed by a consumer whose downstream fails the original's five ways
+    /// (expired token, missing user, slow warehouse, corrupt JSON, payment gateway outage),
+    /// dead-lettered with their context, then classified, re-queued, alerted on and archived by
+    /// the healer. Time is simulated, so backoffs of minutes take milliseconds. Prints the three
+    /// dashboard panels and `sent = processed + archived + still queued`; exits 1 if anything is
+    /// unaccounted.
+    Demo {
+        /// Orders to produce.
+        #[arg(long, default_value_t = 100)]
+        orders: usize,
+        /// Failure percentages, e.g. "auth=10,validation=10,timeout=10,bad_payload=10,dependency=10".
+        #[arg(
+            long,
+            default_value = "auth=10,validation=10,timeout=10,bad_payload=10,dependency=10"
+        )]
+        mix: dlq_healer_demo::FailureMix,
+        /// Random seed; the same seed gives the same run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Empty directory for the database and archive; a fresh temporary one when absent.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Messages per healer batch.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: u32,
+        /// Rules file (TOML); the shipped defaults when absent.
+        #[arg(long, env = "DLQ_HEALER_RULES")]
+        rules: Option<PathBuf>,
+    },
+    /// Heal a DLQ: poll, classify, re-queue, alert, archive; stop on SIGINT/SIGTERM after the batch in hand.
+    Run {
+        #[command(flatten)]
+        local: LocalArgs,
+        /// The DLQ to heal (a local queue name, or local://name).
+        #[arg(long, env = "DLQ_URL")]
+        dlq: String,
+        /// Where to re-queue messages whose source queue is unknown.
+        #[arg(long, env = "MAIN_QUEUE_URL")]
+        main_queue: Option<String>,
+        /// Messages per engine batch (gathered from several receives of up to 10).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: u32,
+        /// Drain the DLQ, then exit 0 (for cron jobs and scripts).
+        #[arg(long)]
+        until_empty: bool,
+        /// Long-poll wait for an empty DLQ, in seconds (0 to 20).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=20))]
+        wait_seconds: u64,
+        /// Rules file (TOML); the shipped defaults when absent.
+        #[arg(long, env = "DLQ_HEALER_RULES")]
+        rules: Option<PathBuf>,
+        /// Prefix of archive objects.
+        #[arg(long, default_value = "archive")]
+        archive_prefix: String,
+        /// Slack-compatible webhook URL for alerts (they always go to the log as well).
+        #[arg(long, env = "ALERT_WEBHOOK_URL")]
+        webhook_url: Option<String>,
+        /// Seconds an alert fingerprint stays quiet after firing; repeats become one digest.
+        #[arg(long, default_value_t = 600)]
+        alert_window_seconds: u32,
+    },
+    /// Create, list and feed queues of the local backend.
+    Queue {
+        #[command(flatten)]
+        local: LocalArgs,
+        #[command(subcommand)]
+        action: queue::QueueAction,
+    },
+    /// Print the shipped default rules file.
+    DefaultRules,
+}
+
+/// Where the local backend keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+struct LocalArgs {
+    /// The SQLite file of the local backend (created when missing).
+    #[arg(long, env = "DLQ_HEALER_DB", default_value = "dlq-healer.db")]
+    db: PathBuf,
+    /// Directory of archived messages; `<db name>-archive` beside the database when absent.
+    #[arg(long, env = "DLQ_HEALER_ARCHIVE_DIR")]
+    archive_dir: Option<PathBuf>,
+}
+
+impl LocalArgs {
+    fn settings(
+        &self,
+        webhook_url: Option<String>,
+        alert_window_seconds: u32,
+    ) -> local::LocalSettings {
+        local::LocalSettings {
+            db: self.db.clone(),
+            archive_dir: self
+                .archive_dir
+                .clone()
+                .unwrap_or_else(|| local::default_archive_dir(&self.db)),
+            webhook_url,
+            alert_window: chrono::Duration::seconds(alert_window_seconds as i64),
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match dispatch(cli.command) {
+        Ok(code) => std::process::exit(code),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// Run a command; the exit code on success.
+fn dispatch(command: Command) -> Result<i32> {
+    match command {
+        Command::Classify {
+            rules,
+            input,
+            explain,
+        } => {
+            let rules = load_rules(rules.as_deref())?;
+            let stdout = std::io::stdout().lock();
+            match input {
+                Some(path) => {
+                    let file = std::fs::File::open(&path).with_context(|| {
+                        format!("cannot open the input file {}", path.display())
+                    })?;
+                    classify::run(&rules, std::io::BufReader::new(file), stdout, explain)?
+                }
+                None => classify::run(&rules, std::io::stdin().lock(), stdout, explain)?,
+            }
+            Ok(0)
+        }
+        Command::Demo {
+            orders,
+            mix,
+            seed,
+            dir,
+            batch_size,
+            rules,
+        } => {
+            let options = demo::DemoOptions {
+                orders,
+                mix,
+                seed,
+                dir,
+                batch_size: batch_size as usize,
+                rules: std::sync::Arc::new(load_rules(rules.as_deref())?),
+            };
+            let accounting = runtime()?.block_on(demo::run(options))?;
+            Ok(if accounting.unaccounted() == 0 { 0 } else { 1 })
+        }
+        Command::Run {
+            local,
+            dlq,
+            main_queue,
+            batch_size,
+            until_empty,
+            wait_seconds,
+            rules,
+            archive_prefix,
+            webhook_url,
+            alert_window_seconds,
+        } => {
+            let options = run::RunOptions {
+                local: local.settings(webhook_url, alert_window_seconds),
+                dlq,
+                main_queue,
+                batch_size: batch_size as usize,
+                until_empty,
+                wait: std::time::Duration::from_secs(wait_seconds),
+                rules: std::sync::Arc::new(load_rules(rules.as_deref())?),
+                archive_prefix,
+            };
+            let summary = runtime()?.block_on(run::run(options))?;
+            Ok(if summary.tally.failed > 0 && until_empty {
+                1
+            } else {
+                0
+            })
+        }
+        Command::Queue { local, action } => {
+            runtime()?.block_on(queue::run(local.settings(None, 600), action))?;
+            Ok(0)
+        }
+        Command::Bench { classify_messages } => {
+            bench::run(classify_messages)?;
+            Ok(0)
+        }
+        Command::DefaultRules => {
+            print!("{}", dlq_healer_core::rules::DEFAULT_RULES_TOML);
+            Ok(0)
+        }
+    }
+}
+
+/// The rules from a file, or the defaults.
+fn load_rules(path: Option<&Path>) -> Result<RuleSet> {
+    match path {
+        None => Ok(RuleSet::defaults()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the rules file {}", path.display()))?;
+            RuleSet::from_toml(&text, &path.display().to_string())
+                .map_err(|e| anyhow::anyhow!("invalid rules: {e}"))
+        }
+    }
+}

@@ -686,30 +686,48 @@ impl Engine {
         if groups.is_empty() {
             return;
         }
-        let (alerts, members): (Vec<Alert>, Vec<Vec<usize>>) = groups.into_values().unzip();
-        match self.ports.alerter.raise(alerts, now).await {
-            Ok(_) => {
-                for index in members.into_iter().flatten() {
-                    plans[index].alerted = true;
-                    if let Some(record) = &mut plans[index].record {
-                        record.alerted = true;
+        // One call per class, so the dedup outcome can be counted per class.
+        let mut by_class: BTreeMap<FailureClass, (Vec<Alert>, Vec<usize>)> = BTreeMap::new();
+        for (alert, members) in groups.into_values() {
+            let entry = by_class.entry(alert.class).or_default();
+            entry.0.push(alert);
+            entry.1.extend(members);
+        }
+        let mut events = Vec::new();
+        for (class, (alerts, members)) in by_class {
+            match self.ports.alerter.raise(alerts, now).await {
+                Ok(report) => {
+                    for &index in &members {
+                        plans[index].alerted = true;
+                        if let Some(record) = &mut plans[index].record {
+                            record.alerted = true;
+                        }
                     }
+                    let suppressed = report.suppressed.min(members.len() as u64);
+                    events.push(MetricEvent {
+                        name: m::ALERTED,
+                        class: Some(class),
+                        value: (members.len() as u64 - suppressed) as f64,
+                    });
+                    events.push(MetricEvent {
+                        name: m::ALERTS_SUPPRESSED,
+                        class: Some(class),
+                        value: suppressed as f64,
+                    });
                 }
-            }
-            Err(error) => {
-                // The message itself is safe (re-queued or archived); re-handling it to retry the
-                // alert would duplicate that action, so the ledger says alerted = false instead.
-                tracing::error!(%error, "raising alerts failed; the ledger records these messages as not alerted");
-                self.ports.metrics.record(
-                    now,
-                    &[MetricEvent {
+                Err(error) => {
+                    // The message itself is safe (re-queued or archived); re-handling it to retry
+                    // the alert would duplicate that action, so the ledger says alerted = false.
+                    tracing::error!(%error, %class, "raising alerts failed; the ledger records these messages as not alerted");
+                    events.push(MetricEvent {
                         name: m::HEALER_ERRORS,
                         class: None,
-                        value: members.iter().map(Vec::len).sum::<usize>() as f64,
-                    }],
-                );
+                        value: members.len() as f64,
+                    });
+                }
             }
         }
+        self.ports.metrics.record(now, &events);
     }
 
     async fn record(&self, plans: &mut [Plan]) {
@@ -785,9 +803,6 @@ impl Engine {
                         Outcome::Requeued { .. } => count(m::REQUEUED, class),
                         Outcome::Parked { .. } => count(m::PARKED, class),
                         _ => count(m::ARCHIVED, class),
-                    }
-                    if report.alerted {
-                        count(m::ALERTED, class);
                     }
                 }
             }

@@ -8,9 +8,9 @@ pub const REQUEUED: &str = "requeued";
 pub const PARKED: &str = "parked";
 /// Archived, by class.
 pub const ARCHIVED: &str = "archived";
-/// Messages an alert went out for, by class.
+/// Messages an alert went out for at once, by class.
 pub const ALERTED: &str = "alerted";
-/// Messages whose alert the dedup window held back, by class.
+/// Messages whose alert the dedup window held back for a digest, by class.
 pub const ALERTS_SUPPRESSED: &str = "alerts_suppressed";
 /// Redelivered DLQ messages found already handled in the ledger.
 pub const DUPLICATES: &str = "duplicates";

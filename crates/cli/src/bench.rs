@@ -1,0 +1,222 @@
+//! `dlq-healer bench`: measures what the README's benchmark table reports, on this machine, in
+//! one run, and prints each figure beside its target.
+
+use anyhow::Result;
+use chrono::Utc;
+use dlq_healer_core::context::{ErrorInfo, FailureContext};
+use dlq_healer_core::letter::OpenedLetter;
+use dlq_healer_core::message::{Attribute, Attributes, CONTEXT_ATTRIBUTE, ReceivedMessage};
+use dlq_healer_core::rules::RuleSet;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use std::time::Instant;
+
+/// Error texts of the realistic mix: status lines to multi-line stack traces.
+const ERROR_TEXTS: [(&str, Option<&str>); 10] = [
+    ("Task timed out after 30.00 seconds", None),
+    ("401 Unauthorized", None),
+    (
+        "An error occurred (ExpiredTokenException) when calling the SendMessage operation: The security token included in the request is expired",
+        Some("ClientError"),
+    ),
+    ("connect ECONNREFUSED 10.0.3.17:5432", Some("Error")),
+    ("Request failed with status code 503", Some("AxiosError")),
+    (
+        "1 validation error for Order\nuser_id\n  Field required [type=missing, input_value={'order_id': 14013}, input_type=dict]",
+        Some("ValidationError"),
+    ),
+    (
+        "Expecting value: line 1 column 1 (char 0)",
+        Some("JSONDecodeError"),
+    ),
+    (
+        "duplicate key value violates unique constraint \"orders_pkey\"\nDETAIL:  Key (id)=(14013) already exists.",
+        Some("UniqueViolation"),
+    ),
+    (
+        "java.net.SocketTimeoutException: Read timed out\n\tat java.base/sun.nio.ch.NioSocketImpl.timedRead(NioSocketImpl.java:288)\n\tat java.base/sun.nio.ch.NioSocketImpl.implRead(NioSocketImpl.java:314)\n\tat java.base/sun.nio.ch.NioSocketImpl.read(NioSocketImpl.java:355)\n\tat java.base/java.net.Socket$SocketInputStream.read(Socket.java:964)\n\tat com.example.orders.PaymentClient.charge(PaymentClient.java:88)\n\tat com.example.orders.OrderHandler.handle(OrderHandler.java:41)",
+        Some("java.net.SocketTimeoutException"),
+    ),
+    ("order 14013 failed: inventory reservation rejected", None),
+];
+
+/// A ~1 KB order body.
+fn order_body(rng: &mut SmallRng, id: u32) -> Vec<u8> {
+    let items: Vec<String> = (0..8)
+        .map(|i| format!(r#"{{"sku":"SKU-{:05}","qty":{},"price_cents":{},"name":"Item number {i} with a longer name"}}"#, rng.gen_range(0..99_999), rng.gen_range(1..5), rng.gen_range(100..99_999)))
+        .collect();
+    format!(
+        r#"{{"order_id":{id},"user":{{"id":"u-{}","email":"user{}@example.com"}},"currency":"EUR","items":[{}],"shipping":{{"street":"1 Long Street","city":"Springfield","zip":"12345"}}}}"#,
+        rng.gen_range(0..1_000_000),
+        rng.gen_range(0..1_000_000),
+        items.join(",")
+    )
+    .into_bytes()
+}
+
+/// A realistic mix of dead letters with their `dlq-context`.
+pub fn realistic_mix(count: usize, seed: u64) -> Vec<ReceivedMessage> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    (0..count)
+        .map(|i| {
+            let (text, error_type) = ERROR_TEXTS[i % ERROR_TEXTS.len()];
+            let mut error = ErrorInfo::message(text);
+            error.error_type = error_type.map(str::to_string);
+            let mut context = FailureContext::new(error, Utc::now());
+            context.source = Some("orders".into());
+            context.consumer = Some("orders-consumer".into());
+            let mut attributes = Attributes::new();
+            attributes.insert(
+                CONTEXT_ATTRIBUTE.into(),
+                Attribute::string(context.to_json()),
+            );
+            attributes.insert("tenant".into(), Attribute::string("acme"));
+            let body = if i % 50 == 49 {
+                b"{\"order_id\": 1, \"items\": [".to_vec()
+            } else {
+                order_body(&mut rng, i as u32)
+            };
+            ReceivedMessage {
+                message_id: format!("m-{i}"),
+                receipt_handle: format!("r-{i}"),
+                body,
+                attributes,
+                receive_count: 1,
+                redrive_source: None,
+                sent_at: None,
+                group_id: None,
+            }
+        })
+        .collect()
+}
+
+/// Messages per second classifying `messages` on one thread, and the classes seen.
+pub fn classification_rate(rules: &RuleSet, messages: Vec<ReceivedMessage>) -> (f64, usize) {
+    let started = Instant::now();
+    let mut non_unknown = 0usize;
+    let count = messages.len();
+    for message in messages {
+        let letter = OpenedLetter::open(message);
+        let classification = rules.classify(&letter.facts());
+        non_unknown += usize::from(classification.class != dlq_healer_core::FailureClass::Unknown);
+    }
+    (count as f64 / started.elapsed().as_secs_f64(), non_unknown)
+}
+
+/// Run every benchmark and print the table.
+pub fn run(classify_messages: usize) -> Result<()> {
+    if std::env::var("BREAKDOWN").is_ok() {
+        breakdown();
+    }
+    let rules = RuleSet::defaults();
+    let distinct = 10_000.min(classify_messages.max(1));
+    let sample = realistic_mix(distinct, 42);
+    let mean_body = sample.iter().map(|m| m.body.len()).sum::<usize>() / sample.len();
+    // Warm up, then measure over copies of the sample so that generation is not timed.
+    classification_rate(&rules, sample.clone());
+    let mut total_rate = 0.0;
+    let rounds = classify_messages.div_ceil(distinct);
+    for _ in 0..rounds {
+        total_rate += classification_rate(&rules, sample.clone()).0;
+    }
+    let rate = total_rate / rounds as f64;
+    println!("| benchmark | figure | target |");
+    println!("| --- | --- | --- |");
+    println!(
+        "| classification, default rules, realistic mix (bodies ~{mean_body} B, context parsed, body validated), 1 thread | {} msg/s | >= 1,000,000 msg/s/core |",
+        thousands(rate)
+    );
+    Ok(())
+}
+
+/// 1234567.8 -> "1,234,568".
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Per-stage rates over the realistic mix (set `BREAKDOWN=1`), each the best of five rounds, to
+/// show where classification time goes. The stages overlap: `open letters` includes the context
+/// parse, `classify opened` includes the body validation; cloning the input is never timed.
+pub fn breakdown() {
+    use dlq_healer_core::context::ContextReading;
+    use dlq_healer_core::rules::{BodyFormat, body_is_valid};
+    use std::hint::black_box;
+    let rules = RuleSet::defaults();
+    let sample = realistic_mix(10_000, 42);
+    let contexts: Vec<&str> = sample
+        .iter()
+        .map(|m| m.attributes[CONTEXT_ATTRIBUTE].as_str().unwrap())
+        .collect();
+    let opened: Vec<OpenedLetter> = sample.iter().cloned().map(OpenedLetter::open).collect();
+    let count = sample.len() as f64;
+    let timed = |run: &mut dyn FnMut() -> usize| {
+        let started = Instant::now();
+        black_box(run());
+        started.elapsed().as_secs_f64()
+    };
+    let stage = |name: &str, run: &mut dyn FnMut() -> f64| {
+        let best = (0..5).map(|_| run()).fold(f64::INFINITY, f64::min);
+        println!("{name:<40} {:>10} msg/s", thousands(count / best));
+    };
+    stage("body UTF-8 check (reference)", &mut || {
+        timed(&mut || {
+            sample
+                .iter()
+                .filter(|m| std::str::from_utf8(&m.body).is_ok())
+                .count()
+        })
+    });
+    stage("body validation (body_is_valid)", &mut || {
+        timed(&mut || {
+            sample
+                .iter()
+                .filter(|m| body_is_valid(&m.body, BodyFormat::Json))
+                .count()
+        })
+    });
+    stage("context parse (ContextReading::parse)", &mut || {
+        timed(&mut || {
+            contexts
+                .iter()
+                .filter(|c| ContextReading::parse(c).context().is_some())
+                .count()
+        })
+    });
+    stage("context as Value (raw_context in open)", &mut || {
+        timed(&mut || {
+            contexts
+                .iter()
+                .filter(|c| serde_json::from_str::<serde_json::Value>(c).is_ok())
+                .count()
+        })
+    });
+    stage("open letters and drop them", &mut || {
+        let copy = sample.clone();
+        timed(&mut || {
+            copy.clone()
+                .into_iter()
+                .map(OpenedLetter::open)
+                .filter(|l| l.enveloped)
+                .count()
+        }) - timed(&mut || copy.clone().len())
+    });
+    stage("classify opened", &mut || {
+        timed(&mut || {
+            opened
+                .iter()
+                .map(|l| rules.classify(&l.facts()).rule.len())
+                .sum()
+        })
+    });
+    stage("headline loop (classification_rate)", &mut || {
+        count / classification_rate(&rules, sample.clone()).0
+    });
+}

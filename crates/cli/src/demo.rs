@@ -1,0 +1,247 @@
+//! `dlq-healer demo`: the original scenario end to end on the local backend, on simulated time.
+//! Orders are produced, consumed (failing the original's five ways), dead-lettered with their
+//! context, healed by the same engine and loop as `run`, and accounted for.
+
+use crate::local::{LocalBackend, LocalSettings};
+use crate::panels::{self, DepthRow, MetricTotals};
+use crate::worker::{self, LoopSettings, Shutdown};
+use anyhow::{Context, Result, bail};
+use chrono::{TimeZone, Utc};
+use dlq_healer_core::consumer::Consumer;
+use dlq_healer_core::engine::EngineConfig;
+use dlq_healer_core::message::OutgoingMessage;
+use dlq_healer_core::ports::{Alerter, Clock, ManualClock, QueueSender};
+use dlq_healer_core::records::RecordedAction;
+use dlq_healer_core::rules::RuleSet;
+use dlq_healer_demo::{FailureMix, OrderConsumer, OrderFactory};
+use dlq_healer_local::QueueSettings;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The main queue of the scenario.
+pub const MAIN_QUEUE: &str = "orders";
+/// Its dead-letter queue.
+pub const DLQ: &str = "orders-dlq";
+/// Simulated time after which the demo stops waiting for delayed and parked messages.
+const MAX_SIMULATED: chrono::Duration = chrono::Duration::days(2);
+/// Simulated seconds per idle step.
+const STEP: chrono::Duration = chrono::Duration::seconds(10);
+
+/// Options of the demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Orders to produce.
+    pub orders: usize,
+    /// Failure percentages.
+    pub mix: FailureMix,
+    /// Random seed.
+    pub seed: u64,
+    /// Directory for the database and archive (fresh temporary one when absent).
+    pub dir: Option<PathBuf>,
+    /// Healer batch size.
+    pub batch_size: usize,
+    /// Rules (defaults when absent).
+    pub rules: Arc<RuleSet>,
+}
+
+/// The accounting of a demo run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounting {
+    /// Orders sent.
+    pub sent: u64,
+    /// Orders processed by the consumer.
+    pub processed: u64,
+    /// Distinct messages archived.
+    pub archived: u64,
+    /// Messages still in the main queue or the DLQ.
+    pub still_queued: u64,
+}
+
+impl Accounting {
+    /// Sent minus everything found; zero when nothing is lost or duplicated.
+    pub fn unaccounted(&self) -> i64 {
+        self.sent as i64 - (self.processed + self.archived + self.still_queued) as i64
+    }
+}
+
+/// Run the demo; prints the panels and the accounting, returns the accounting.
+pub async fn run(options: DemoOptions) -> Result<Accounting> {
+    if options.orders == 0 {
+        bail!("--orders must be at least 1");
+    }
+    let dir = match &options.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            if std::fs::read_dir(dir)?.next().is_some() {
+                bail!(
+                    "{} is not empty; the demo needs a fresh directory (or leave out --dir)",
+                    dir.display()
+                );
+            }
+            dir.clone()
+        }
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "dlq-healer-demo-{}-{}",
+                std::process::id(),
+                options.seed
+            ));
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir
+        }
+    };
+    let start = Utc
+        .with_ymd_and_hms(2026, 11, 27, 10, 0, 0)
+        .single()
+        .context("start time")?;
+    let clock = Arc::new(ManualClock::new(start));
+    let settings = LocalSettings {
+        db: dir.join("demo.db"),
+        archive_dir: dir.join("archive"),
+        webhook_url: None,
+        alert_window: dlq_healer_core::engine::DEFAULT_ALERT_WINDOW,
+    };
+    let backend = LocalBackend::open(&settings, clock.clone())?;
+    backend.queues.create_queue(DLQ, QueueSettings::default())?;
+    backend
+        .queues
+        .create_queue(MAIN_QUEUE, QueueSettings::default().with_redrive(DLQ, 5))?;
+
+    // Producer.
+    let handler = OrderConsumer::new();
+    let mut factory = OrderFactory::new(options.mix, options.seed);
+    let mut order_ids = BTreeSet::new();
+    let mut pending = Vec::new();
+    for _ in 0..options.orders {
+        let (order_id, body, fate) = factory.next_order();
+        handler.expect(order_id, fate);
+        order_ids.insert(order_id);
+        pending.push(OutgoingMessage::new(format!("o{order_id}"), body));
+        if pending.len() == 10 {
+            send_all(backend.queues.as_ref(), std::mem::take(&mut pending)).await?;
+        }
+    }
+    send_all(backend.queues.as_ref(), pending).await?;
+
+    let consumer = Consumer {
+        queue: Arc::new(backend.queues.queue(MAIN_QUEUE)?),
+        sender: backend.queues.clone(),
+        dlq: DLQ.to_string(),
+        name: "orders-consumer".to_string(),
+        clock: clock.clone(),
+        metrics: backend.metrics.clone(),
+    };
+    let engine = backend.engine(
+        DLQ,
+        options.rules.clone(),
+        EngineConfig {
+            default_target: Some(MAIN_QUEUE.to_string()),
+            jitter_seed: Some(options.seed),
+            ..EngineConfig::default()
+        },
+    )?;
+    let loop_settings = LoopSettings {
+        batch_size: options.batch_size,
+        wait: Duration::ZERO,
+        until_empty: true,
+    };
+    let shutdown = Shutdown::default();
+    shutdown.on_signals();
+    while clock.now() - start < MAX_SIMULATED && !shutdown.requested() {
+        while consumer
+            .poll_once(&handler, 10, Duration::ZERO)
+            .await
+            .received
+            > 0
+        {}
+        worker::heal_loop(&engine, loop_settings, &shutdown).await;
+        let outstanding: u64 = [MAIN_QUEUE, DLQ]
+            .iter()
+            .map(|q| backend.queues.depth(q).map(|d| d.total()))
+            .sum::<Result<u64, _>>()?;
+        if outstanding == 0 {
+            break;
+        }
+        clock.advance(STEP);
+    }
+    backend
+        .alerter
+        .flush_digests(clock.now() + chrono::Duration::days(1))
+        .await?;
+
+    let totals = metric_totals(&backend)?;
+    let depths = depth_rows(&backend, &[MAIN_QUEUE, DLQ])?;
+    print!("{}", panels::render(&totals, &depths));
+
+    let archived_keys: BTreeSet<String> = backend
+        .ledger
+        .query(&Default::default())?
+        .into_iter()
+        .filter(|r| r.action == RecordedAction::Archived)
+        .map(|r| r.key)
+        .collect();
+    let accounting = Accounting {
+        sent: order_ids.len() as u64,
+        processed: handler.processed().intersection(&order_ids).count() as u64,
+        archived: archived_keys.len() as u64,
+        still_queued: depths
+            .iter()
+            .map(|d| d.visible + d.in_flight + d.delayed)
+            .sum(),
+    };
+    println!();
+    println!(
+        "simulated time: {} min; alerts sent: {}; archive: {}",
+        (clock.now() - start).num_minutes(),
+        backend.alerter.sent_count()?,
+        settings.archive_dir.display()
+    );
+    println!(
+        "ACCOUNTING: sent {} = processed {} + archived {} + still queued {}; unaccounted {}",
+        accounting.sent,
+        accounting.processed,
+        accounting.archived,
+        accounting.still_queued,
+        accounting.unaccounted()
+    );
+    Ok(accounting)
+}
+
+async fn send_all(queues: &dyn QueueSender, messages: Vec<OutgoingMessage>) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    for result in queues.send(MAIN_QUEUE, &messages).await? {
+        result.context("producing an order")?;
+    }
+    Ok(())
+}
+
+/// Every metric of the store, summed.
+pub fn metric_totals(backend: &LocalBackend) -> Result<MetricTotals> {
+    let mut totals = MetricTotals::default();
+    for row in backend.metrics.totals()? {
+        totals.add(&row.name, row.class, row.sum, row.samples);
+    }
+    Ok(totals)
+}
+
+/// Depth rows for some queues.
+pub fn depth_rows(backend: &LocalBackend, queues: &[&str]) -> Result<Vec<DepthRow>> {
+    queues
+        .iter()
+        .map(|q| {
+            let depth = backend.queues.depth(q)?;
+            Ok(DepthRow {
+                queue: q.to_string(),
+                visible: depth.visible,
+                in_flight: depth.in_flight,
+                delayed: depth.delayed,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,93 @@
+//! Wiring of the embedded local backend: one SQLite file plus an archive directory.
+
+use anyhow::{Context, Result};
+use dlq_healer_core::engine::{Engine, EngineConfig, Ports};
+use dlq_healer_core::ports::Clock;
+use dlq_healer_core::rules::RuleSet;
+use dlq_healer_local::{
+    LocalAlerter, LocalArchive, LocalLedger, LocalMetrics, LocalQueues, LocalStore,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where the local backend keeps its state, and where alerts go.
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    /// The SQLite file.
+    pub db: PathBuf,
+    /// The archive directory.
+    pub archive_dir: PathBuf,
+    /// Optional Slack-compatible webhook for alerts.
+    pub webhook_url: Option<String>,
+    /// How long one alert fingerprint stays quiet after it fired.
+    pub alert_window: chrono::Duration,
+}
+
+/// The opened local backend: every adapter over one store.
+pub struct LocalBackend {
+    /// The SQLite store.
+    pub store: LocalStore,
+    /// Queues.
+    pub queues: Arc<LocalQueues>,
+    /// Ledger.
+    pub ledger: Arc<LocalLedger>,
+    /// Archive.
+    pub archive: Arc<LocalArchive>,
+    /// Alerts.
+    pub alerter: Arc<LocalAlerter>,
+    /// Metrics.
+    pub metrics: Arc<LocalMetrics>,
+}
+
+impl LocalBackend {
+    /// Open (creating when missing) the store and the archive directory.
+    pub fn open(settings: &LocalSettings, clock: Arc<dyn Clock>) -> Result<LocalBackend> {
+        let store = LocalStore::open_with_clock(&settings.db, clock)
+            .with_context(|| format!("cannot open the local store {}", settings.db.display()))?;
+        let archive =
+            LocalArchive::new(store.clone(), &settings.archive_dir).with_context(|| {
+                format!(
+                    "cannot use the archive directory {}",
+                    settings.archive_dir.display()
+                )
+            })?;
+        let alerter = LocalAlerter::new(
+            store.clone(),
+            settings.alert_window,
+            settings.webhook_url.clone(),
+        );
+        Ok(LocalBackend {
+            queues: Arc::new(store.queues()),
+            ledger: Arc::new(store.ledger()),
+            archive: Arc::new(archive),
+            alerter: Arc::new(alerter),
+            metrics: Arc::new(LocalMetrics::new(store.clone())),
+            store,
+        })
+    }
+
+    /// A healing engine on the DLQ `dlq`.
+    pub fn engine(&self, dlq: &str, rules: Arc<RuleSet>, config: EngineConfig) -> Result<Engine> {
+        let source = self.queues.queue(dlq).with_context(|| {
+            format!("cannot heal {dlq:?}; list queues with `dlq-healer queue list`")
+        })?;
+        let ports = Ports {
+            dlq: Arc::new(source),
+            queues: self.queues.clone(),
+            ledger: self.ledger.clone(),
+            archive: self.archive.clone(),
+            alerter: self.alerter.clone(),
+            metrics: self.metrics.clone(),
+        };
+        Ok(Engine::new(rules, ports, self.store.clock(), config))
+    }
+}
+
+/// The archive directory that goes with a database when none is given: `<db stem>-archive`.
+pub fn default_archive_dir(db: &Path) -> PathBuf {
+    let stem = db
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("dlq-healer");
+    db.with_file_name(format!("{stem}-archive"))
+}

@@ -1,0 +1,109 @@
+//! `dlq-healer queue`: create, list and feed queues of the local backend.
+
+use crate::local::{LocalBackend, LocalSettings};
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use dlq_healer_core::message::{Attribute, OutgoingMessage};
+use dlq_healer_core::ports::{QueueSender, SystemClock};
+use dlq_healer_local::QueueSettings;
+use std::sync::Arc;
+
+/// What to do with queues.
+#[derive(Debug, Clone, Subcommand)]
+pub enum QueueAction {
+    /// Create a queue (idempotent).
+    Create {
+        /// Queue name.
+        name: String,
+        /// Move messages to this DLQ after --max-receive-count deliveries.
+        #[arg(long, requires = "max_receive_count")]
+        dlq: Option<String>,
+        /// Deliveries before a message moves to the DLQ (1 to 1000).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        max_receive_count: Option<u32>,
+        /// Seconds a received message stays invisible (0 to 43200).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=43_200))]
+        visibility_timeout: u32,
+        /// A FIFO queue (message groups, deduplication ids, no per-message delay).
+        #[arg(long)]
+        fifo: bool,
+    },
+    /// List queues with their depths.
+    List,
+    /// Send one message.
+    Send {
+        /// Queue name.
+        name: String,
+        /// The message body.
+        #[arg(long)]
+        body: String,
+        /// A String attribute as name=value (repeatable; at most 10).
+        #[arg(long = "attribute", value_name = "NAME=VALUE")]
+        attributes: Vec<String>,
+        /// Seconds before the message becomes visible (0 to 900).
+        #[arg(long, default_value_t = 0)]
+        delay: u32,
+    },
+}
+
+/// Carry out a queue action.
+pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
+    let backend = LocalBackend::open(&settings, Arc::new(SystemClock))?;
+    match action {
+        QueueAction::Create {
+            name,
+            dlq,
+            max_receive_count,
+            visibility_timeout,
+            fifo,
+        } => {
+            let mut queue_settings =
+                QueueSettings::default().with_visibility_timeout(visibility_timeout);
+            if let (Some(dlq), Some(max)) = (dlq, max_receive_count) {
+                queue_settings = queue_settings.with_redrive(&dlq, max);
+            }
+            if fifo {
+                queue_settings = queue_settings.fifo();
+            }
+            backend.queues.create_queue(&name, queue_settings)?;
+            println!("queue {name} ready in {}", settings.db.display());
+        }
+        QueueAction::List => {
+            println!(
+                "{:<24} {:>8} {:>10} {:>8}",
+                "queue", "visible", "in flight", "delayed"
+            );
+            for (name, depth) in backend.queues.depths()? {
+                println!(
+                    "{:<24} {:>8} {:>10} {:>8}",
+                    name, depth.visible, depth.in_flight, depth.delayed
+                );
+            }
+        }
+        QueueAction::Send {
+            name,
+            body,
+            attributes,
+            delay,
+        } => {
+            let mut message = OutgoingMessage::new("cli", body.into_bytes());
+            message.delay_seconds = delay;
+            for pair in attributes {
+                let Some((key, value)) = pair.split_once('=') else {
+                    bail!("attribute {pair:?} is not NAME=VALUE");
+                };
+                message
+                    .attributes
+                    .insert(key.to_string(), Attribute::string(value));
+            }
+            let id = backend
+                .queues
+                .send(&name, &[message])
+                .await?
+                .remove(0)
+                .with_context(|| format!("sending to {name}"))?;
+            println!("{id}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! The healer's polling loop, shared by `run` and `demo`: gather a batch from the DLQ (several
+//! receives of up to 10 when the batch is larger), heal it, repeat; stop between batches when
+//! asked to, so the batch in hand is always finished.
+
+use dlq_healer_core::engine::{BatchReport, Engine, Tally};
+use dlq_healer_core::message::ReceivedMessage;
+use dlq_healer_core::ports::{MessageSource, PortError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// SQS's most messages per receive.
+const RECEIVE_MAX: usize = 10;
+
+/// A flag the signal handler sets and the loop reads between batches.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    /// Ask the loop to stop after the batch in hand.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Set the flag on SIGINT or SIGTERM.
+    pub fn on_signals(&self) {
+        let flag = self.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; finishing the batch in hand");
+            flag.request();
+        });
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Receive up to `batch_size` messages: the first receive waits up to `wait`, the rest take
+/// whatever is there at once.
+pub async fn gather(
+    dlq: &dyn MessageSource,
+    batch_size: usize,
+    wait: Duration,
+) -> Result<Vec<ReceivedMessage>, PortError> {
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut first = true;
+    while batch.len() < batch_size {
+        let want = (batch_size - batch.len()).min(RECEIVE_MAX);
+        let received = dlq
+            .receive(want, if first { wait } else { Duration::ZERO })
+            .await?;
+        first = false;
+        let got = received.len();
+        batch.extend(received);
+        if got < want {
+            break;
+        }
+    }
+    Ok(batch)
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Batches healed.
+    pub batches: usize,
+    /// Outcomes over all batches.
+    pub tally: Tally,
+    /// Receives that failed.
+    pub receive_errors: usize,
+}
+
+impl RunSummary {
+    fn add(&mut self, report: &BatchReport) {
+        let t = report.tally();
+        self.batches += 1;
+        self.tally.requeued += t.requeued;
+        self.tally.parked += t.parked;
+        self.tally.archived += t.archived;
+        self.tally.duplicates += t.duplicates;
+        self.tally.failed += t.failed;
+    }
+}
+
+/// How the loop runs.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopSettings {
+    /// Messages per engine batch.
+    pub batch_size: usize,
+    /// Long-poll wait of the first receive of a batch.
+    pub wait: Duration,
+    /// Stop when a receive finds the DLQ empty.
+    pub until_empty: bool,
+}
+
+/// Heal batches until the DLQ is empty (with `until_empty`) or a shutdown is requested.
+pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutdown) -> RunSummary {
+    let mut summary = RunSummary::default();
+    let mut backoff = Duration::from_millis(200);
+    while !shutdown.requested() {
+        let batch = match gather(
+            engine.ports().dlq.as_ref(),
+            settings.batch_size,
+            settings.wait,
+        )
+        .await
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                summary.receive_errors += 1;
+                tracing::warn!(%error, "receive from the DLQ failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        if batch.is_empty() {
+            if let Err(error) = engine.flush_alert_digests().await {
+                tracing::warn!(%error, "sending alert digests failed");
+            }
+            if settings.until_empty {
+                break;
+            }
+            continue;
+        }
+        let report = engine.heal_batch(batch).await;
+        for failed in report.not_settled() {
+            if let dlq_healer_core::Outcome::Failed { reason } = &failed.outcome {
+                tracing::warn!(message_id = %failed.message_id, key = %failed.key, %reason, "not healed; it stays in the DLQ");
+            }
+        }
+        summary.add(&report);
+    }
+    summary
+}

@@ -1,0 +1,267 @@
+//! The `dlq-healer` binary driven as a user would: real processes, real files.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dlq-healer"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dlq-healer-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+#[test]
+fn demo_accounts_for_every_order_and_is_deterministic() {
+    let a = run_ok(bin().args(["demo", "--orders", "120", "--seed", "5"]));
+    let text = String::from_utf8(a.stdout).unwrap();
+    let accounting = text
+        .lines()
+        .find(|l| l.starts_with("ACCOUNTING"))
+        .expect("an accounting line");
+    assert!(accounting.contains("sent 120 ="), "{accounting}");
+    assert!(accounting.ends_with("unaccounted 0"), "{accounting}");
+    for panel in ["MESSAGES STATUS", "FUNCTION HEALTH", "QUEUE DEPTH"] {
+        assert!(text.contains(panel), "{panel} missing:\n{text}");
+    }
+    for class in ["auth", "validation", "timeout", "bad_payload", "dependency"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(class)),
+            "{class} missing:\n{text}"
+        );
+    }
+    let b = run_ok(bin().args(["demo", "--orders", "120", "--seed", "5"]));
+    let strip = |t: &str| {
+        t.lines()
+            .filter(|l| {
+                !l.starts_with("simulated time")
+                    && !l.contains("avg duration")
+                    && !l.starts_with("  consumer")
+                    && !l.starts_with("  healer")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        strip(&text),
+        strip(&String::from_utf8(b.stdout).unwrap()),
+        "same seed, same run"
+    );
+}
+
+#[test]
+fn demo_refuses_a_non_empty_directory_and_a_bad_mix() {
+    let dir = scratch("demo-dir");
+    std::fs::write(dir.join("precious.txt"), "keep me").unwrap();
+    let output = bin().args(["demo", "--dir"]).arg(&dir).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not empty"));
+    assert!(dir.join("precious.txt").exists());
+    let output = bin()
+        .args(["demo", "--mix", "auth=90,timeout=20"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("more than 100"));
+}
+
+#[test]
+fn classify_reads_stdin_and_answers_line_by_line() {
+    let mut child = bin()
+        .arg("classify")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"body\":\"{}\",\"error\":\"Task timed out after 30.00 seconds\"}\n{oops\n{\"body\":\"{}\",\"error\":\"order 14013 failed\"}\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["class"], "timeout");
+    assert_eq!(lines[0]["action"], "requeue");
+    assert!(lines[1]["error"].is_string());
+    assert_eq!(
+        lines[2]["class"], "unknown",
+        "14013 is an order id, not a status"
+    );
+}
+
+#[test]
+fn an_invalid_rules_file_fails_at_start_with_file_line_and_reason() {
+    let dir = scratch("rules");
+    let rules = dir.join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"x\"\nclass = \"auth\"\n\n[[rule]]\nname = \"y\"\nclass = \"nope\"\n",
+    )
+    .unwrap();
+    let output = bin()
+        .arg("classify")
+        .arg("--rules")
+        .arg(&rules)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("rules.toml:7:"), "{stderr}");
+    assert!(stderr.contains("nope"), "{stderr}");
+}
+
+#[test]
+fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
+    let dir = scratch("run");
+    let db = dir.join("q.db");
+    let queue = |args: &[&str]| {
+        let mut command = bin();
+        command.arg("queue").arg("--db").arg(&db).args(args);
+        run_ok(&mut command)
+    };
+    queue(&["create", "orders-dlq"]);
+    queue(&[
+        "create",
+        "orders",
+        "--dlq",
+        "orders-dlq",
+        "--max-receive-count",
+        "3",
+    ]);
+    let timeout = r#"{"v":1,"error":{"message":"Task timed out after 30.00 seconds"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
+    let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
+    queue(&[
+        "send",
+        "orders-dlq",
+        "--body",
+        "{\"order\":1}",
+        "--attribute",
+        &format!("dlq-context={timeout}"),
+    ]);
+    queue(&[
+        "send",
+        "orders-dlq",
+        "--body",
+        "{\"order\":2}",
+        "--attribute",
+        &format!("dlq-context={auth}"),
+    ]);
+    queue(&["send", "orders-dlq", "--body", "not json"]);
+    let output = run_ok(bin().arg("run").arg("--db").arg(&db).args([
+        "--dlq",
+        "orders-dlq",
+        "--until-empty",
+        "--wait-seconds",
+        "0",
+    ]));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("1 requeued"), "{text}");
+    assert!(text.contains("2 archived"), "{text}");
+    let list = String::from_utf8(queue(&["list"]).stdout).unwrap();
+    let dlq_row = list.lines().find(|l| l.starts_with("orders-dlq")).unwrap();
+    assert_eq!(
+        dlq_row.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["0", "0", "0"]
+    );
+    let orders_row = list.lines().find(|l| l.starts_with("orders ")).unwrap();
+    assert_eq!(
+        orders_row
+            .split_whitespace()
+            .skip(1)
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum::<u64>(),
+        1
+    );
+    let archived = std::fs::read_dir(dir.join("q-archive"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(archived > 0, "archive directory beside the database");
+}
+
+#[test]
+fn run_on_a_missing_dlq_says_what_to_do() {
+    let dir = scratch("missing");
+    let output = bin()
+        .arg("run")
+        .arg("--db")
+        .arg(dir.join("x.db"))
+        .args(["--dlq", "nope", "--until-empty"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nope"), "{stderr}");
+    assert!(
+        stderr.contains("queue list") || stderr.contains("queue create"),
+        "{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn run_stops_gracefully_on_sigterm() {
+    let dir = scratch("sigterm");
+    let db = dir.join("q.db");
+    run_ok(
+        bin()
+            .arg("queue")
+            .arg("--db")
+            .arg(&db)
+            .args(["create", "dlq"]),
+    );
+    let mut child = bin()
+        .arg("run")
+        .arg("--db")
+        .arg(&db)
+        .args(["--dlq", "dlq", "--wait-seconds", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let output = loop {
+        if let Some(_status) = child.try_wait().unwrap() {
+            break child.wait_with_output().unwrap();
+        }
+        assert!(
+            started.elapsed().as_secs() < 15,
+            "did not stop after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("healed 0 batches"));
+}
