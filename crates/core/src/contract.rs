@@ -9,7 +9,9 @@
 use crate::alert::Alert;
 use crate::class::FailureClass;
 use crate::message::{Attribute, Attributes, OutgoingMessage, ReceivedMessage};
-use crate::ports::{Alerter, Archive, EntryResults, Ledger, MessageSource, PortError, QueueSender};
+use crate::ports::{
+    Alerter, Archive, EntryResults, HistoryRequest, Ledger, MessageSource, PortError, QueueSender,
+};
 use crate::records::{ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -557,7 +559,16 @@ pub async fn ledger_contract(ledger: &dyn Ledger) {
         .unwrap_or_else(|e| panic!("contract: ledger write failed: {e}"));
 
     let history = ledger
-        .history(&[k1.clone(), missing.clone()])
+        .history(&[
+            HistoryRequest {
+                key: k1.clone(),
+                up_to_attempt: 10,
+            },
+            HistoryRequest {
+                key: missing.clone(),
+                up_to_attempt: 10,
+            },
+        ])
         .await
         .unwrap_or_else(|e| panic!("contract: ledger read failed: {e}"));
     assert!(
@@ -580,11 +591,23 @@ pub async fn ledger_contract(ledger: &dyn Ledger) {
         "contract: digests never seen must be absent: {keys:?}"
     );
     assert_eq!(
-        keys.get(&digest),
-        Some(&k2),
-        "contract: a digest maps to the key recorded most recently"
+        keys.get(&digest).map(|m| (&m.key, m.attempt)),
+        Some((&k2, 1)),
+        "contract: a digest maps to the key and attempt recorded most recently"
     );
-    assert_eq!(keys.get(&other_digest), Some(&k2));
+    assert_eq!(keys.get(&other_digest).map(|m| &m.key), Some(&k2));
+    let bounded = ledger
+        .history(&[HistoryRequest {
+            key: k1.clone(),
+            up_to_attempt: 1,
+        }])
+        .await
+        .unwrap_or_else(|e| panic!("contract: ledger read failed: {e}"));
+    assert_eq!(
+        bounded.get(&k1).and_then(|records| records.first()),
+        Some(&replaced),
+        "contract: a bounded history still holds the attempts within its bound"
+    );
     let empty = ledger
         .history(&[])
         .await

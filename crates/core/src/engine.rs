@@ -13,7 +13,8 @@ use crate::message::{
 use crate::metrics as m;
 use crate::policy::{Disposition, Verdict, decide};
 use crate::ports::{
-    Alerter, Archive, Clock, Ledger, MessageSource, MetricEvent, Metrics, PortError, QueueSender,
+    Alerter, Archive, Clock, DigestMatch, HistoryRequest, Ledger, MessageSource, MetricEvent,
+    Metrics, PortError, QueueSender,
 };
 use crate::records::{
     ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction, archive_object_path,
@@ -298,8 +299,9 @@ impl Engine {
         BatchReport { messages: reports }
     }
 
-    /// Find each message's stable key (context, else a recent key with the same body, else the
-    /// message id) and the ledger history of the keys that can have one.
+    /// Find each message's stable key (context, else a key still being retried with the same
+    /// body, else the message id) and the ledger history that can matter: none for a message on
+    /// its first DLQ receive with no earlier attempts, which cannot have been acted on yet.
     async fn resolve_keys_and_history(&self, plans: &mut [Plan]) -> Result<(), PortError> {
         let unkeyed: Vec<String> = plans
             .iter()
@@ -311,44 +313,65 @@ impl Engine {
         } else {
             self.ports.ledger.keys_by_digest(&unkeyed).await?
         };
-        let mut lookups = Vec::new();
+        let mut requests: Vec<HistoryRequest> = Vec::new();
+        let mut request = |key: &str, up_to_attempt: u32| {
+            requests.push(HistoryRequest {
+                key: key.to_string(),
+                up_to_attempt,
+            })
+        };
+        let mut digest_matches: Vec<Option<DigestMatch>> = Vec::with_capacity(plans.len());
         for plan in plans.iter_mut() {
-            if let Some(key) = plan.letter.context_key() {
-                plan.key = key.to_string();
-                lookups.push(plan.key.clone());
-            } else if let Some(key) = by_digest.get(&plan.digest) {
-                plan.key = key.clone();
-                lookups.push(plan.key.clone());
-            } else if plan.letter.message.receive_count > 1 {
-                // A redelivery may have been acted on before a crash.
-                lookups.push(plan.key.clone());
-            }
+            let redelivered = plan.letter.message.receive_count > 1;
+            let found = match plan.letter.context_key() {
+                Some(key) => {
+                    plan.key = key.to_string();
+                    let prior = plan.letter.context_attempts();
+                    if prior > 0 || redelivered {
+                        request(&plan.key, prior + 1);
+                    }
+                    None
+                }
+                None => {
+                    let found = by_digest.get(&plan.digest).cloned();
+                    if let Some(found) = &found {
+                        request(&found.key, found.attempt + 1);
+                    }
+                    if redelivered {
+                        request(&plan.key, 1);
+                    }
+                    found
+                }
+            };
+            digest_matches.push(found);
         }
-        lookups.sort();
-        lookups.dedup();
-        let mut history = if lookups.is_empty() {
+        let mut history = if requests.is_empty() {
             HashMap::new()
         } else {
-            self.ports.ledger.history(&lookups).await?
+            requests.sort_by(|a, b| {
+                a.key
+                    .cmp(&b.key)
+                    .then(b.up_to_attempt.cmp(&a.up_to_attempt))
+            });
+            requests.dedup_by(|a, b| a.key == b.key);
+            self.ports.ledger.history(&requests).await?
         };
-        for plan in plans.iter_mut() {
-            let records = history.get(&plan.key).cloned().unwrap_or_default();
-            let adopted_by_digest =
-                plan.letter.context_key().is_none() && plan.key != plan.letter.message.message_id;
-            // A digest match only links a message to a key that is still being retried; a body
-            // seen again after its key was archived is a new message.
-            let still_retrying = records
-                .iter()
-                .any(|r| r.dlq_message_id == plan.letter.message.message_id)
-                || records
-                    .last()
-                    .is_some_and(|r| r.action != RecordedAction::Archived);
-            if adopted_by_digest && !still_retrying {
-                plan.key = plan.letter.message.message_id.clone();
-                plan.history = history.remove(&plan.key).unwrap_or_default();
-            } else {
-                plan.history = records;
+        for (plan, found) in plans.iter_mut().zip(digest_matches) {
+            if let Some(found) = found {
+                let records = history.get(&found.key).cloned().unwrap_or_default();
+                // A digest links a message to a key that is still being retried, or to the key
+                // that already handled this very delivery; a body seen again after its key was
+                // archived is a new message.
+                let same_delivery = records
+                    .iter()
+                    .any(|r| r.dlq_message_id == plan.letter.message.message_id);
+                if found.action != RecordedAction::Archived || same_delivery {
+                    plan.key = found.key;
+                    plan.history = records;
+                    continue;
+                }
             }
+            plan.history = history.remove(&plan.key).unwrap_or_default();
         }
         Ok(())
     }

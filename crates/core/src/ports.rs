@@ -4,7 +4,7 @@
 use crate::alert::Alert;
 use crate::class::FailureClass;
 use crate::message::{OutgoingMessage, ReceivedMessage};
-use crate::records::{ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord};
+use crate::records::{ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -78,19 +78,42 @@ pub trait QueueSender: Send + Sync {
     ) -> Result<EntryResults<String>, PortError>;
 }
 
+/// A history lookup: the records of `key` with attempts `1..=up_to_attempt`. The bound lets a
+/// key-value store fetch a history by primary keys in one batch call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    /// The message key.
+    pub key: String,
+    /// The highest attempt wanted.
+    pub up_to_attempt: u32,
+}
+
+/// The latest record of a body digest: which key it belongs to and how far that key got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestMatch {
+    /// The key.
+    pub key: String,
+    /// The attempt of the latest record.
+    pub attempt: u32,
+    /// What the latest record did.
+    pub action: RecordedAction,
+}
+
 /// The ledger: one record per (key, attempt); writing a record again replaces it.
 #[async_trait]
 pub trait Ledger: Send + Sync {
-    /// Every record of each key, oldest attempt first. Keys without records are absent.
+    /// The records of each requested key with attempts up to the bound, oldest attempt first
+    /// (adapters may return more). Keys without records are absent.
     async fn history(
         &self,
-        keys: &[String],
+        requests: &[HistoryRequest],
     ) -> Result<HashMap<String, Vec<LedgerRecord>>, PortError>;
-    /// The key most recently recorded for each body digest. Digests never seen are absent.
+    /// The latest record for each body digest. Digests never seen are absent; adapters need only
+    /// remember the digests of re-queued and parked records.
     async fn keys_by_digest(
         &self,
         digests: &[String],
-    ) -> Result<HashMap<String, String>, PortError>;
+    ) -> Result<HashMap<String, DigestMatch>, PortError>;
     /// Write records (insert or replace by identity).
     async fn record(&self, records: &[LedgerRecord]) -> Result<(), PortError>;
 }

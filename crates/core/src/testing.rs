@@ -5,8 +5,8 @@
 use crate::alert::{self, Alert, WindowState};
 use crate::message::{OutgoingMessage, ReceivedMessage};
 use crate::ports::{
-    AlertReport, Alerter, Archive, Clock, EntryResults, Ledger, MessageSource, MetricEvent,
-    Metrics, PortError, QueueSender,
+    AlertReport, Alerter, Archive, Clock, DigestMatch, EntryResults, HistoryRequest, Ledger,
+    MessageSource, MetricEvent, Metrics, PortError, QueueSender,
 };
 use crate::records::{ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord};
 use async_trait::async_trait;
@@ -278,12 +278,17 @@ impl MemoryLedger {
 impl Ledger for MemoryLedger {
     async fn history(
         &self,
-        keys: &[String],
+        requests: &[HistoryRequest],
     ) -> Result<HashMap<String, Vec<LedgerRecord>>, PortError> {
         self.fail.check("read", "ledger")?;
         let records = lock(&self.records);
         let mut out: HashMap<String, Vec<LedgerRecord>> = HashMap::new();
-        for record in records.values().filter(|r| keys.contains(&r.key)) {
+        let wanted = |r: &LedgerRecord| {
+            requests
+                .iter()
+                .any(|q| q.key == r.key && r.attempt <= q.up_to_attempt)
+        };
+        for record in records.values().filter(|r| wanted(r)) {
             out.entry(record.key.clone())
                 .or_default()
                 .push(record.clone());
@@ -294,7 +299,7 @@ impl Ledger for MemoryLedger {
     async fn keys_by_digest(
         &self,
         digests: &[String],
-    ) -> Result<HashMap<String, String>, PortError> {
+    ) -> Result<HashMap<String, DigestMatch>, PortError> {
         self.fail.check("read", "ledger")?;
         let records = lock(&self.records);
         let mut latest: HashMap<String, &LedgerRecord> = HashMap::new();
@@ -309,7 +314,14 @@ impl Ledger for MemoryLedger {
         }
         Ok(latest
             .into_iter()
-            .map(|(d, r)| (d, r.key.clone()))
+            .map(|(d, r)| {
+                let found = DigestMatch {
+                    key: r.key.clone(),
+                    attempt: r.attempt,
+                    action: r.action,
+                };
+                (d, found)
+            })
             .collect())
     }
 

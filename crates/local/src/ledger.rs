@@ -6,7 +6,7 @@ use crate::store::{LocalStore, conversion, from_text, to_text};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dlq_healer_core::FailureClass;
-use dlq_healer_core::ports::{Ledger, PortError};
+use dlq_healer_core::ports::{DigestMatch, HistoryRequest, Ledger, PortError};
 use dlq_healer_core::records::LedgerRecord;
 use rusqlite::{OptionalExtension, Row, params};
 use std::collections::HashMap;
@@ -111,17 +111,17 @@ impl LocalLedger {
 impl Ledger for LocalLedger {
     async fn history(
         &self,
-        keys: &[String],
+        requests: &[HistoryRequest],
     ) -> Result<HashMap<String, Vec<LedgerRecord>>, PortError> {
         self.store
             .read("read", "the ledger", |tx| {
                 let mut statement = tx.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE key = ?1 ORDER BY attempt"
+                    "SELECT {COLUMNS} FROM ledger WHERE key = ?1 AND attempt <= ?2 ORDER BY attempt"
                 ))?;
                 let mut out = HashMap::new();
-                for key in keys {
+                for HistoryRequest { key, up_to_attempt } in requests {
                     let records: Vec<LedgerRecord> = statement
-                        .query_map([key], record_from_row)?
+                        .query_map(params![key, up_to_attempt], record_from_row)?
                         .collect::<rusqlite::Result<_>>()?;
                     if !records.is_empty() {
                         out.insert(key.clone(), records);
@@ -135,19 +135,28 @@ impl Ledger for LocalLedger {
     async fn keys_by_digest(
         &self,
         digests: &[String],
-    ) -> Result<HashMap<String, String>, PortError> {
+    ) -> Result<HashMap<String, DigestMatch>, PortError> {
         self.store
             .read("read", "the ledger", |tx| {
                 let mut statement = tx.prepare_cached(
-                    "SELECT key FROM ledger WHERE body_digest = ?1
+                    "SELECT key, attempt, action FROM ledger WHERE body_digest = ?1
                      ORDER BY at DESC, key DESC, attempt DESC LIMIT 1",
                 )?;
                 let mut out = HashMap::new();
                 for digest in digests {
-                    let key: Option<String> =
-                        statement.query_row([digest], |r| r.get(0)).optional()?;
-                    if let Some(key) = key {
-                        out.insert(digest.clone(), key);
+                    let found: Option<(String, u32, String)> = statement
+                        .query_row([digest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()?;
+                    if let Some((key, attempt, action)) = found {
+                        let action = action.parse().map_err(conversion)?;
+                        out.insert(
+                            digest.clone(),
+                            DigestMatch {
+                                key,
+                                attempt,
+                                action,
+                            },
+                        );
                     }
                 }
                 Ok(out)

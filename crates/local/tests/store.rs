@@ -129,7 +129,11 @@ async fn two_connections_share_one_file_at_once() {
             let deleted = source.delete(&handles).await.unwrap();
             assert!(deleted.iter().all(Result::is_ok));
             // Touch another table through the same connection meanwhile.
-            ledger.history(&["k".to_string()]).await.unwrap();
+            let request = dlq_healer_core::ports::HistoryRequest {
+                key: "k".to_string(),
+                up_to_attempt: 1,
+            };
+            ledger.history(&[request]).await.unwrap();
         }
         bodies
     });
