@@ -155,7 +155,7 @@ fn special_bytes(word: u64) -> u64 {
 
 /// Short strings are scanned eight bytes at a time; after this many bytes the scan switches to
 /// `memchr2`, which is faster on long strings.
-const SHORT_STRING_BYTES: usize = 32;
+const SHORT_STRING_BYTES: usize = 64;
 
 /// The index just past the closing quote of a string whose contents start at `start`, if the
 /// string is valid: UTF-8, no control characters, valid escapes.
@@ -348,9 +348,9 @@ mod tests {
             br#""\ud83d\ude00""#,
             br#""\uD83D\uDE00 tail""#,
             b"\"\x7f\"",
-            "[\"\u{e9}\\n\u{20ac}\", {\"cl\u{e9}\": \"\u{1F600} and a long tail past thirty-two bytes\"}]"
+            "[\"\u{e9}\\n\u{20ac}\", {\"cl\u{e9}\": \"\u{1F600} and a long tail past sixty-four bytes (SHORT_STRING_BYTES), which takes a good many more words\"}]"
                 .as_bytes(),
-            br#"{"ok":"a longer string that goes well past thirty-two bytes, with \"escapes\" too"}"#,
+            br#"{"ok":"a longer string that goes well past sixty-four bytes (SHORT_STRING_BYTES), which takes a good many more words, with \"escapes\" too"}"#,
         ];
         let invalid: &[&[u8]] = &[
             b"",
@@ -399,8 +399,8 @@ mod tests {
             b"\"\xc0\xaf\"",
             b"\"\xed\xa0\x80\"",
             b"\"\xf4\x90\x80\x80\"",
-            b"\"a string longer than thirty-two bytes, then \xff\"",
-            b"\"a string longer than thirty-two bytes, then \\n\xe9\"",
+            b"\"a string longer than sixty-four bytes (SHORT_STRING_BYTES), which takes a good many more words, then \xff\"",
+            b"\"a string longer than sixty-four bytes (SHORT_STRING_BYTES), which takes a good many more words, then \\n\xe9\"",
             b"{\"\xff\":1}",
             b"[1,\xff]",
             b"\xc3\xa9",

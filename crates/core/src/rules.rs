@@ -13,7 +13,7 @@ use crate::class::FailureClass;
 use crate::context::ContextState;
 use crate::message::Attributes;
 use crate::policy::{ClassPolicy, PolicyTable};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
@@ -269,9 +269,19 @@ pub struct RuleSet {
     needs_status_scan: bool,
 }
 
+/// Why a rule did not match, cheap to make; [`RuleSet::explain`] spells it out.
+enum Miss {
+    Source,
+    ReceiveCount(u32),
+    NoSignal,
+}
+
 /// Per-message scratch state, so each expensive fact is computed at most once.
 struct Evaluation<'f, 'a> {
     facts: &'f Facts<'a>,
+    /// The last part of a qualified error type (`SocketTimeoutException` of
+    /// `java.net.SocketTimeoutException`).
+    error_type_last: Option<&'a str>,
     literal_hits: Vec<Option<usize>>,
     regex_hits: OnceCell<Vec<bool>>,
     statuses: OnceCell<Vec<u16>>,
@@ -433,6 +443,8 @@ impl RuleSet {
                 AhoCorasickBuilder::new()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::Standard)
+                    // A full DFA: the fastest overlapping search, and small for rule texts.
+                    .kind(Some(AhoCorasickKind::DFA))
                     .build(&literal_patterns)
                     .map_err(|e| error_at("", format!("cannot compile the rule texts: {e}")))?,
             )
@@ -518,9 +530,25 @@ impl RuleSet {
             .map(|(index, rule)| RuleTrial {
                 rule: rule.name.clone(),
                 class: rule.class,
-                outcome: self.try_rule(index, &evaluation),
+                outcome: self
+                    .try_rule(index, &evaluation)
+                    .map_err(|miss| self.miss_reason(index, facts, miss)),
             })
             .collect()
+    }
+
+    fn miss_reason(&self, index: usize, facts: &Facts<'_>, miss: Miss) -> String {
+        match miss {
+            Miss::Source => format!(
+                "source {:?} is not one of {:?}",
+                facts.source.unwrap_or(""),
+                self.rules[index].sources
+            ),
+            Miss::ReceiveCount(min) => {
+                format!("receive count {} is below {min}", facts.receive_count)
+            }
+            Miss::NoSignal => "no signal matched".to_string(),
+        }
     }
 
     fn evaluate<'f, 'a>(&self, facts: &'f Facts<'a>) -> Evaluation<'f, 'a> {
@@ -550,6 +578,7 @@ impl RuleSet {
         }
         Evaluation {
             facts,
+            error_type_last: facts.error_type.map(last_type_segment),
             literal_hits,
             regex_hits: OnceCell::new(),
             statuses: OnceCell::new(),
@@ -558,7 +587,7 @@ impl RuleSet {
         }
     }
 
-    fn try_rule(&self, index: usize, evaluation: &Evaluation<'_, '_>) -> Result<Signal, String> {
+    fn try_rule(&self, index: usize, evaluation: &Evaluation<'_, '_>) -> Result<Signal, Miss> {
         let rule = &self.rules[index];
         let facts = evaluation.facts;
         if !rule.sources.is_empty() {
@@ -568,19 +597,13 @@ impl RuleSet {
                 .iter()
                 .any(|pattern| source_matches(pattern, source))
             {
-                return Err(format!(
-                    "source {source:?} is not one of {:?}",
-                    rule.sources
-                ));
+                return Err(Miss::Source);
             }
         }
         if let Some(min) = rule.min_receive_count
             && facts.receive_count < min
         {
-            return Err(format!(
-                "receive count {} is below {min}",
-                facts.receive_count
-            ));
+            return Err(Miss::ReceiveCount(min));
         }
         if !rule.has_signals() {
             return Ok(Signal::Always);
@@ -605,11 +628,11 @@ impl RuleSet {
                 Signal::Text(owner.text.clone())
             });
         }
-        if let Some(error_type) = facts.error_type
+        if let (Some(error_type), Some(last)) = (facts.error_type, evaluation.error_type_last)
             && let Some(matched) = rule
                 .error_types
                 .iter()
-                .find(|t| type_names_match(t, error_type))
+                .find(|t| type_names_match(t, error_type, last))
         {
             return Ok(Signal::ErrorType(matched.clone()));
         }
@@ -659,7 +682,7 @@ impl RuleSet {
         {
             return Ok(Signal::Attributes);
         }
-        Err("no signal matched".to_string())
+        Err(Miss::NoSignal)
     }
 }
 
@@ -678,16 +701,21 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
 }
 
-/// `SocketTimeoutException` matches `java.net.SocketTimeoutException`, `Foo::SocketTimeoutException`.
-fn type_names_match(rule_type: &str, error_type: &str) -> bool {
-    if error_type.eq_ignore_ascii_case(rule_type) {
-        return true;
+/// `SocketTimeoutException` matches `java.net.SocketTimeoutException`, `Foo::SocketTimeoutException`;
+/// `last` is [`last_type_segment`] of `error_type`.
+fn type_names_match(rule_type: &str, error_type: &str, last: &str) -> bool {
+    error_type.eq_ignore_ascii_case(rule_type) || last.eq_ignore_ascii_case(rule_type)
+}
+
+/// What follows the last `.`, `:`, `/` or `\` of an error type (all of it when there is none).
+fn last_type_segment(error_type: &str) -> &str {
+    match error_type
+        .bytes()
+        .rposition(|b| matches!(b, b'.' | b':' | b'/' | b'\\'))
+    {
+        Some(at) => &error_type[at + 1..],
+        None => error_type,
     }
-    let last = error_type
-        .rsplit(['.', ':', '/', '\\'])
-        .next()
-        .unwrap_or(error_type);
-    last.eq_ignore_ascii_case(rule_type)
 }
 
 pub use crate::json_check::MAX_JSON_DEPTH;
