@@ -3,6 +3,10 @@
 //!
 //! # Layout
 //! - [`config`]: [`AwsSettings`], [`AwsClients`] (built once, shared), [`CallCounter`].
+//! - [`retry`]: retryable or permanent, decided from the SDK error; SDK error → `PortError`.
+//! - [`ledger_schema`]: the DynamoDB ledger table's key names, index and TTL attribute.
 pub mod config;
+pub mod ledger_schema;
+pub mod retry;
 
 pub use config::{AwsClients, AwsSettings, CallCounter, CallCounts};

@@ -1,0 +1,200 @@
+//! Whether an AWS failure may go away by itself, decided from the SDK error, and its translation
+//! into a core [`PortError`]. Shared by every adapter of this crate.
+//!
+//! Retryable: throttling, server errors (5xx), timeouts, dispatch failures (connection refused or
+//! reset), unreadable responses. Permanent: everything the caller must fix — a queue, bucket or
+//! table that does not exist, invalid parameters, access denied — and any other 4xx. The engine
+//! leaves a message in the DLQ after a retryable error and archives it after a permanent one.
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use dlq_healer_core::ports::PortError;
+
+/// Error codes (as the services spell them, any AWS service) that are worth retrying.
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "SlowDown",
+    "OverLimit",
+    "KmsThrottled",
+    "KMS.ThrottlingException",
+    "PriorRequestNotComplete",
+    "TransactionInProgressException",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "IDPCommunicationError",
+    "EC2ThrottledException",
+];
+
+/// Strip the prefixes some protocols put before a code: `AWS.SimpleQueueService.` (SQS's
+/// query-compatible errors) and `namespace#` (JSON protocols).
+pub fn bare_code(code: &str) -> &str {
+    let code = code.rsplit('#').next().unwrap_or(code);
+    code.strip_prefix("AWS.SimpleQueueService.").unwrap_or(code)
+}
+
+/// Whether an error with this code and HTTP status may succeed when tried again.
+pub fn is_retryable(code: Option<&str>, status: Option<u16>) -> bool {
+    if let Some(code) = code.map(bare_code)
+        && RETRYABLE_CODES.contains(&code)
+    {
+        return true;
+    }
+    match status {
+        Some(429 | 408) => true,
+        Some(status) => status >= 500,
+        // No status and no retryable code: the service did not answer in a way we understand.
+        None => code.is_none(),
+    }
+}
+
+/// Whether a code says that the queue, bucket, table, topic or key does not exist.
+pub fn is_not_found(code: &str) -> bool {
+    matches!(
+        bare_code(code),
+        "QueueDoesNotExist"
+            | "NonExistentQueue"
+            | "NoSuchBucket"
+            | "NoSuchKey"
+            | "NotFound"
+            | "ResourceNotFoundException"
+            | "NotFoundException"
+    )
+}
+
+/// Whether an SDK error may go away when the call is tried again later.
+pub fn sdk_error_is_retryable<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::ConstructionFailure(_) => false,
+        SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::DispatchFailure(failure) => !failure.is_user(),
+        SdkError::ServiceError(service) => {
+            is_retryable(service.err().code(), Some(service.raw().status().as_u16()))
+        }
+        _ => true,
+    }
+}
+
+/// The error code of an SDK error, when the service sent one.
+pub fn sdk_error_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> Option<&str> {
+    match error {
+        SdkError::ServiceError(service) => service.err().code(),
+        _ => None,
+    }
+}
+
+/// Translate an SDK error from `operation` on `target` into a [`PortError`], retryable or not,
+/// with the whole error chain in its message.
+pub fn port_error<E>(operation: &str, target: &str, error: &SdkError<E, HttpResponse>) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let retryable = sdk_error_is_retryable(error);
+    let mut message = match error {
+        SdkError::ServiceError(service) => {
+            let err = service.err();
+            format!(
+                "{} (HTTP {}): {}",
+                err.code().unwrap_or("no error code"),
+                service.raw().status().as_u16(),
+                err.message().unwrap_or("no message")
+            )
+        }
+        other => DisplayErrorContext(other).to_string(),
+    };
+    if sdk_error_code(error).is_some_and(is_not_found) {
+        message.push_str("; check that it exists in this account and region");
+    } else if !retryable {
+        message.push_str("; this will not succeed by retrying");
+    }
+    PortError {
+        operation: operation.to_string(),
+        target: target.to_string(),
+        message,
+        retryable,
+    }
+}
+
+/// The [`PortError`] of one failed entry of a batch call (SQS `BatchResultErrorEntry`).
+/// `sender_fault` entries are permanent unless their code says throttling.
+pub fn entry_error(
+    operation: &str,
+    target: &str,
+    code: &str,
+    message: Option<&str>,
+    sender_fault: bool,
+) -> PortError {
+    let retryable = if sender_fault {
+        RETRYABLE_CODES.contains(&bare_code(code))
+    } else {
+        true
+    };
+    PortError {
+        operation: operation.to_string(),
+        target: target.to_string(),
+        message: format!("{code}: {}", message.unwrap_or("no message")),
+        retryable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_decide_before_statuses() {
+        assert!(is_retryable(Some("ThrottlingException"), Some(400)));
+        assert!(is_retryable(
+            Some("AWS.SimpleQueueService.RequestThrottled"),
+            Some(403)
+        ));
+        assert!(is_retryable(
+            Some("com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"),
+            Some(400)
+        ));
+        assert!(is_retryable(Some("SlowDown"), Some(503)));
+        assert!(is_retryable(None, Some(502)));
+        assert!(is_retryable(None, Some(429)));
+        assert!(is_retryable(None, None));
+        assert!(!is_retryable(Some("QueueDoesNotExist"), Some(400)));
+        assert!(!is_retryable(
+            Some("AWS.SimpleQueueService.NonExistentQueue"),
+            Some(400)
+        ));
+        assert!(!is_retryable(Some("InvalidParameterValue"), Some(400)));
+        assert!(!is_retryable(Some("AccessDenied"), Some(403)));
+        assert!(!is_retryable(Some("AccessDeniedException"), Some(400)));
+        assert!(!is_retryable(Some("Whatever"), None));
+    }
+
+    #[test]
+    fn not_found_codes_are_recognised_with_prefixes() {
+        assert!(is_not_found("AWS.SimpleQueueService.NonExistentQueue"));
+        assert!(is_not_found("com.amazonaws.sqs#QueueDoesNotExist"));
+        assert!(is_not_found("NoSuchKey"));
+        assert!(!is_not_found("InvalidParameterValue"));
+    }
+
+    #[test]
+    fn entry_errors_are_permanent_when_the_sender_is_at_fault() {
+        let bad = entry_error("delete", "q", "ReceiptHandleIsInvalid", Some("bad"), true);
+        assert!(!bad.retryable);
+        assert!(bad.message.contains("ReceiptHandleIsInvalid"));
+        assert!(entry_error("send", "q", "InternalError", None, false).retryable);
+        assert!(entry_error("send", "q", "RequestThrottled", None, true).retryable);
+    }
+}
