@@ -5,8 +5,12 @@
 //! - [`config`]: [`AwsSettings`], [`AwsClients`] (built once, shared), [`CallCounter`].
 //! - [`retry`]: retryable or permanent, decided from the SDK error; SDK error → `PortError`.
 //! - [`ledger_schema`]: the DynamoDB ledger table's key names, index and TTL attribute.
+//! - [`sqs`]: [`SqsQueue`] (receive, batch delete and re-time) and [`SqsSender`] (batch send to a
+//!   queue by URL, ARN or name), with SQS's limits checked before sending.
 pub mod config;
 pub mod ledger_schema;
 pub mod retry;
+pub mod sqs;
 
 pub use config::{AwsClients, AwsSettings, CallCounter, CallCounts};
+pub use sqs::{SqsQueue, SqsSender};
