@@ -7,10 +7,13 @@
 //! - [`ledger_schema`]: the DynamoDB ledger table's key names, index and TTL attribute.
 //! - [`sqs`]: [`SqsQueue`] (receive, batch delete and re-time) and [`SqsSender`] (batch send to a
 //!   queue by URL, ARN or name), with SQS's limits checked before sending.
+//! - [`archive`]: [`S3Archive`], one server-side encrypted JSON Lines object per archived batch.
+pub mod archive;
 pub mod config;
 pub mod ledger_schema;
 pub mod retry;
 pub mod sqs;
 
+pub use archive::S3Archive;
 pub use config::{AwsClients, AwsSettings, CallCounter, CallCounts};
 pub use sqs::{SqsQueue, SqsSender};
