@@ -8,12 +8,15 @@
 //! - [`sqs`]: [`SqsQueue`] (receive, batch delete and re-time) and [`SqsSender`] (batch send to a
 //!   queue by URL, ARN or name), with SQS's limits checked before sending.
 //! - [`archive`]: [`S3Archive`], one server-side encrypted JSON Lines object per archived batch.
+//! - [`metrics`]: [`EmfMetrics`], metrics as CloudWatch Embedded Metric Format log lines.
 pub mod archive;
 pub mod config;
 pub mod ledger_schema;
+pub mod metrics;
 pub mod retry;
 pub mod sqs;
 
 pub use archive::S3Archive;
 pub use config::{AwsClients, AwsSettings, CallCounter, CallCounts};
+pub use metrics::EmfMetrics;
 pub use sqs::{SqsQueue, SqsSender};
