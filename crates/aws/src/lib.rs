@@ -9,14 +9,22 @@
 //!   queue by URL, ARN or name), with SQS's limits checked before sending.
 //! - [`archive`]: [`S3Archive`], one server-side encrypted JSON Lines object per archived batch.
 //! - [`metrics`]: [`EmfMetrics`], metrics as CloudWatch Embedded Metric Format log lines.
+//! - [`ledger`]: [`DynamoLedger`], the ledger port on DynamoDB (records and digest items in
+//!   `BatchWriteItem`, histories in `BatchGetItem`, queries by key and by class and time).
+//! - [`alerts`]: [`SnsAlerter`], the alerter port on SNS with a dedup window per fingerprint
+//!   shared by every healer instance through conditional writes in the same table.
+pub mod alerts;
 pub mod archive;
 pub mod config;
+pub mod ledger;
 pub mod ledger_schema;
 pub mod metrics;
 pub mod retry;
 pub mod sqs;
 
+pub use alerts::SnsAlerter;
 pub use archive::S3Archive;
 pub use config::{AwsClients, AwsSettings, CallCounter, CallCounts};
+pub use ledger::DynamoLedger;
 pub use metrics::EmfMetrics;
 pub use sqs::{SqsQueue, SqsSender};
