@@ -13,6 +13,7 @@
 //!   `BatchWriteItem`, histories in `BatchGetItem`, queries by key and by class and time).
 //! - [`alerts`]: [`SnsAlerter`], the alerter port on SNS with a dedup window per fingerprint
 //!   shared by every healer instance through conditional writes in the same table.
+//! - [`setup`]: [`provision`], idempotent creation of the queues, topic, bucket and ledger table.
 pub mod alerts;
 pub mod archive;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod ledger;
 pub mod ledger_schema;
 pub mod metrics;
 pub mod retry;
+pub mod setup;
 pub mod sqs;
 
 pub use alerts::SnsAlerter;
@@ -27,4 +29,5 @@ pub use archive::S3Archive;
 pub use config::{AwsClients, AwsSettings, CallCounter, CallCounts};
 pub use ledger::DynamoLedger;
 pub use metrics::EmfMetrics;
+pub use setup::{Resources, SetupError, provision};
 pub use sqs::{SqsQueue, SqsSender};
