@@ -10,7 +10,9 @@
 //! - [`event_dlq`]: the DLQ resolved from the event source ARN when `DLQ_URL` is not set.
 //! - [`consumer`]: [`ConsumerFunction`], the order consumer that dead-letters failures.
 //! - [`producer`]: the producer's axum [`producer::router`], served by Lambda or locally.
+//! - [`aws`]: building each function on the AWS adapters from its environment, once, at init.
 
+pub mod aws;
 pub mod consumer;
 pub mod convert;
 pub mod env;
