@@ -189,6 +189,57 @@ mod tests {
         assert!(!is_not_found("InvalidParameterValue"));
     }
 
+    fn service_error(
+        code: &str,
+        status: u16,
+    ) -> SdkError<aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError, HttpResponse>
+    {
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let error = aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError::generic(
+            ErrorMetadata::builder()
+                .code(code)
+                .message("said the service")
+                .build(),
+        );
+        let status = StatusCode::try_from(status).expect("a valid status");
+        SdkError::service_error(error, HttpResponse::new(status, SdkBody::empty()))
+    }
+
+    #[test]
+    fn sdk_errors_are_classified_by_kind_code_and_status() {
+        let throttled = port_error("send", "q", &service_error("RequestThrottled", 400));
+        assert!(throttled.retryable, "{throttled}");
+        let unavailable = port_error("send", "q", &service_error("Whatever", 503));
+        assert!(unavailable.retryable, "{unavailable}");
+        let missing = port_error(
+            "send",
+            "q",
+            &service_error("AWS.SimpleQueueService.NonExistentQueue", 400),
+        );
+        assert!(!missing.retryable);
+        assert!(
+            missing
+                .message
+                .contains("NonExistentQueue (HTTP 400): said the service")
+                && missing.message.contains("check that it exists"),
+            "{missing}"
+        );
+        let denied = port_error("send", "q", &service_error("AccessDenied", 403));
+        assert!(!denied.retryable && denied.message.contains("will not succeed by retrying"));
+        let timeout: SdkError<
+            aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError,
+            HttpResponse,
+        > = SdkError::timeout_error("too slow");
+        assert!(port_error("send", "q", &timeout).retryable);
+        let construction: SdkError<
+            aws_sdk_sqs::operation::send_message_batch::SendMessageBatchError,
+            HttpResponse,
+        > = SdkError::construction_failure("bad input");
+        assert!(!port_error("send", "q", &construction).retryable);
+    }
+
     #[test]
     fn entry_errors_are_permanent_when_the_sender_is_at_fault() {
         let bad = entry_error("delete", "q", "ReceiptHandleIsInvalid", Some("bad"), true);

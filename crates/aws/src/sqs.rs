@@ -397,7 +397,9 @@ impl MessageSource for SqsQueue {
 }
 
 /// Sends to SQS queues named by URL (used as is), ARN (`arn:aws:sqs:<region>:<account>:<name>`)
-/// or name; ARNs and names are resolved once with `GetQueueUrl` and cached.
+/// or name; ARNs and names are resolved once with `GetQueueUrl` (in the client's region) and
+/// cached. To a FIFO queue it passes the group and deduplication ids and no delay (FIFO queues
+/// have no per-message delays).
 #[derive(Debug)]
 pub struct SqsSender {
     client: Client,

@@ -412,3 +412,28 @@ async fn receive_maps_attributes_and_system_attributes_and_clamps_its_limits() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_a_retryable_error() {
+    common::emulator(); // credentials and region for the SDK
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port(); // released again: nothing listens there
+    let settings = dlq_healer_aws::AwsSettings {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(format!("http://127.0.0.1:{port}")),
+    };
+    let clients = AwsClients::connect(&settings, None).await;
+    let url = format!("http://127.0.0.1:{port}/123456789012/nowhere");
+    let error = SqsQueue::new(clients.sqs.clone(), &url)
+        .receive(1, Duration::ZERO)
+        .await
+        .expect_err("nothing listens");
+    assert!(error.retryable, "{error}");
+    let error = SqsSender::new(clients.sqs.clone())
+        .send(&url, &[tagged("a", "{}")])
+        .await
+        .expect_err("nothing listens");
+    assert!(error.retryable, "{error}");
+}
