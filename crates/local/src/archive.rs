@@ -3,7 +3,7 @@
 //! tools find a message by key, class or time.
 
 use crate::error::LocalError;
-use crate::store::{LocalStore, from_text, to_text};
+use crate::store::{IndexRow, LocalStore, PendingObject, from_text, to_text};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dlq_healer_core::FailureClass;
@@ -91,6 +91,7 @@ impl LocalArchive {
 
     /// Every archived record of a key, oldest first.
     pub fn find_by_key(&self, key: &str) -> Result<Vec<ArchiveEntry>, LocalError> {
+        self.store.settle_archive()?;
         self.store.read("search", "the archive index", |tx| {
             let mut statement = tx.prepare_cached(&format!(
                 "SELECT {ENTRY_COLUMNS} FROM archive_index WHERE key = ?1
@@ -109,6 +110,7 @@ impl LocalArchive {
         limit: Option<usize>,
     ) -> Result<Vec<ArchiveEntry>, LocalError> {
         let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        self.store.settle_archive()?;
         self.store.read("search", "the archive index", |tx| {
             let mut statement = tx.prepare_cached(&format!(
                 "SELECT {ENTRY_COLUMNS} FROM archive_index
@@ -130,7 +132,9 @@ impl LocalArchive {
         })
     }
 
-    /// Write `contents` to `path` so that readers see the old file or the new one, never half.
+    /// Write `contents` to `path` so that readers see the old file or the new one, never half:
+    /// a temporary file, fsynced, renamed into place. Syncing the directory, which makes the
+    /// rename durable, is left to the caller.
     fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), LocalError> {
         let io = |operation: &str, path: &Path| {
             let operation = operation.to_string();
@@ -161,12 +165,7 @@ impl LocalArchive {
             // Best effort: the error that matters is the one being returned.
             let _ = std::fs::remove_file(&temporary);
         }
-        written?;
-        // Make the rename itself durable; not every platform can open a directory for this.
-        if let Ok(dir) = std::fs::File::open(directory) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        written
     }
 
     fn read_line(&self, reference: &ArchiveRef) -> Result<ArchiveRecord, PortError> {
@@ -244,26 +243,27 @@ impl Archive for LocalArchive {
         }
         LocalArchive::write_atomically(&path, &contents)
             .map_err(|e| e.into_port("store archive", target))?;
-        self.store
-            .write("index", target, |tx| {
-                tx.execute("DELETE FROM archive_index WHERE object = ?1", [target])?;
-                let mut insert = tx.prepare_cached(&format!(
-                    "INSERT INTO archive_index ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ))?;
-                for (index, record) in batch.records.iter().enumerate() {
-                    insert.execute(params![
-                        record.key,
-                        record.attempt,
-                        record.class.as_str(),
-                        target,
-                        index + 1,
-                        to_text(record.archived_at),
-                        record.source,
-                    ])?;
-                }
-                Ok(())
-            })
-            .map_err(|e| e.into_port("index archive", target))
+        // The directory sync and the index lines go with the next write transaction of the
+        // store — in the engine, before the ledger records the batch — once for all the objects
+        // of a batch.
+        self.store.defer_archive(PendingObject {
+            directory: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            object: target.to_string(),
+            rows: batch
+                .records
+                .iter()
+                .enumerate()
+                .map(|(index, record)| IndexRow {
+                    key: record.key.clone(),
+                    attempt: record.attempt,
+                    class: record.class.as_str(),
+                    line: index + 1,
+                    archived_at: to_text(record.archived_at),
+                    source: record.source.clone(),
+                })
+                .collect(),
+        });
+        Ok(())
     }
 
     async fn fetch(&self, reference: &ArchiveRef) -> Result<ArchiveRecord, PortError> {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use dlq_healer_core::FailureClass;
 use dlq_healer_core::ports::{DigestMatch, HistoryRequest, Ledger, PortError};
 use dlq_healer_core::records::LedgerRecord;
-use rusqlite::{OptionalExtension, Row, params};
+use rusqlite::{Row, params};
 use std::collections::HashMap;
 
 const COLUMNS: &str = "key, attempt, class, rule, action, alerted, at, source, archive_ref, error,
@@ -55,6 +55,11 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<LedgerRecord> {
         body_digest: row.get(11)?,
         due_at: due_at.as_deref().map(from_text).transpose()?,
     })
+}
+
+/// A list as JSON text, to pass it to SQLite's `json_each` in one parameter.
+fn json_list<T: serde::Serialize>(items: &[T]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())
 }
 
 impl LocalLedger {
@@ -115,17 +120,25 @@ impl Ledger for LocalLedger {
     ) -> Result<HashMap<String, Vec<LedgerRecord>>, PortError> {
         self.store
             .read("read", "the ledger", |tx| {
-                let mut statement = tx.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM ledger WHERE key = ?1 AND attempt <= ?2 ORDER BY attempt"
-                ))?;
-                let mut out = HashMap::new();
-                for HistoryRequest { key, up_to_attempt } in requests {
-                    let records: Vec<LedgerRecord> = statement
-                        .query_map(params![key, up_to_attempt], record_from_row)?
-                        .collect::<rusqlite::Result<_>>()?;
-                    if !records.is_empty() {
-                        out.insert(key.clone(), records);
-                    }
+                // One statement for the whole batch: the requests go in as a JSON array of
+                // [key, highest attempt] pairs (the last request of a key counts).
+                let mut bounds: HashMap<&str, u32> = HashMap::with_capacity(requests.len());
+                for request in requests {
+                    bounds.insert(&request.key, request.up_to_attempt);
+                }
+                let pairs: Vec<(&str, u32)> = bounds.into_iter().collect();
+                let mut statement = tx.prepare_cached(
+                    "SELECT ledger.key, attempt, class, rule, action, alerted, at, source,
+                            archive_ref, error, dlq_message_id, body_digest, due_at
+                     FROM json_each(?1) AS r CROSS JOIN ledger
+                     WHERE ledger.key = r.value ->> 0 AND ledger.attempt <= r.value ->> 1
+                     ORDER BY ledger.key, ledger.attempt",
+                )?;
+                let mut out: HashMap<String, Vec<LedgerRecord>> = HashMap::new();
+                let mut rows = statement.query([json_list(&pairs)])?;
+                while let Some(row) = rows.next()? {
+                    let record = record_from_row(row)?;
+                    out.entry(record.key.clone()).or_default().push(record);
                 }
                 Ok(out)
             })
@@ -138,26 +151,26 @@ impl Ledger for LocalLedger {
     ) -> Result<HashMap<String, DigestMatch>, PortError> {
         self.store
             .read("read", "the ledger", |tx| {
+                // One statement for the whole batch: the digests go in as a JSON array; each
+                // gets its newest record, if any.
                 let mut statement = tx.prepare_cached(
-                    "SELECT key, attempt, action FROM ledger WHERE body_digest = ?1
-                     ORDER BY at DESC, key DESC, attempt DESC LIMIT 1",
+                    "SELECT d.value, l.key, l.attempt, l.action FROM json_each(?1) AS d
+                     CROSS JOIN ledger AS l
+                     WHERE l.rowid = (SELECT rowid FROM ledger WHERE body_digest = d.value
+                                      ORDER BY at DESC, key DESC, attempt DESC LIMIT 1)",
                 )?;
                 let mut out = HashMap::new();
-                for digest in digests {
-                    let found: Option<(String, u32, String)> = statement
-                        .query_row([digest], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()?;
-                    if let Some((key, attempt, action)) = found {
-                        let action = action.parse().map_err(conversion)?;
-                        out.insert(
-                            digest.clone(),
-                            DigestMatch {
-                                key,
-                                attempt,
-                                action,
-                            },
-                        );
-                    }
+                let mut rows = statement.query([json_list(digests)])?;
+                while let Some(row) = rows.next()? {
+                    let action: String = row.get(3)?;
+                    out.insert(
+                        row.get(0)?,
+                        DigestMatch {
+                            key: row.get(1)?,
+                            attempt: row.get(2)?,
+                            action: action.parse().map_err(conversion)?,
+                        },
+                    );
                 }
                 Ok(out)
             })

@@ -135,25 +135,24 @@ struct QueueRow {
 }
 
 fn load_queue(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<QueueRow>> {
-    tx.query_row(
+    tx.prepare_cached(
         "SELECT visibility_timeout_seconds, dead_letter_queue, max_receive_count, fifo
          FROM queues WHERE name = ?1",
-        [name],
-        |row| {
-            let dlq: Option<String> = row.get(1)?;
-            let max: Option<u32> = row.get(2)?;
-            Ok(QueueRow {
-                visibility_timeout_seconds: row.get(0)?,
-                redrive: dlq
-                    .zip(max)
-                    .map(|(dead_letter_queue, max_receive_count)| RedrivePolicy {
-                        dead_letter_queue,
-                        max_receive_count,
-                    }),
-                fifo: row.get(3)?,
-            })
-        },
-    )
+    )?
+    .query_row([name], |row| {
+        let dlq: Option<String> = row.get(1)?;
+        let max: Option<u32> = row.get(2)?;
+        Ok(QueueRow {
+            visibility_timeout_seconds: row.get(0)?,
+            redrive: dlq
+                .zip(max)
+                .map(|(dead_letter_queue, max_receive_count)| RedrivePolicy {
+                    dead_letter_queue,
+                    max_receive_count,
+                }),
+            fifo: row.get(3)?,
+        })
+    })
     .optional()
 }
 
@@ -209,15 +208,14 @@ impl LocalQueues {
                 .redrive
                 .as_ref()
                 .map(|r| queue_name(&r.dead_letter_queue));
-            tx.execute(
-                "INSERT INTO queues (name, visibility_timeout_seconds, dead_letter_queue,
+            tx.prepare_cached("INSERT INTO queues (name, visibility_timeout_seconds, dead_letter_queue,
                                      max_receive_count, fifo, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(name) DO UPDATE SET
                      visibility_timeout_seconds = excluded.visibility_timeout_seconds,
                      dead_letter_queue = excluded.dead_letter_queue,
                      max_receive_count = excluded.max_receive_count,
-                     fifo = excluded.fifo",
+                     fifo = excluded.fifo")?.execute(
                 params![
                     name,
                     settings.visibility_timeout_seconds,
@@ -248,7 +246,7 @@ impl LocalQueues {
     /// Every queue with its settings, by name.
     pub fn list_queues(&self) -> Result<Vec<QueueInfo>, LocalError> {
         self.store.read("list", "queues", |tx| {
-            let mut statement = tx.prepare(
+            let mut statement = tx.prepare_cached(
                 "SELECT name, visibility_timeout_seconds, dead_letter_queue, max_receive_count, fifo
                  FROM queues ORDER BY name",
             )?;
@@ -406,8 +404,7 @@ impl QueueSender for LocalQueues {
                 return Ok(None);
             };
             if row.fifo {
-                tx.execute(
-                    "DELETE FROM fifo_dedup WHERE queue = ?1 AND sent_at_ms <= ?2",
+                tx.prepare_cached("DELETE FROM fifo_dedup WHERE queue = ?1 AND sent_at_ms <= ?2")?.execute(
                     params![name, now - DEDUPLICATION_WINDOW_MS],
                 )?;
             }
@@ -438,10 +435,9 @@ impl QueueSender for LocalQueues {
                     }
                 }
                 let message_id = uuid::Uuid::new_v4().to_string();
-                tx.execute(
-                    "INSERT INTO messages (queue, message_id, body, attributes, group_id,
+                tx.prepare_cached("INSERT INTO messages (queue, message_id, body, attributes, group_id,
                          deduplication_id, sent_at_ms, visible_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(
                     params![
                         name,
                         message_id,
@@ -454,9 +450,8 @@ impl QueueSender for LocalQueues {
                     ],
                 )?;
                 if let Some(dedup) = dedup {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO fifo_dedup (queue, deduplication_id, message_id, sent_at_ms)
-                         VALUES (?1, ?2, ?3, ?4)",
+                    tx.prepare_cached("INSERT OR REPLACE INTO fifo_dedup (queue, deduplication_id, message_id, sent_at_ms)
+                         VALUES (?1, ?2, ?3, ?4)")?.execute(
                         params![name, dedup, message_id, now],
                     )?;
                 }
@@ -512,7 +507,7 @@ impl LocalQueue {
             // this batch keep their order.
             let mut blocked_groups: Vec<String> = Vec::new();
             if row.fifo {
-                let mut statement = tx.prepare(
+                let mut statement = tx.prepare_cached(
                     "SELECT DISTINCT group_id FROM messages
                      WHERE queue = ?1 AND visible_at_ms > ?2 AND receipt_handle IS NOT NULL
                        AND group_id IS NOT NULL",
@@ -523,16 +518,15 @@ impl LocalQueue {
             }
             let mut skipped: Vec<i64> = Vec::new();
             'pages: loop {
-                let order = if row.fifo {
-                    "seq"
-                } else {
-                    "visible_at_ms, seq"
-                };
-                let mut statement = tx.prepare(&format!(
+                let mut statement = tx.prepare_cached(if row.fifo {
                     "SELECT seq, receive_count, group_id FROM messages
                      WHERE queue = ?1 AND visible_at_ms <= ?2
-                     ORDER BY {order} LIMIT ?3"
-                ))?;
+                     ORDER BY seq LIMIT ?3"
+                } else {
+                    "SELECT seq, receive_count, group_id FROM messages
+                     WHERE queue = ?1 AND visible_at_ms <= ?2
+                     ORDER BY visible_at_ms, seq LIMIT ?3"
+                })?;
                 let page: Vec<Candidate> = statement
                     .query_map(
                         params![
@@ -565,13 +559,18 @@ impl LocalQueue {
                         .as_ref()
                         .filter(|r| candidate.receive_count >= r.max_receive_count);
                     if let Some(redrive) = redrive_to {
-                        tx.execute(
+                        tx.prepare_cached(
                             "UPDATE messages SET queue = ?2, receive_count = 0,
                                  receipt_handle = NULL, visible_at_ms = ?3,
                                  redrive_source = ?4
                              WHERE seq = ?1",
-                            params![candidate.seq, redrive.dead_letter_queue, now, name],
-                        )?;
+                        )?
+                        .execute(params![
+                            candidate.seq,
+                            redrive.dead_letter_queue,
+                            now,
+                            name
+                        ])?;
                         continue;
                     }
                     let group_blocked = row.fifo
@@ -584,18 +583,22 @@ impl LocalQueue {
                         continue;
                     }
                     let handle = uuid::Uuid::new_v4().simple().to_string();
-                    tx.execute(
+                    tx.prepare_cached(
                         "UPDATE messages SET receive_count = receive_count + 1,
                              receipt_handle = ?2, visible_at_ms = ?3
                          WHERE seq = ?1",
-                        params![candidate.seq, handle, invisible_until],
-                    )?;
+                    )?
+                    .execute(params![
+                        candidate.seq,
+                        handle,
+                        invisible_until
+                    ])?;
                     delivered.push(candidate.seq);
                 }
                 if row.fifo {
                     // Later messages of a group wait for the ones delivered now.
                     let mut statement =
-                        tx.prepare("SELECT group_id FROM messages WHERE seq = ?1")?;
+                        tx.prepare_cached("SELECT group_id FROM messages WHERE seq = ?1")?;
                     for seq in &delivered {
                         let group: Option<String> = statement.query_row([seq], |r| r.get(0))?;
                         match group {
@@ -607,7 +610,7 @@ impl LocalQueue {
                     }
                 }
             }
-            let mut statement = tx.prepare(
+            let mut statement = tx.prepare_cached(
                 "SELECT message_id, receipt_handle, body, attributes, receive_count,
                         redrive_source, sent_at_ms, group_id
                  FROM messages WHERE seq = ?1",
@@ -696,7 +699,7 @@ impl MessageSource for LocalQueue {
         self.store
             .write("delete from", name, |tx| {
                 let mut statement =
-                    tx.prepare("DELETE FROM messages WHERE queue = ?1 AND receipt_handle = ?2")?;
+                    tx.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt_handle = ?2")?;
                 receipt_handles
                     .iter()
                     .map(|handle| {
@@ -725,11 +728,11 @@ impl MessageSource for LocalQueue {
         let now = to_millis(now_time);
         self.store
             .write("change visibility in", name, |tx| {
-                let mut find = tx.prepare(
+                let mut find = tx.prepare_cached(
                     "SELECT seq, visible_at_ms FROM messages WHERE queue = ?1 AND receipt_handle = ?2",
                 )?;
                 let mut update =
-                    tx.prepare("UPDATE messages SET visible_at_ms = ?2 WHERE seq = ?1")?;
+                    tx.prepare_cached("UPDATE messages SET visible_at_ms = ?2 WHERE seq = ?1")?;
                 let mut results = Vec::with_capacity(entries.len());
                 for (handle, seconds) in entries {
                     let refuse = |why: String| {

@@ -111,6 +111,113 @@ struct Inner {
     path: PathBuf,
     connection: Mutex<Connection>,
     clock: Arc<dyn Clock>,
+    pending_archive: Mutex<PendingArchive>,
+}
+
+/// One line of the archive index, as [`crate::archive`] writes it.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexRow {
+    pub(crate) key: String,
+    pub(crate) attempt: u32,
+    pub(crate) class: &'static str,
+    pub(crate) line: usize,
+    pub(crate) archived_at: String,
+    pub(crate) source: Option<String>,
+}
+
+/// An archive object whose file is written, fsynced and renamed into place, but whose directory
+/// entry is not yet synced and whose lines are not yet indexed.
+#[derive(Debug)]
+pub(crate) struct PendingObject {
+    pub(crate) directory: PathBuf,
+    pub(crate) object: String,
+    pub(crate) rows: Vec<IndexRow>,
+}
+
+/// Archive objects waiting for [`LocalStore::write`] to settle them: the next write transaction
+/// (the alerter's or the ledger's, in the engine) first syncs their directories, once per
+/// directory, then indexes their lines in the same transaction. So a ledger record never
+/// commits before the files it points to are durable, and an index line never points to a file
+/// whose directory entry could still be lost.
+#[derive(Debug, Default)]
+struct PendingArchive {
+    objects: Vec<PendingObject>,
+}
+
+/// Sync directories so that the renames into them are durable, in parallel (concurrent syncs
+/// share the disk's cache flushes). Not every platform can open a directory for this; as before,
+/// failing to is not an error.
+fn sync_directories(mut directories: Vec<&Path>) {
+    directories.sort_unstable();
+    directories.dedup();
+    let sync = |directory: &Path| {
+        if let Ok(dir) = std::fs::File::open(directory) {
+            let _ = dir.sync_all();
+        }
+    };
+    match directories.as_slice() {
+        [] => {}
+        [one] => sync(one),
+        [first, rest @ ..] => std::thread::scope(|scope| {
+            for directory in rest {
+                scope.spawn(move || sync(directory));
+            }
+            sync(first);
+        }),
+    }
+}
+
+fn index_objects(tx: &Transaction<'_>, objects: &[PendingObject]) -> rusqlite::Result<()> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let mut delete = tx.prepare_cached("DELETE FROM archive_index WHERE object = ?1")?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO archive_index (key, attempt, class, object, line, archived_at, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for object in objects {
+        delete.execute([&object.object])?;
+        for row in &object.rows {
+            insert.execute(rusqlite::params![
+                row.key,
+                row.attempt,
+                row.class,
+                object.object,
+                row.line,
+                row.archived_at,
+                row.source,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let objects = std::mem::take(
+            &mut self
+                .pending_archive
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .objects,
+        );
+        if objects.is_empty() {
+            return;
+        }
+        sync_directories(objects.iter().map(|o| o.directory.as_path()).collect());
+        let connection = self.connection.get_mut().unwrap_or_else(|e| e.into_inner());
+        let indexed = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .and_then(|tx| {
+                index_objects(&tx, &objects)?;
+                tx.commit()
+            });
+        if let Err(error) = indexed {
+            tracing::warn!(%error, objects = objects.len(),
+                "archived files written but not indexed; they are still on disk");
+        }
+    }
 }
 
 /// One connection to the dlq-healer SQLite file, shared by the queues, ledger, archive index,
@@ -166,14 +273,20 @@ impl LocalStore {
                 reason: format!("the file system refused WAL mode (got {mode})"),
             });
         }
+        // A larger page cache (8 MiB instead of 2) keeps the hot queue and ledger pages in
+        // memory between transactions.
         connection
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .execute_batch(
+                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -8192;",
+            )
             .map_err(setup)?;
+        connection.set_prepared_statement_cache_capacity(64);
         let store = LocalStore {
             inner: Arc::new(Inner {
                 path,
                 connection: Mutex::new(connection),
                 clock,
+                pending_archive: Mutex::new(PendingArchive::default()),
             }),
         };
         store.migrate()?;
@@ -236,8 +349,30 @@ impl LocalStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn pending_archive(&self) -> std::sync::MutexGuard<'_, PendingArchive> {
+        self.inner
+            .pending_archive
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hand an archive object, written and fsynced and renamed into place, to the next write
+    /// transaction, which syncs its directory and indexes it before doing anything else.
+    pub(crate) fn defer_archive(&self, object: PendingObject) {
+        self.pending_archive().objects.push(object);
+    }
+
+    /// Sync the directories of archive objects stored since the last write and index them now.
+    pub(crate) fn settle_archive(&self) -> Result<(), LocalError> {
+        if self.pending_archive().objects.is_empty() {
+            return Ok(());
+        }
+        self.write("index", "the archive", |_| Ok(()))
+    }
+
     /// Run `work` in a write transaction (taken at once, so two processes never deadlock on
-    /// upgrading a read lock), committing if it succeeds.
+    /// upgrading a read lock), committing if it succeeds. Archive objects stored since the last
+    /// write are settled first: their directories synced, their lines indexed in this transaction.
     pub(crate) fn write<T>(
         &self,
         operation: &str,
@@ -245,13 +380,26 @@ impl LocalStore {
         work: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T, LocalError> {
         let mut connection = self.connection();
-        let fail = |e| LocalError::sql(operation, target, &self.inner.path, e);
-        let tx = connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail)?;
-        let value = work(&tx).map_err(fail)?;
-        tx.commit().map_err(fail)?;
-        Ok(value)
+        let pending = std::mem::take(&mut self.pending_archive().objects);
+        sync_directories(pending.iter().map(|o| o.directory.as_path()).collect());
+        let outcome = (|| {
+            let fail = |e| LocalError::sql(operation, target, &self.inner.path, e);
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(fail)?;
+            index_objects(&tx, &pending)
+                .map_err(|e| LocalError::sql("index", "the archive", &self.inner.path, e))?;
+            let value = work(&tx).map_err(fail)?;
+            tx.commit().map_err(fail)?;
+            Ok(value)
+        })();
+        if outcome.is_err() && !pending.is_empty() {
+            // Not indexed after all: the next write tries again, before anything stored since.
+            let mut queue = self.pending_archive();
+            let later = std::mem::replace(&mut queue.objects, pending);
+            queue.objects.extend(later);
+        }
+        outcome
     }
 
     /// Run `work` in a read transaction (one consistent snapshot).
