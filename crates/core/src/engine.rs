@@ -345,7 +345,7 @@ impl Engine {
             };
             digest_matches.push(found);
         }
-        let mut history = if requests.is_empty() {
+        let history = if requests.is_empty() {
             HashMap::new()
         } else {
             requests.sort_by(|a, b| {
@@ -365,13 +365,20 @@ impl Engine {
                 let same_delivery = records
                     .iter()
                     .any(|r| r.dlq_message_id == plan.letter.message.message_id);
-                if found.action != RecordedAction::Archived || same_delivery {
+                // The history read up to the digest's attempt + 1 knows better than the digest
+                // whether the key ended in the archive since.
+                let latest_action = records
+                    .iter()
+                    .max_by_key(|r| r.attempt)
+                    .map_or(found.action, |r| r.action);
+                if latest_action != RecordedAction::Archived || same_delivery {
                     plan.key = found.key;
                     plan.history = records;
                     continue;
                 }
             }
-            plan.history = history.remove(&plan.key).unwrap_or_default();
+            // Several messages of a batch can share a key: each gets its own copy.
+            plan.history = history.get(&plan.key).cloned().unwrap_or_default();
         }
         Ok(())
     }

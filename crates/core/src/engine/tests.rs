@@ -641,3 +641,39 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_body_seen_again_after_its_key_was_archived_starts_a_new_key() {
+    // Like DynamoDB's digest items, the digest points at the key's last re-queue (attempt 1)
+    // although the key was archived since (attempt 2, a record without a digest entry).
+    let w = world();
+    w.fail(&fresh(b"{\"order\":42}"), "ReadTimeout: read timed out")
+        .await;
+    let first = w.heal_all().await;
+    let key = first.messages[0].key.clone();
+    let requeued = w.ledger.all().remove(0);
+    assert_eq!(requeued.action, RecordedAction::Requeued);
+    let archived = LedgerRecord {
+        attempt: 2,
+        action: RecordedAction::Archived,
+        body_digest: "not-this-body".into(),
+        at: requeued.at - Duration::seconds(1),
+        ..requeued
+    };
+    w.ledger.record(&[archived]).await.unwrap();
+    w.clock.advance(Duration::hours(1));
+    w.take_from_orders().await;
+    // The same body again, with no context: a new order that happens to look the same.
+    w.fail(&fresh(b"{\"order\":42}"), "ReadTimeout: read timed out")
+        .await;
+    let again = w.heal_all().await;
+    assert_ne!(
+        again.messages[0].key, key,
+        "a new message, not the archived key"
+    );
+    assert!(
+        matches!(again.messages[0].outcome, Outcome::Requeued { .. }),
+        "{:?}",
+        again.messages[0].outcome
+    );
+}
