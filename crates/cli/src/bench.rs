@@ -103,8 +103,152 @@ pub fn classification_rate(rules: &RuleSet, messages: Vec<ReceivedMessage>) -> (
     (count as f64 / started.elapsed().as_secs_f64(), non_unknown)
 }
 
+/// Figures of the local healing benchmark, measured in a child process so that its peak memory
+/// is its own.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct HealingFigures {
+    /// Dead letters handled.
+    pub messages: usize,
+    /// Messages per engine batch.
+    pub batch_size: usize,
+    /// Dead letters fully handled per second (receive, classify, act, record, delete).
+    pub healed_per_second: f64,
+    /// Rows per second of batched inserts into a table shaped like the queue table.
+    pub raw_inserts_per_second: f64,
+    /// Peak resident memory of the process, in MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Fill a fresh store's DLQ with the realistic mix, then heal it with the `run` loop; then, in the
+/// same run, measure batched inserts into the same kind of table.
+pub fn healing_figures(messages: usize, batch_size: usize) -> Result<HealingFigures> {
+    use crate::local::{LocalBackend, LocalSettings};
+    use crate::worker::{LoopSettings, Shutdown, heal_loop};
+    use dlq_healer_core::message::OutgoingMessage;
+    use dlq_healer_core::ports::{QueueSender, SystemClock};
+    use std::sync::Arc;
+
+    let dir = std::env::temp_dir().join(format!("dlq-healer-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let settings = LocalSettings {
+        db: dir.join("bench.db"),
+        archive_dir: dir.join("archive"),
+        webhook_url: None,
+        alert_window: dlq_healer_core::engine::DEFAULT_ALERT_WINDOW,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let backend = LocalBackend::open(&settings, Arc::new(SystemClock))?;
+    backend
+        .queues
+        .create_queue("orders-dlq", dlq_healer_local::QueueSettings::default())?;
+    backend
+        .queues
+        .create_queue("orders", dlq_healer_local::QueueSettings::default())?;
+    // Generate and send in chunks, so that the peak memory is the healer's, not the mix's.
+    const CHUNK: usize = 100;
+    runtime.block_on(async {
+        for chunk in 0..messages.div_ceil(CHUNK) {
+            let count = CHUNK.min(messages - chunk * CHUNK);
+            let outgoing: Vec<OutgoingMessage> = realistic_mix(count, 7 + chunk as u64)
+                .into_iter()
+                .map(|m| OutgoingMessage {
+                    attributes: m.attributes,
+                    ..OutgoingMessage::new(m.message_id, m.body)
+                })
+                .collect();
+            for result in backend.queues.send("orders-dlq", &outgoing).await? {
+                result?;
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    let engine = backend.engine(
+        "orders-dlq",
+        Arc::new(RuleSet::defaults()),
+        dlq_healer_core::engine::EngineConfig::default(),
+    )?;
+    let cpu_before = tmp_cpu_ms();
+    let started = Instant::now();
+    let summary = runtime.block_on(heal_loop(
+        &engine,
+        LoopSettings {
+            batch_size,
+            wait: std::time::Duration::ZERO,
+            until_empty: true,
+            keep_alive: None,
+        },
+        &Shutdown::default(),
+    ));
+    let healed = summary.tally.requeued + summary.tally.archived + summary.tally.parked;
+    let healed_per_second = healed as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "TMP cpu ms {} wall ms {}",
+        tmp_cpu_ms() - cpu_before,
+        started.elapsed().as_millis()
+    );
+    anyhow::ensure!(
+        healed == messages && summary.tally.failed == 0,
+        "the benchmark healed {healed} of {messages} messages ({} failed)",
+        summary.tally.failed
+    );
+    let raw_inserts_per_second = raw_insert_rate(&dir.join("raw.db"), messages, batch_size)?;
+    let peak_rss_mib = peak_rss_kib().map_or(f64::NAN, |kib| kib as f64 / 1024.0);
+    drop(engine);
+    drop(backend);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(HealingFigures {
+        messages,
+        batch_size,
+        healed_per_second,
+        raw_inserts_per_second,
+        peak_rss_mib,
+    })
+}
+
+/// Rows per second of inserts, `batch_size` per transaction, into a WAL table shaped like the
+/// queue's message table (same indexes, same pragmas).
+fn raw_insert_rate(path: &std::path::Path, rows: usize, batch_size: usize) -> Result<f64> {
+    let mut connection = rusqlite::Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.execute_batch(
+        "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, message_id TEXT NOT NULL,
+           body BLOB NOT NULL, attributes TEXT NOT NULL, sent_at_ms INTEGER NOT NULL, visible_at_ms INTEGER NOT NULL,
+           receive_count INTEGER NOT NULL DEFAULT 0, receipt_handle TEXT);
+         CREATE INDEX messages_by_visibility ON messages(queue, visible_at_ms);",
+    )?;
+    let body = vec![b'x'; 900];
+    let attributes = "{\"dlq-context\":{\"data_type\":\"String\",\"string_value\":\"...\"}}";
+    let started = Instant::now();
+    let mut written = 0;
+    while written < rows {
+        let transaction = connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO messages (queue, message_id, body, attributes, sent_at_ms, visible_at_ms) VALUES ('q', ?1, ?2, ?3, 0, 0)",
+            )?;
+            for i in written..(written + batch_size).min(rows) {
+                insert.execute(rusqlite::params![format!("m-{i}"), body, attributes])?;
+            }
+        }
+        transaction.commit()?;
+        written = (written + batch_size).min(rows);
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The process's peak resident set size (VmHWM), in KiB, where /proc has it.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Run every benchmark and print the table.
-pub fn run(classify_messages: usize) -> Result<()> {
+pub fn run(classify_messages: usize, healing_messages: usize, batch_size: usize) -> Result<()> {
     if std::env::var("BREAKDOWN").is_ok() {
         breakdown();
     }
@@ -126,7 +270,48 @@ pub fn run(classify_messages: usize) -> Result<()> {
         "| classification, default rules, realistic mix (bodies ~{mean_body} B, context parsed, body validated), 1 thread | {} msg/s | >= 1,000,000 msg/s/core |",
         thousands(rate)
     );
+    let healing = healing_in_child(healing_messages, batch_size)?;
+    println!(
+        "| local healing end to end (receive, classify, act, record, delete; WAL, archive files fsynced), batch {} | {} msg/s | >= 20,000 msg/s |",
+        healing.batch_size,
+        thousands(healing.healed_per_second)
+    );
+    println!(
+        "| raw SQLite ceiling: batched inserts into the queue table, {} per transaction | {} rows/s | (reference) |",
+        healing.batch_size,
+        thousands(healing.raw_inserts_per_second)
+    );
+    println!(
+        "| healing / raw ceiling | {:.2} | (report) |",
+        healing.healed_per_second / healing.raw_inserts_per_second
+    );
+    println!(
+        "| peak RSS of the healing process ({} messages) | {:.1} MiB | < 50 MB |",
+        healing.messages, healing.peak_rss_mib
+    );
     Ok(())
+}
+
+/// Run [`healing_figures`] in a child process (`bench --healing-only`), so that the peak memory is
+/// the healer's alone.
+fn healing_in_child(messages: usize, batch_size: usize) -> Result<HealingFigures> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "bench",
+            "--healing-only",
+            "--healing-messages",
+            &messages.to_string(),
+            "--batch-size",
+            &batch_size.to_string(),
+        ])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the healing benchmark failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = String::from_utf8(output.stdout)?;
+    Ok(serde_json::from_str(line.trim())?)
 }
 
 /// 1234567.8 -> "1,234,568".
@@ -219,4 +404,17 @@ pub fn breakdown() {
     stage("headline loop (classification_rate)", &mut || {
         count / classification_rate(&rules, sample.clone()).0
     });
+}
+
+fn tmp_cpu_ms() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let u: u64 = fields[11].parse().unwrap();
+    let st: u64 = fields[12].parse().unwrap();
+    (u + st) * 10
 }

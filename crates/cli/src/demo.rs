@@ -148,6 +148,7 @@ pub async fn run(options: DemoOptions) -> Result<Accounting> {
         batch_size: options.batch_size,
         wait: Duration::ZERO,
         until_empty: true,
+        keep_alive: None,
     };
     let shutdown = Shutdown::default();
     shutdown.on_signals();

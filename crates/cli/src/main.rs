@@ -9,9 +9,11 @@
 //! - `queue.rs`: `queue`, managing and feeding local queues.
 //! - `worker.rs`: the polling loop shared by `run` and `demo`, with graceful shutdown.
 //! - `local.rs`: wiring of the local backend's adapters into an engine.
+//! - `aws.rs`: wiring of the AWS backend's adapters into an engine.
 //! - `panels.rs`: the original dashboard's three panels as tables.
 //! - `bench.rs`: `bench`, the benchmark table of the README.
 
+mod aws;
 mod bench;
 mod classify;
 mod demo;
@@ -61,6 +63,16 @@ enum Command {
         /// Messages for the classification benchmark.
         #[arg(long, default_value_t = 1_000_000)]
         classify_messages: usize,
+        /// Dead letters for the local healing benchmark.
+        #[arg(long, default_value_t = 20_000)]
+        healing_messages: usize,
+        /// Messages per healer batch in the healing benchmark.
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        /// Run only the healing benchmark and print its figures as JSON (used by `bench` itself,
+        /// to measure the healer's peak memory in a process of its own).
+        #[arg(long, hide = true)]
+        healing_only: bool,
     },
     /// Run the original scenario end to end on the local backend and account for every order.
     ///
@@ -94,12 +106,25 @@ enum Command {
         rules: Option<PathBuf>,
     },
     /// Heal a DLQ: poll, classify, re-queue, alert, archive; stop on SIGINT/SIGTERM after the batch in hand.
+    ///
+    /// On the local backend the DLQ is a queue name of the SQLite file; on aws it is an SQS queue
+    /// URL, and the archive bucket, ledger table and alert topic come from ARCHIVE_BUCKET,
+    /// FAILED_TABLE and ALERT_TOPIC_ARN (or the flags). Messages go back to the queue they came
+    /// from (from their dlq-context, or the DLQ's redrive source), MAIN_QUEUE_URL being the fallback.
     Run {
+        /// The backend.
+        #[arg(long, value_enum, default_value = "local")]
+        backend: run::Backend,
         #[command(flatten)]
         local: LocalArgs,
-        /// The DLQ to heal (a local queue name, or local://name).
+        #[command(flatten)]
+        aws: aws::AwsArgs,
+        /// The DLQ to heal: a local queue name (or local://name), or an SQS queue URL.
         #[arg(long, env = "DLQ_URL")]
         dlq: String,
+        /// Batches healed at once (each gathered and handled independently).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        concurrency: u32,
         /// Where to re-queue messages whose source queue is unknown.
         #[arg(long, env = "MAIN_QUEUE_URL")]
         main_queue: Option<String>,
@@ -110,7 +135,7 @@ enum Command {
         #[arg(long)]
         until_empty: bool,
         /// Long-poll wait for an empty DLQ, in seconds (0 to 20).
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=20))]
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
         wait_seconds: u64,
         /// Rules file (TOML); the shipped defaults when absent.
         #[arg(long, env = "DLQ_HEALER_RULES")]
@@ -124,6 +149,23 @@ enum Command {
         /// Seconds an alert fingerprint stays quiet after firing; repeats become one digest.
         #[arg(long, default_value_t = 600)]
         alert_window_seconds: u32,
+    },
+    /// Create what the healer needs on AWS (or an emulator), idempotently, and print one
+    /// KEY=value line per environment variable: MAIN_QUEUE_URL, DLQ_URL, ARCHIVE_BUCKET,
+    /// FAILED_TABLE, ALERT_TOPIC_ARN.
+    ///
+    /// Creates the main queue `<prefix>-orders` with a redrive policy to the DLQ `<prefix>-dlq`,
+    /// the topic `<prefix>-alerts`, the bucket `<prefix>-archive` and the ledger table
+    /// `<prefix>-ledger` with its class+time index. For users without SAM.
+    Setup {
+        /// The backend (only aws needs set-up; the local backend creates its file on first use).
+        #[arg(long, value_enum)]
+        backend: run::Backend,
+        /// Name prefix of every resource.
+        #[arg(long)]
+        prefix: String,
+        #[command(flatten)]
+        aws: aws::AwsArgs,
     },
     /// Create, list and feed queues of the local backend.
     Queue {
@@ -236,8 +278,11 @@ fn dispatch(command: Command) -> Result<i32> {
             Ok(if accounting.unaccounted() == 0 { 0 } else { 1 })
         }
         Command::Run {
+            backend,
             local,
+            aws,
             dlq,
+            concurrency,
             main_queue,
             batch_size,
             until_empty,
@@ -248,8 +293,11 @@ fn dispatch(command: Command) -> Result<i32> {
             alert_window_seconds,
         } => {
             let options = run::RunOptions {
+                backend,
                 local: local.settings(webhook_url, alert_window_seconds),
+                aws,
                 dlq,
+                concurrency: concurrency as usize,
                 main_queue,
                 batch_size: batch_size as usize,
                 until_empty,
@@ -264,12 +312,41 @@ fn dispatch(command: Command) -> Result<i32> {
                 0
             })
         }
+        Command::Setup {
+            backend,
+            prefix,
+            aws,
+        } => {
+            if backend == run::Backend::Local {
+                anyhow::bail!(
+                    "the local backend needs no set-up: `dlq-healer queue create NAME` creates queues"
+                );
+            }
+            let resources = runtime()?.block_on(async {
+                let clients = aws::connect(&aws, None).await;
+                dlq_healer_aws::provision(&clients, &prefix).await
+            })?;
+            for line in resources.env_lines() {
+                println!("{line}");
+            }
+            Ok(0)
+        }
         Command::Queue { local, action } => {
             runtime()?.block_on(queue::run(local.settings(None, 600), action))?;
             Ok(0)
         }
-        Command::Bench { classify_messages } => {
-            bench::run(classify_messages)?;
+        Command::Bench {
+            classify_messages,
+            healing_messages,
+            batch_size,
+            healing_only,
+        } => {
+            if healing_only {
+                let figures = bench::healing_figures(healing_messages, batch_size)?;
+                println!("{}", serde_json::to_string(&figures)?);
+            } else {
+                bench::run(classify_messages, healing_messages, batch_size)?;
+            }
             Ok(0)
         }
         Command::DefaultRules => {

@@ -1,7 +1,10 @@
-//! `dlq-healer run`: the long-running healer worker on a DLQ of the local backend.
+//! `dlq-healer run`: the long-running healer worker, on the local backend or on AWS (for ECS,
+//! EKS, EC2 and cron jobs), with long polling, a concurrency limit, visibility extension for slow
+//! batches and graceful shutdown.
 
+use crate::aws::{self, AwsArgs, AwsResources};
 use crate::local::{LocalBackend, LocalSettings};
-use crate::worker::{self, LoopSettings, Shutdown};
+use crate::worker::{self, KeepAlive, LoopSettings, Shutdown};
 use anyhow::Result;
 use dlq_healer_core::engine::EngineConfig;
 use dlq_healer_core::ports::SystemClock;
@@ -9,17 +12,32 @@ use dlq_healer_core::rules::RuleSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Which backend a command works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The embedded backend: one SQLite file and an archive directory.
+    Local,
+    /// SQS, S3, DynamoDB, SNS; metrics as CloudWatch EMF lines on standard output.
+    Aws,
+}
+
 /// What `run` needs.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// The backend.
+    pub backend: Backend,
     /// Local backend settings.
     pub local: LocalSettings,
-    /// The DLQ to heal.
+    /// AWS backend settings.
+    pub aws: AwsArgs,
+    /// The DLQ to heal: a local queue name, or an SQS queue URL.
     pub dlq: String,
     /// Where to re-queue messages with no known source.
     pub main_queue: Option<String>,
     /// Messages per engine batch.
     pub batch_size: usize,
+    /// Batches healed at once.
+    pub concurrency: usize,
     /// Stop once the DLQ is empty.
     pub until_empty: bool,
     /// Long-poll wait.
@@ -32,32 +50,55 @@ pub struct RunOptions {
 
 /// Run the worker until the DLQ is empty (with `until_empty`) or a signal arrives.
 pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
-    let backend = LocalBackend::open(&options.local, Arc::new(SystemClock))?;
-    let engine = backend.engine(
-        &options.dlq,
-        options.rules.clone(),
-        EngineConfig {
-            default_target: options.main_queue.clone(),
-            archive_prefix: options.archive_prefix.clone(),
-            ..EngineConfig::default()
-        },
-    )?;
+    let config = EngineConfig {
+        default_target: options.main_queue.clone(),
+        archive_prefix: options.archive_prefix.clone(),
+        ..EngineConfig::default()
+    };
+    let mut local_backend = None;
+    let engine = match options.backend {
+        Backend::Local => {
+            let backend = LocalBackend::open(&options.local, Arc::new(SystemClock))?;
+            let engine = backend.engine(&options.dlq, options.rules.clone(), config)?;
+            local_backend = Some(backend);
+            engine
+        }
+        Backend::Aws => {
+            let resources = AwsResources::from_args(&options.dlq, &options.aws)?;
+            let clients = aws::connect(&options.aws, None).await;
+            aws::engine(
+                &clients,
+                &resources,
+                options.rules.clone(),
+                config,
+                options.local.alert_window,
+                aws::emf_metrics(),
+            )
+        }
+    };
     let shutdown = Shutdown::default();
     shutdown.on_signals();
-    tracing::info!(dlq = %options.dlq, batch_size = options.batch_size, until_empty = options.until_empty, "healer started");
-    let summary = worker::heal_loop(
-        &engine,
-        LoopSettings {
-            batch_size: options.batch_size,
-            wait: options.wait,
-            until_empty: options.until_empty,
-        },
-        &shutdown,
-    )
-    .await;
-    backend.alerter.wait_for_webhooks(Duration::from_secs(10));
+    tracing::info!(
+        dlq = %options.dlq,
+        backend = ?options.backend,
+        batch_size = options.batch_size,
+        concurrency = options.concurrency,
+        until_empty = options.until_empty,
+        "healer started"
+    );
+    let settings = LoopSettings {
+        batch_size: options.batch_size,
+        wait: options.wait,
+        until_empty: options.until_empty,
+        keep_alive: Some(KeepAlive::default()),
+    };
+    let summary =
+        worker::heal_concurrently(Arc::new(engine), settings, &shutdown, options.concurrency).await;
+    if let Some(backend) = local_backend {
+        backend.alerter.wait_for_webhooks(Duration::from_secs(10));
+    }
     let t = summary.tally;
-    println!(
+    eprintln!(
         "healed {} batches: {} requeued, {} parked, {} archived, {} already handled, {} failed (left in the DLQ)",
         summary.batches, t.requeued, t.parked, t.archived, t.duplicates, t.failed
     );

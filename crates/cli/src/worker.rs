@@ -95,6 +95,16 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
+    fn merge(&mut self, other: &RunSummary) {
+        self.batches += other.batches;
+        self.receive_errors += other.receive_errors;
+        self.tally.requeued += other.tally.requeued;
+        self.tally.parked += other.tally.parked;
+        self.tally.archived += other.tally.archived;
+        self.tally.duplicates += other.tally.duplicates;
+        self.tally.failed += other.tally.failed;
+    }
+
     fn add(&mut self, report: &BatchReport) {
         let t = report.tally();
         self.batches += 1;
@@ -115,6 +125,77 @@ pub struct LoopSettings {
     pub wait: Duration,
     /// Stop when a receive finds the DLQ empty.
     pub until_empty: bool,
+    /// Keep a slow batch invisible: every `every`, extend the visibility of the batch in hand.
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// Visibility extension for batches that take longer than the DLQ's visibility timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct KeepAlive {
+    /// How often to extend.
+    pub every: Duration,
+    /// The visibility timeout to set each time, in seconds.
+    pub extend_to_seconds: u32,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive {
+            every: Duration::from_secs(20),
+            extend_to_seconds: 60,
+        }
+    }
+}
+
+/// Heal one batch, extending its visibility while the engine works on it. An extension that
+/// lands after the engine parked a message only shortens the park: the ledger re-parks it.
+async fn heal_with_keep_alive(
+    engine: &Engine,
+    batch: Vec<ReceivedMessage>,
+    keep_alive: Option<KeepAlive>,
+) -> BatchReport {
+    let Some(keep_alive) = keep_alive else {
+        return engine.heal_batch(batch).await;
+    };
+    let handles: Vec<(String, u32)> = batch
+        .iter()
+        .map(|m| (m.receipt_handle.clone(), keep_alive.extend_to_seconds))
+        .collect();
+    let heal = engine.heal_batch(batch);
+    tokio::pin!(heal);
+    loop {
+        tokio::select! {
+            report = &mut heal => return report,
+            _ = tokio::time::sleep(keep_alive.every) => {
+                if let Err(error) = engine.ports().dlq.change_visibility(&handles).await {
+                    tracing::warn!(%error, "could not extend the visibility of a slow batch");
+                }
+            }
+        }
+    }
+}
+
+/// Run `concurrency` heal loops on one engine at once and add up their totals.
+pub async fn heal_concurrently(
+    engine: Arc<Engine>,
+    settings: LoopSettings,
+    shutdown: &Shutdown,
+    concurrency: usize,
+) -> RunSummary {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let engine = engine.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { heal_loop(&engine, settings, &shutdown).await });
+    }
+    let mut total = RunSummary::default();
+    while let Some(result) = tasks.join_next().await {
+        match result {
+            Ok(summary) => total.merge(&summary),
+            Err(error) => tracing::error!(%error, "a heal loop stopped unexpectedly"),
+        }
+    }
+    total
 }
 
 /// Heal batches until the DLQ is empty (with `until_empty`) or a shutdown is requested.
@@ -148,7 +229,7 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
             }
             continue;
         }
-        let report = engine.heal_batch(batch).await;
+        let report = heal_with_keep_alive(engine, batch, settings.keep_alive).await;
         for failed in report.not_settled() {
             if let dlq_healer_core::Outcome::Failed { reason } = &failed.outcome {
                 tracing::warn!(message_id = %failed.message_id, key = %failed.key, %reason, "not healed; it stays in the DLQ");

@@ -177,7 +177,7 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
         "--wait-seconds",
         "0",
     ]));
-    let text = String::from_utf8(output.stdout).unwrap();
+    let text = String::from_utf8(output.stderr).unwrap();
     assert!(text.contains("1 requeued"), "{text}");
     assert!(text.contains("2 archived"), "{text}");
     let list = String::from_utf8(queue(&["list"]).stdout).unwrap();
@@ -263,5 +263,5 @@ fn run_stops_gracefully_on_sigterm() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("healed 0 batches"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("healed 0 batches"));
 }
