@@ -5,6 +5,7 @@
 //! - `main.rs`: the command line and its dispatch.
 //! - `classify.rs`: `classify`, a dry run of the rules over JSON Lines.
 //! - `demo.rs`: `demo`, the original scenario end to end on the local backend.
+//! - `aws_demo.rs`: `demo --backend aws`, the same scenario on SQS, S3, DynamoDB and SNS.
 //! - `run.rs`: `run`, the long-running healer worker.
 //! - `queue.rs`: `queue`, managing and feeding local queues.
 //! - `worker.rs`: the polling loop shared by `run` and `demo`, with graceful shutdown.
@@ -14,6 +15,7 @@
 //! - `bench.rs`: `bench`, the benchmark table of the README.
 
 mod aws;
+mod aws_demo;
 mod bench;
 mod classify;
 mod demo;
@@ -104,6 +106,14 @@ enum Command {
         /// Rules file (TOML); the shipped defaults when absent.
         #[arg(long, env = "DLQ_HEALER_RULES")]
         rules: Option<PathBuf>,
+        /// The backend: local (simulated time) or aws (real time; backoffs shortened to seconds).
+        #[arg(long, value_enum, default_value = "local")]
+        backend: run::Backend,
+        /// Name prefix of the AWS resources the demo creates (aws backend).
+        #[arg(long, default_value = "dlq-healer-demo")]
+        prefix: String,
+        #[command(flatten)]
+        aws: aws::AwsArgs,
     },
     /// Heal a DLQ: poll, classify, re-queue, alert, archive; stop on SIGINT/SIGTERM after the batch in hand.
     ///
@@ -265,6 +275,9 @@ fn dispatch(command: Command) -> Result<i32> {
             dir,
             batch_size,
             rules,
+            backend,
+            prefix,
+            aws,
         } => {
             let options = demo::DemoOptions {
                 orders,
@@ -274,7 +287,10 @@ fn dispatch(command: Command) -> Result<i32> {
                 batch_size: batch_size as usize,
                 rules: std::sync::Arc::new(load_rules(rules.as_deref())?),
             };
-            let accounting = runtime()?.block_on(demo::run(options))?;
+            let accounting = match backend {
+                run::Backend::Local => runtime()?.block_on(demo::run(options))?,
+                run::Backend::Aws => runtime()?.block_on(aws_demo::run(options, &aws, &prefix))?,
+            };
             Ok(if accounting.unaccounted() == 0 { 0 } else { 1 })
         }
         Command::Run {

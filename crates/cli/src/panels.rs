@@ -60,6 +60,30 @@ impl MetricTotals {
     }
 }
 
+/// Metric totals kept in memory, as a metrics port (for runs whose metrics live in the process).
+#[derive(Debug, Default)]
+pub struct SharedTotals(std::sync::Mutex<MetricTotals>);
+
+impl SharedTotals {
+    /// A copy of the totals so far.
+    pub fn snapshot(&self) -> MetricTotals {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl dlq_healer_core::ports::Metrics for SharedTotals {
+    fn record(
+        &self,
+        _at: chrono::DateTime<chrono::Utc>,
+        events: &[dlq_healer_core::ports::MetricEvent],
+    ) {
+        let mut totals = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for event in events {
+            totals.add(event.name, event.class, event.value, 1);
+        }
+    }
+}
+
 /// Depth of one queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepthRow {
@@ -141,15 +165,21 @@ pub fn render(totals: &MetricTotals, depths: &[DepthRow]) -> String {
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "QUEUE DEPTH");
+    let width = depths
+        .iter()
+        .map(|r| r.queue.len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
     let _ = writeln!(
         out,
-        "  {:<16} {:>8} {:>10} {:>8}",
+        "  {:<width$} {:>8} {:>10} {:>8}",
         "queue", "visible", "in flight", "delayed"
     );
     for row in depths {
         let _ = writeln!(
             out,
-            "  {:<16} {:>8} {:>10} {:>8}",
+            "  {:<width$} {:>8} {:>10} {:>8}",
             row.queue, row.visible, row.in_flight, row.delayed
         );
     }

@@ -227,7 +227,7 @@ struct LiteralOwner {
     needs_end_boundary: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rule {
     name: String,
     class: FailureClass,
@@ -256,7 +256,7 @@ impl Rule {
 }
 
 /// A compiled, validated list of rules plus the per-class policies.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     literals: Option<AhoCorasick>,
@@ -478,6 +478,13 @@ impl RuleSet {
     /// The policy for each class.
     pub fn policies(&self) -> &PolicyTable {
         &self.policies
+    }
+
+    /// Replace the policy of one class (e.g. shorter backoffs for a demo on real time).
+    pub fn set_policy(&mut self, class: FailureClass, policy: ClassPolicy) -> Result<(), String> {
+        policy.validate()?;
+        self.policies.set(class, policy);
+        Ok(())
     }
 
     /// The policy for one class.
