@@ -13,6 +13,9 @@ step "toolchain components"
 if ! cargo fmt --version >/dev/null 2>&1; then rustup component add rustfmt; fi
 if ! cargo clippy --version >/dev/null 2>&1; then rustup component add clippy; fi
 
+step "test dependencies"
+bash scripts/install-test-deps.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
