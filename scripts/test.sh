@@ -23,6 +23,7 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
+mkdir -p "$CARGO_TARGET_DIR"
 cargo test --workspace 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$4} END {print s+0}')
