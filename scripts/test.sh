@@ -26,7 +26,11 @@ step "cargo test"
 mkdir -p "$CARGO_TARGET_DIR"
 cargo test --workspace 2>&1 | tee "$CARGO_TARGET_DIR/test-output.txt"
 
+step "deployment checks: cfn-lint, checkov, template deployed into the emulator"
+bash deploy/check.sh 2>&1 | tee "$CARGO_TARGET_DIR/deploy-check-output.txt"
+
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' "$CARGO_TARGET_DIR/test-output.txt" | awk '{s+=$6} END {print s+0}')
+deploy_passed=$(grep -Eo '^[0-9]+ passed' "$CARGO_TARGET_DIR/deploy-check-output.txt" | tail -1 | awk '{print $1+0}')
 echo
-echo "all tests: ${passed} passed, ${failed} failed"
+echo "all tests: $((passed + ${deploy_passed:-0})) passed, ${failed} failed"
