@@ -582,3 +582,47 @@ def test_stack_outputs_are_kept_for_later_tests(stack):
     kept = json.loads((output_dir() / "stack-outputs.json").read_text())
     assert kept["outputs"] == stack["outputs"]
     assert (output_dir() / "template.json").is_file()
+
+
+def healer_binary() -> Path:
+    """The `dlq-healer` binary of this checkout, built when missing."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    binary = target / "debug" / "dlq-healer"
+    if not binary.exists():
+        subprocess.run(["cargo", "build", "-p", "dlq-healer"], cwd=ROOT, check=True)
+    return binary
+
+
+def test_the_healer_worker_heals_a_message_on_the_deployed_stack(stack, emulator):
+    """The worker, configured only by the stack's outputs, heals dead letters of the deployed
+    queues: a timeout goes back to the main queue, an auth failure is archived in the bucket."""
+    outputs = stack["outputs"]
+    sqs = client("sqs", emulator)
+    context = lambda message: json.dumps({  # noqa: E731
+        "v": 1, "error": {"message": message}, "failed_at": "2026-11-27T10:00:00Z",
+        "source": outputs["MainQueueUrl"]})
+    for body, error in (('{"order": 1}', "Task timed out after 30.00 seconds"),
+                        ('{"order": 2}', "401 Unauthorized")):
+        sqs.send_message(QueueUrl=outputs["DeadLetterQueueUrl"], MessageBody=body, MessageAttributes={
+            "dlq-context": {"DataType": "String", "StringValue": context(error)}})
+    environment = dict(os.environ,
+                       AWS_ENDPOINT_URL=emulator,
+                       DLQ_URL=outputs["DeadLetterQueueUrl"],
+                       MAIN_QUEUE_URL=outputs["MainQueueUrl"],
+                       ARCHIVE_BUCKET=outputs["ArchiveBucketName"],
+                       FAILED_TABLE=outputs["LedgerTableName"],
+                       ALERT_TOPIC_ARN=outputs["AlertTopicArn"])
+    run = subprocess.run([str(healer_binary()), "run", "--backend", "aws", "--until-empty", "--wait-seconds", "0"],
+                         env=environment, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "1 requeued" in run.stderr and "1 archived" in run.stderr, run.stderr
+    requeued = sqs.receive_message(QueueUrl=outputs["MainQueueUrl"], MessageAttributeNames=["All"],
+                                   WaitTimeSeconds=1)["Messages"]
+    assert [m["Body"] for m in requeued] == ['{"order": 1}']
+    heal = json.loads(requeued[0]["MessageAttributes"]["dlq-context"]["StringValue"])["heal"]
+    assert heal["attempts"] == 1 and heal["last_class"] == "timeout"
+    objects = client("s3", emulator).list_objects_v2(Bucket=outputs["ArchiveBucketName"])["Contents"]
+    assert [o["Key"].split("/")[1] for o in objects] == ["auth"]
+    assert sqs.get_queue_attributes(QueueUrl=outputs["DeadLetterQueueUrl"],
+                                    AttributeNames=["ApproximateNumberOfMessages"]
+                                    )["Attributes"]["ApproximateNumberOfMessages"] == "0"
