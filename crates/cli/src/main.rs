@@ -13,16 +13,32 @@
 //! - `aws.rs`: wiring of the AWS backend's adapters into an engine.
 //! - `panels.rs`: the original dashboard's three panels as tables.
 //! - `bench.rs`: `bench`, the benchmark table of the README.
+//! - `inspect.rs`: `inspect`, a peek at a DLQ grouped by class and fingerprint.
+//! - `redrive.rs`: `redrive`, moving selected DLQ messages back at a safe rate, resumably.
+//! - `archive.rs`: `archive list | show | replay`.
+//! - `stats.rs`: `stats`, the three panels for any backend, and their Prometheus text.
+//! - `serve.rs`: `serve`, the web dashboard and its JSON API.
+//! - `ops.rs`: what the operator commands need from a backend (local, aws), and the move journal.
+//! - `filter.rs`: message selection (class, fingerprint, source, time, keys, JSON pointer); pure.
+//! - `rate.rs`: token-bucket rate limiter and ramp on an injected clock; pure.
 
+mod archive;
 mod aws;
 mod aws_demo;
 mod bench;
 mod classify;
 mod demo;
+mod filter;
+mod inspect;
 mod local;
+mod ops;
 mod panels;
 mod queue;
+mod rate;
+mod redrive;
 mod run;
+mod serve;
+mod stats;
 mod worker;
 
 use anyhow::{Context, Result};
@@ -186,6 +202,16 @@ enum Command {
     },
     /// Print the shipped default rules file.
     DefaultRules,
+    /// Peek at a DLQ without consuming it: failures grouped by class and fingerprint.
+    Inspect(inspect::InspectArgs),
+    /// Move selected messages from a DLQ back to their source queue (dry run, rate, resumable).
+    Redrive(redrive::RedriveArgs),
+    /// List, show and replay archived messages.
+    Archive(archive::ArchiveArgs),
+    /// Print the three dashboard panels for any backend.
+    Stats(stats::StatsArgs),
+    /// Serve the web dashboard, its JSON API and Prometheus metrics.
+    Serve(serve::ServeArgs),
 }
 
 /// Where the local backend keeps its state.
@@ -369,6 +395,11 @@ fn dispatch(command: Command) -> Result<i32> {
             print!("{}", dlq_healer_core::rules::DEFAULT_RULES_TOML);
             Ok(0)
         }
+        Command::Inspect(args) => inspect::command(args),
+        Command::Redrive(args) => redrive::command(args),
+        Command::Archive(args) => archive::command(args),
+        Command::Stats(args) => stats::command(args),
+        Command::Serve(args) => serve::command(args),
     }
 }
 

@@ -1,0 +1,406 @@
+//! `dlq-healer archive list | show | replay`: find archived messages by key, class, source and
+//! time; print one in full; send archived messages back to their source queue with the same
+//! safety as `redrive` (dry run, rate, limit, journal).
+
+use crate::filter::{Facts, FilterArgs};
+use crate::ops::{ArchiveQuery, ArchivedEntry, Operator};
+use crate::rate::Pacer;
+use crate::redrive::{
+    MoveItem, MoveOptions, MoveReport, Mover, PlannedMove, Progress, deduplication_id,
+};
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use dlq_healer_core::alert::fingerprint;
+use dlq_healer_core::context::{ContextReading, HealState};
+use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, MAX_ATTRIBUTES, OutgoingMessage};
+use dlq_healer_core::records::ArchiveRecord;
+use serde::Serialize;
+
+/// An archived record with what filters look at.
+#[derive(Debug, Clone, Serialize)]
+pub struct Archived {
+    /// Where it is.
+    pub entry: ArchivedEntry,
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// The error, as its context tells it.
+    pub error: String,
+    /// The record.
+    #[serde(skip)]
+    pub record: ArchiveRecord,
+    #[serde(skip)]
+    body: Vec<u8>,
+}
+
+impl Archived {
+    fn new(entry: ArchivedEntry, record: ArchiveRecord) -> Result<Archived> {
+        let body = record.body_bytes().map_err(|e| {
+            anyhow::anyhow!("the archived record {} is damaged: {e}", entry.reference)
+        })?;
+        let error = archived_error(&record);
+        let source = record.source.clone().or(entry.source.clone());
+        Ok(Archived {
+            fingerprint: fingerprint(record.class, &error, source.as_deref()),
+            error,
+            entry,
+            record,
+            body,
+        })
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            key: &self.record.key,
+            message_id: &self.record.message_id,
+            class: self.record.class,
+            fingerprint: &self.fingerprint,
+            source: self
+                .record
+                .source
+                .as_deref()
+                .or(self.entry.source.as_deref()),
+            at: Some(self.entry.archived_at),
+            body: &self.body,
+        }
+    }
+
+    /// The message a replay sends: the archived body and attributes, plus the failure context
+    /// with its `heal` block (key and attempts carried forward) when an attribute slot is free.
+    pub fn outgoing(&self) -> OutgoingMessage {
+        let record = &self.record;
+        let mut attributes = record.attributes.clone();
+        if attributes.len() < MAX_ATTRIBUTES
+            && let Some(ContextReading::Valid(mut context)) =
+                record.context.clone().map(ContextReading::from_value)
+        {
+            let first_failed_at = context
+                .heal
+                .as_ref()
+                .map(|h| h.first_failed_at)
+                .or(record.first_failed_at)
+                .unwrap_or(context.failed_at);
+            context.heal = Some(HealState {
+                key: record.key.clone(),
+                attempts: record.attempt,
+                first_failed_at,
+                last_class: record.class,
+                extra: Default::default(),
+            });
+            if context.source.is_none() {
+                context.source = record.source.clone();
+            }
+            attributes.insert(
+                CONTEXT_ATTRIBUTE.into(),
+                Attribute::string(context.to_json()),
+            );
+        }
+        OutgoingMessage {
+            entry_id: String::new(),
+            body: self.body.clone(),
+            attributes,
+            delay_seconds: 0,
+            group_id: record.group_id.clone(),
+            deduplication_id: record
+                .group_id
+                .as_ref()
+                .map(|_| deduplication_id(&self.journal_id())),
+        }
+    }
+
+    fn journal_id(&self) -> String {
+        format!("replay:{}#{}", self.record.key, self.record.attempt)
+    }
+}
+
+/// The error of an archived record, from its context.
+pub fn archived_error(record: &ArchiveRecord) -> String {
+    match record.context.clone().map(ContextReading::from_value) {
+        Some(ContextReading::Valid(c)) => match &c.error.error_type {
+            Some(t) if !c.error.message.is_empty() => format!("{t}: {}", c.error.message),
+            Some(t) => t.clone(),
+            None => c.error.message.clone(),
+        },
+        Some(other) => other.problem().unwrap_or_default(),
+        None => record
+            .context_problem
+            .clone()
+            .unwrap_or_else(|| "no dlq-context (dead-lettered by queue redrive)".into()),
+    }
+}
+
+/// The archive query for filter flags (the rest of the filter is applied to the records).
+fn query(filter: &crate::filter::Filter, limit: Option<usize>) -> ArchiveQuery {
+    ArchiveQuery {
+        classes: filter.classes.iter().copied().collect(),
+        since: filter.since,
+        until: filter.until,
+        keys: filter.keys.as_ref().map(|k| k.iter().cloned().collect()),
+        limit,
+    }
+}
+
+/// Archived records matching the filter, newest first. A record that cannot be read is an error
+/// that names it: nothing is moved on a damaged archive.
+pub async fn select(
+    operator: &dyn Operator,
+    filter: &crate::filter::Filter,
+    limit: Option<usize>,
+) -> Result<Vec<Archived>> {
+    // Fingerprints, sources and body matches need the records; limit after filtering then.
+    let needs_records =
+        !filter.fingerprints.is_empty() || !filter.wheres.is_empty() || !filter.sources.is_empty();
+    let entries = operator
+        .archived(&query(filter, if needs_records { None } else { limit }))
+        .await?;
+    let mut selected = Vec::new();
+    for entry in entries {
+        if limit.is_some_and(|l| selected.len() >= l) {
+            break;
+        }
+        let record = operator.fetch_archived(&entry).await?;
+        let archived = Archived::new(entry, record)?;
+        if filter.matches(&archived.facts()) {
+            selected.push(archived);
+        }
+    }
+    Ok(selected)
+}
+
+/// `archive list`.
+pub async fn list(
+    operator: &dyn Operator,
+    filter: &FilterArgs,
+    limit: usize,
+    json: bool,
+) -> Result<String> {
+    let filter = filter.build(Utc::now())?;
+    let selected = select(operator, &filter, Some(limit)).await?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&selected)?);
+    }
+    let mut out = format!(
+        "{:<40} {:>3} {:<12} {:<20} {:<16} {}\n",
+        "key", "try", "class", "archived at", "fingerprint", "source"
+    );
+    for a in &selected {
+        out.push_str(&format!(
+            "{:<40} {:>3} {:<12} {:<20} {:<16} {}\n",
+            a.entry.key,
+            a.entry.attempt,
+            a.entry.class.as_str(),
+            a.entry.archived_at.format("%Y-%m-%d %H:%M:%S"),
+            a.fingerprint,
+            a.entry.source.as_deref().unwrap_or("-")
+        ));
+    }
+    out.push_str(&format!("{} archived messages\n", selected.len()));
+    Ok(out)
+}
+
+/// `archive show KEY`: the newest archived record of a key (or the given attempt), in full.
+pub async fn show(
+    operator: &dyn Operator,
+    key: &str,
+    attempt: Option<u32>,
+) -> Result<ArchiveRecord> {
+    let entries = operator
+        .archived(&ArchiveQuery {
+            keys: Some(vec![key.to_string()]),
+            ..ArchiveQuery::default()
+        })
+        .await?;
+    let entry = entries
+        .into_iter()
+        .find(|e| attempt.is_none_or(|a| e.attempt == a))
+        .with_context(|| {
+            format!(
+                "no archived message has the key {key:?}; list them with `dlq-healer archive list`"
+            )
+        })?;
+    operator.fetch_archived(&entry).await
+}
+
+/// `archive replay`: send selected archived messages back to their source queue (or `--to`).
+pub async fn replay(
+    operator: &dyn Operator,
+    filter: &crate::filter::Filter,
+    options: &MoveOptions,
+    pacer: &dyn Pacer,
+    progress: &mut Progress,
+    interrupted: &(dyn Fn() -> bool + Sync),
+) -> Result<MoveReport> {
+    if filter.is_empty() && !options.dry_run {
+        bail!(
+            "replay needs a filter (--class, --key, --since, ...) so that the whole archive is not replayed by accident; \
+             try --dry-run first"
+        );
+    }
+    let selected = select(operator, filter, None).await?;
+    let journal = operator.journal()?;
+    let ids: Vec<String> = selected.iter().map(Archived::journal_id).collect();
+    let done = journal.done(&ids).await?;
+    let mut report = MoveReport {
+        dry_run: options.dry_run,
+        scanned: selected.len(),
+        matched: selected.len(),
+        ..MoveReport::default()
+    };
+    let mut items = Vec::new();
+    let mut planned = Vec::new();
+    for archived in &selected {
+        if options.limit.is_some_and(|l| planned.len() >= l) {
+            break;
+        }
+        if done.contains(&archived.journal_id()) {
+            report.already_moved += 1;
+            continue;
+        }
+        let target = options
+            .to
+            .clone()
+            .or_else(|| archived.record.source.clone())
+            .or_else(|| archived.entry.source.clone());
+        let Some(target) = target else {
+            report.no_target.push(archived.record.key.clone());
+            continue;
+        };
+        planned.push(PlannedMove {
+            key: archived.record.key.clone(),
+            id: format!("{}#{}", archived.record.key, archived.record.attempt),
+            class: archived.record.class,
+            fingerprint: archived.fingerprint.clone(),
+            target: target.clone(),
+        });
+        items.push(MoveItem {
+            journal_id: archived.journal_id(),
+            target,
+            message: archived.outgoing(),
+        });
+    }
+    if options.dry_run {
+        report.moved = planned;
+        return Ok(report);
+    }
+    let sender = operator.sender();
+    let mut mover = Mover::new(
+        sender.as_ref(),
+        journal.as_ref(),
+        pacer,
+        options.rate,
+        options.ramp,
+    );
+    for (items, planned) in items.chunks(10).zip(planned.chunks(10)) {
+        if interrupted() {
+            report.stopped = Some("interrupted; rerun the same command to go on".into());
+            break;
+        }
+        let results = mover.send(items).await?;
+        let mut sent = 0;
+        for (plan, result) in planned.iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    report.moved.push(plan.clone());
+                    sent += 1;
+                }
+                Err(error) => report
+                    .failed
+                    .push(format!("{} -> {}: {error}", plan.key, plan.target)),
+            }
+        }
+        progress.moved(sent);
+    }
+    progress.finish();
+    Ok(report)
+}
+
+/// What to do with the archive.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ArchiveAction {
+    /// List archived messages (newest first) by key, class, source and time.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one archived record in full, as JSON.
+    Show {
+        /// The message key.
+        key: String,
+        /// The attempt that archived it (the newest when absent).
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// Send archived messages back to their source queue (or --to): body, attributes, and the
+    /// failure context with the key and attempts carried forward.
+    Replay {
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[command(flatten)]
+        moves: crate::redrive::MoveArgs,
+    },
+}
+
+/// Flags of `archive`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArchiveArgs {
+    #[command(flatten)]
+    ops: crate::ops::OpsArgs,
+    #[command(subcommand)]
+    action: ArchiveAction,
+}
+
+/// Run `archive`.
+pub fn command(args: ArchiveArgs) -> Result<i32> {
+    crate::runtime()?.block_on(async {
+        let operator = crate::ops::open(&args.ops).await?;
+        match args.action {
+            ArchiveAction::List {
+                filter,
+                limit,
+                json,
+            } => {
+                print!("{}", list(operator.as_ref(), &filter, limit, json).await?);
+                if json {
+                    println!();
+                }
+                Ok(0)
+            }
+            ArchiveAction::Show { key, attempt } => {
+                let record = show(operator.as_ref(), &key, attempt).await?;
+                println!("{}", serde_json::to_string_pretty(&record)?);
+                Ok(0)
+            }
+            ArchiveAction::Replay { filter, moves } => {
+                let options = moves.options(filter.build(Utc::now())?)?;
+                let shutdown = crate::worker::Shutdown::default();
+                shutdown.on_signals();
+                let pacer = crate::rate::RealPacer::default();
+                let mut progress = Progress::new(None, options.dry_run || moves.json);
+                let report = replay(
+                    operator.as_ref(),
+                    &options.filter,
+                    &options,
+                    &pacer,
+                    &mut progress,
+                    &|| shutdown.requested(),
+                )
+                .await?;
+                if moves.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", crate::redrive::render(&report, "replay"));
+                }
+                Ok(if report.failed.is_empty() && report.stopped.is_none() {
+                    0
+                } else {
+                    1
+                })
+            }
+        }
+    })
+}

@@ -1,0 +1,545 @@
+//! `dlq-healer serve`: the web dashboard (the three panels as live charts, the failure groups of
+//! `inspect`, recent decisions linked to their archived records, a dry run and a confirmed redrive
+//! per group), its JSON API and a Prometheus `/metrics` endpoint.
+//!
+//! Safety: binds 127.0.0.1 by default and refuses any other address without `--token`; with a
+//! token every request needs `Authorization: Bearer <token>` (or the cookie the page sets after
+//! `/?token=<token>`); request bodies are limited to 16 KiB; a real redrive needs the confirm
+//! token that the dry run of the same selection returned.
+
+use crate::filter::Filter;
+use crate::inspect::Inspection;
+use crate::ops::Operator;
+use crate::rate::RealPacer;
+use crate::redrive::{MoveOptions, MoveReport, Progress, Redrive};
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::Utc;
+use dlq_healer_core::FailureClass;
+use dlq_healer_core::rules::RuleSet;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The page.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// How long a peek at the DLQ is reused before the next one.
+const GROUPS_TTL: Duration = Duration::from_secs(15);
+/// Cookie carrying the token for the page's own requests.
+const TOKEN_COOKIE: &str = "dlq_healer_token";
+
+/// Flags of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    ops: crate::ops::OpsArgs,
+    /// Address to listen on. Any address but loopback needs --token.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+    /// Bearer token every request must carry (required when not bound to loopback).
+    #[arg(long, env = "DLQ_HEALER_TOKEN")]
+    token: Option<String>,
+    /// The DLQ whose failure groups to show and redrive.
+    #[arg(long, env = "DLQ_URL")]
+    dlq: Option<String>,
+    /// On aws: the window of ledger decisions the panels count (e.g. 24h).
+    #[arg(long, default_value = "24h")]
+    window: String,
+    /// Rules file (TOML); the shipped defaults when absent.
+    #[arg(long, env = "DLQ_HEALER_RULES")]
+    rules: Option<std::path::PathBuf>,
+}
+
+/// What the handlers share.
+pub struct AppState {
+    operator: Arc<dyn Operator>,
+    dlq: Option<String>,
+    rules: Arc<RuleSet>,
+    token: Option<String>,
+    secret: String,
+    window: chrono::Duration,
+    groups: tokio::sync::Mutex<Option<(Instant, Inspection)>>,
+    moving: tokio::sync::Mutex<()>,
+}
+
+/// Check the bind address against the token: loopback is free, anything else needs a token.
+pub fn check_bind(bind: &SocketAddr, token: Option<&str>) -> Result<()> {
+    if let Some(token) = token
+        && token.len() < 8
+    {
+        bail!("--token must be at least 8 characters");
+    }
+    if !bind.ip().is_loopback() && token.is_none() {
+        bail!(
+            "refusing to serve on {bind} without --token: anyone who can reach it could move messages. \
+             Pass --token (or DLQ_HEALER_TOKEN), or bind 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
+/// Run `serve`.
+pub fn command(args: ServeArgs) -> Result<i32> {
+    check_bind(&args.bind, args.token.as_deref())?;
+    let rules = Arc::new(crate::load_rules(args.rules.as_deref())?);
+    let window = crate::filter::parse_duration(&args.window)
+        .map_err(|e| anyhow::anyhow!("--window: {e}"))?;
+    crate::runtime()?.block_on(async {
+        let operator = crate::ops::open(&args.ops).await?;
+        if let Some(dlq) = &args.dlq {
+            operator.dlq(dlq).await?;
+        }
+        let listener = tokio::net::TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.bind))?;
+        let address = listener.local_addr()?;
+        let state = Arc::new(AppState {
+            operator,
+            dlq: args.dlq.clone(),
+            rules,
+            token: args.token.clone(),
+            secret: uuid::Uuid::new_v4().to_string(),
+            window,
+            groups: tokio::sync::Mutex::new(None),
+            moving: tokio::sync::Mutex::new(()),
+        });
+        println!("dashboard on http://{address}/");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let shutdown = crate::worker::Shutdown::default();
+        shutdown.on_signals();
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move {
+                while !shutdown.requested() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await
+            .context("the dashboard server failed")?;
+        Ok(0)
+    })
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/archive/{key}", get(archive_page))
+        .route("/api/stats", get(api_stats))
+        .route("/api/groups", get(api_groups))
+        .route("/api/decisions", get(api_decisions))
+        .route("/api/archive/{key}", get(api_archive))
+        .route("/api/redrive", post(api_redrive))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// An error as a response: a status and a message for a person.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn internal(error: anyhow::Error) -> ApiError {
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(token) = state.token.as_deref() else {
+        return next.run(request).await;
+    };
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = headers
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| {
+            c.split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| *k == TOKEN_COOKIE)
+                .map(|(_, v)| v.to_string())
+        });
+    let from_query = query_param(request.uri().query(), "token").map(str::to_string);
+    let ok = |t: Option<&str>| t.is_some_and(|t| constant_time_eq(t, token));
+    if ok(bearer) || ok(cookie.as_deref()) {
+        return next.run(request).await;
+    }
+    if ok(from_query.as_deref()) {
+        let mut response = next.run(request).await;
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        )) {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+        return response;
+    }
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        "this dashboard needs its token: send Authorization: Bearer <token>, or open /?token=<token>".into(),
+    )
+    .into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(DASHBOARD_HTML)
+}
+
+async fn api_stats(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let (stats, _, _) = crate::stats::read(
+        state.operator.as_ref(),
+        state.dlq.as_deref(),
+        Utc::now() - state.window,
+    )
+    .await
+    .map_err(internal)?;
+    Ok(axum::Json(stats).into_response())
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let (stats, _, _) = crate::stats::read(
+        state.operator.as_ref(),
+        state.dlq.as_deref(),
+        Utc::now() - state.window,
+    )
+    .await
+    .map_err(internal)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok((headers, crate::stats::prometheus(&stats)).into_response())
+}
+
+async fn groups(state: &AppState, refresh: bool) -> Result<Option<Inspection>, ApiError> {
+    let Some(dlq) = &state.dlq else {
+        return Ok(None);
+    };
+    let mut cache = state.groups.lock().await;
+    if let Some((at, inspection)) = cache.as_ref()
+        && !refresh
+        && at.elapsed() < GROUPS_TTL
+    {
+        return Ok(Some(inspection.clone()));
+    }
+    let inspection =
+        crate::inspect::inspect(state.operator.as_ref(), dlq, &state.rules, Some(10_000))
+            .await
+            .map_err(internal)?;
+    *cache = Some((Instant::now(), inspection.clone()));
+    Ok(Some(inspection))
+}
+
+async fn api_groups(
+    State(state): State<Arc<AppState>>,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
+    let refresh = query_param(uri.query(), "refresh").is_some();
+    match groups(&state, refresh).await? {
+        Some(inspection) => Ok(axum::Json(inspection).into_response()),
+        None => Ok(axum::Json(serde_json::json!({
+            "dlq": null, "total": 0, "classes": [],
+            "note": "start serve with --dlq to see failure groups"
+        }))
+        .into_response()),
+    }
+}
+
+/// One recent decision, with a link to its archived record.
+#[derive(Debug, Serialize)]
+struct Decision {
+    key: String,
+    attempt: u32,
+    class: FailureClass,
+    action: String,
+    at: chrono::DateTime<Utc>,
+    source: Option<String>,
+    error: String,
+    archive_link: Option<String>,
+}
+
+/// A URL path segment with everything but unreserved characters percent-encoded.
+pub fn encode_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn api_decisions(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let records = state
+        .operator
+        .recent_decisions(50)
+        .await
+        .map_err(internal)?;
+    let decisions: Vec<Decision> = records
+        .into_iter()
+        .map(|r| Decision {
+            archive_link: r
+                .archive_ref
+                .as_ref()
+                .map(|_| format!("/archive/{}", encode_segment(&r.key))),
+            key: r.key,
+            attempt: r.attempt,
+            class: r.class,
+            action: r.action.as_str().to_string(),
+            at: r.at,
+            source: r.source,
+            error: r.error,
+        })
+        .collect();
+    Ok(axum::Json(decisions).into_response())
+}
+
+async fn api_archive(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = crate::archive::show(state.operator.as_ref(), &key, None)
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
+    Ok(axum::Json(record).into_response())
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn archive_page(State(state): State<Arc<AppState>>, Path(key): Path<String>) -> Response {
+    let (status, body) = match crate::archive::show(state.operator.as_ref(), &key, None).await {
+        Ok(record) => (
+            StatusCode::OK,
+            format!(
+                "<h1>Archived message <code id=\"key\">{}</code></h1>\
+                 <p>class <b id=\"class\">{}</b>, attempt {}, archived {}; source {}</p>\
+                 <p>{}</p><pre id=\"record\">{}</pre>",
+                escape_html(&record.key),
+                record.class,
+                record.attempt,
+                record.archived_at.to_rfc3339(),
+                escape_html(record.source.as_deref().unwrap_or("(unknown)")),
+                escape_html(&record.reason),
+                escape_html(&serde_json::to_string_pretty(&record).unwrap_or_default())
+            ),
+        ),
+        Err(error) => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "<h1>Not found</h1><p id=\"error\">{}</p>",
+                escape_html(&format!("{error:#}"))
+            ),
+        ),
+    };
+    let page = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{} — dlq-healer</title>\
+         <style>body{{font:14px system-ui,sans-serif;margin:2em;background:#fafafa}}pre{{background:#fff;border:1px solid #ddd;padding:1em;overflow:auto}}</style>\
+         </head><body><p><a href=\"/\">&larr; dashboard</a></p>{body}</body></html>",
+        escape_html(&key)
+    );
+    (status, Html(page)).into_response()
+}
+
+/// A redrive request from the page.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// Only this failure group.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Only this class.
+    #[serde(default)]
+    pub class: Option<String>,
+    /// List only (the default).
+    #[serde(default = "yes")]
+    pub dry_run: bool,
+    /// For a real move: the token the dry run returned.
+    #[serde(default)]
+    pub confirm: Option<String>,
+    /// Move at most this many.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Messages per second.
+    #[serde(default)]
+    pub rate: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to a redrive request.
+#[derive(Debug, Serialize)]
+struct RedriveResponse {
+    report: MoveReport,
+    /// For a dry run: the token that confirms the same selection.
+    confirm: Option<String>,
+}
+
+impl AppState {
+    fn confirm_token(&self, request: &RedriveRequest) -> String {
+        let selection = format!(
+            "{}|{}|{}|{:?}|{:?}",
+            self.dlq.as_deref().unwrap_or(""),
+            request.fingerprint.as_deref().unwrap_or(""),
+            request.class.as_deref().unwrap_or(""),
+            request.limit,
+            request.rate
+        );
+        Sha256::digest(format!("{}|{selection}", self.secret).as_bytes())[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+async fn api_redrive(
+    State(state): State<Arc<AppState>>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: RedriveRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the redrive request is not valid: {e}; expected {{\"fingerprint\":..., \"class\":..., \"dry_run\":true}}"),
+        )
+    })?;
+    let Some(dlq_name) = state.dlq.clone() else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "no DLQ: start serve with --dlq".into(),
+        ));
+    };
+    let args = crate::filter::FilterArgs {
+        classes: request.class.iter().cloned().collect(),
+        fingerprints: request.fingerprint.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let filter: Filter = args
+        .build(Utc::now())
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+    if filter.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "choose a group: give a fingerprint or a class".into(),
+        ));
+    }
+    let expected = state.confirm_token(&request);
+    if !request.dry_run && request.confirm.as_deref() != Some(expected.as_str()) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            "a redrive needs the confirm token of a dry run of the same selection: run the dry run first".into(),
+        ));
+    }
+    if request.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "rate must be positive".into(),
+        ));
+    }
+    let options = MoveOptions {
+        filter,
+        to: None,
+        dry_run: request.dry_run,
+        rate: request.rate,
+        ramp: None,
+        limit: request.limit,
+    };
+    let report = {
+        let _one_at_a_time = state.moving.try_lock().map_err(|_| {
+            ApiError(
+                StatusCode::CONFLICT,
+                "another redrive is running; wait for it".into(),
+            )
+        })?;
+        let operator = state.operator.as_ref();
+        let dlq = operator.dlq(&dlq_name).await.map_err(internal)?;
+        let redrive_source = operator.redrive_source(&dlq_name).await.map_err(internal)?;
+        let sender = operator.sender();
+        let journal = operator.journal().map_err(internal)?;
+        let pacer = RealPacer::default();
+        let redrive = Redrive {
+            dlq: dlq.as_ref(),
+            redrive_source,
+            sender: sender.as_ref(),
+            journal: journal.as_ref(),
+            rules: &state.rules,
+            pacer: &pacer,
+            wait: operator.scan_wait(),
+        };
+        let mut progress = Progress::new(None, true);
+        redrive
+            .run(&options, &mut progress, &|| false)
+            .await
+            .map_err(internal)?
+    };
+    if !request.dry_run {
+        *state.groups.lock().await = None;
+    }
+    Ok(axum::Json(RedriveResponse {
+        confirm: request.dry_run.then_some(expected),
+        report,
+    })
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binding_beyond_loopback_needs_a_token() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let error = check_bind(&any, None).unwrap_err().to_string();
+        assert!(error.contains("--token"), "{error}");
+        assert!(check_bind(&any, Some("a-long-token")).is_ok());
+        assert!(check_bind(&"127.0.0.1:0".parse().unwrap(), None).is_ok());
+        assert!(check_bind(&"[::1]:0".parse().unwrap(), None).is_ok());
+        assert!(check_bind(&any, Some("short")).is_err());
+    }
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("a b/c#d"), "a%20b%2Fc%23d");
+        assert_eq!(query_param(Some("a=1&token=xyz"), "token"), Some("xyz"));
+        assert!(constant_time_eq("abc", "abc") && !constant_time_eq("abc", "abd"));
+    }
+}
