@@ -1,0 +1,407 @@
+//! The web dashboard in a real headless Chromium, driven over WebDriver (chromedriver) from here:
+//! the panels and failure groups show the backend's numbers, a decision links to its archived
+//! record, a group's dry run changes nothing, and the confirmed move moves exactly that group.
+//! Leaves a screenshot at `<target dir>/dashboard-screenshot.png`.
+//!
+//! Needs `chromium` and `chromedriver` (scripts/install-test-deps.sh installs them).
+
+mod operator_fixture;
+
+use operator_fixture::{bin, build, run_ok};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The target directory: the binary is `<target>/<profile>/dlq-healer`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_BIN_EXE_dlq-healer"))
+                .parent()
+                .and_then(|p| p.parent())
+                .expect("the binary lives in <target>/<profile>")
+                .to_path_buf()
+        })
+}
+
+/// Start `serve` on a free port; returns the process and its base URL.
+fn serve(args: &[String]) -> (Guard, String) {
+    let mut child = bin()
+        .arg("serve")
+        .args(args)
+        .args(["--bind", "127.0.0.1:0", "--log-level", "warn"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("serve prints its address");
+    let url = line
+        .trim()
+        .strip_prefix("dashboard on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (Guard(child), url)
+}
+
+/// A tiny WebDriver client.
+struct Driver {
+    base: String,
+    session: String,
+    _process: Guard,
+    _profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let chromedriver = which("chromedriver");
+        let chromium = which("chromium");
+        let port = free_port();
+        let process = Guard(
+            Command::new(chromedriver)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("chromedriver starts"),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while ureq::get(&format!("{base}/status")).call().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--window-size=1400,1400",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let answer: Value = ureq::post(&format!("{base}/session"))
+            .send_json(capabilities)
+            .expect("a browser session")
+            .into_json()
+            .expect("session JSON");
+        let session = answer["value"]["sessionId"]
+            .as_str()
+            .expect("a session id")
+            .to_string();
+        Driver {
+            base,
+            session,
+            _process: process,
+            _profile: profile,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let response = match method {
+            "GET" => ureq::get(&url).call(),
+            _ => ureq::post(&url).send_json(body),
+        };
+        match response {
+            Ok(r) => r.into_json::<Value>().expect("WebDriver JSON")["value"].take(),
+            Err(ureq::Error::Status(code, r)) => {
+                panic!(
+                    "WebDriver {method} {path}: {code} {}",
+                    r.into_string().unwrap_or_default()
+                )
+            }
+            Err(e) => panic!("WebDriver {method} {path}: {e}"),
+        }
+    }
+
+    fn goto(&self, url: &str) {
+        self.call("POST", "/url", json!({ "url": url }));
+    }
+
+    /// Run a script in the page; its return value.
+    fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+    }
+
+    /// Wait until a script returns something truthy; its value.
+    fn wait_for(&self, what: &str, script: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let value = self.script(script);
+            if !(value.is_null() || value == json!(false) || value == json!("")) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn text(&self, selector: &str) -> String {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.textContent : null;",
+            json!(selector)
+        );
+        self.wait_for(selector, &script)
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn click(&self, selector: &str) {
+        let found = self.call(
+            "POST",
+            "/element",
+            json!({ "using": "css selector", "value": selector }),
+        );
+        let id = found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {selector}"))
+            .to_string();
+        self.call("POST", &format!("/element/{id}/click"), json!({}));
+    }
+
+    /// Accept the `confirm()` dialog once it is open.
+    fn accept_dialog(&self) {
+        let url = format!("{}/session/{}/alert/accept", self.base, self.session);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ureq::post(&url).send_json(json!({})).is_err() {
+            assert!(Instant::now() < deadline, "no confirm dialog opened");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine;
+        let data = self.call("GET", "/screenshot", Value::Null);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().expect("screenshot data"))
+            .expect("base64 PNG");
+        std::fs::write(path, png).expect("screenshot written");
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
+    }
+}
+
+fn which(program: &str) -> String {
+    let output = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .expect("sh runs");
+    let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(
+        !path.is_empty(),
+        "{program} is missing: run scripts/install-test-deps.sh (apt-get install chromium chromium-driver)"
+    );
+    path
+}
+
+#[test]
+fn dashboard_in_headless_chromium_shows_the_backend_and_redrives_a_group() {
+    let fixture = build();
+    // What the backend says, read by the CLI (not through the page).
+    let stats: Value = serde_json::from_slice(&run_ok(&mut fixture.cmd(&["stats", "--json"])).stdout)
+        .expect("stats JSON");
+    let received = |class: &str| {
+        stats["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["class"] == class)
+            .map_or(0, |c| c["received"].as_u64().unwrap())
+    };
+    let total_received: u64 = stats["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["received"].as_u64().unwrap())
+        .sum();
+    assert!(total_received > 0 && received("auth") > 0, "{stats}");
+
+    let mut args = fixture.store_args();
+    args.extend(["--dlq".to_string(), "orders-dlq".to_string()]);
+    let (_server, url) = serve(&args);
+    let driver = Driver::start();
+    driver.goto(&format!("{url}/"));
+    driver.wait_for(
+        "the page to load its data",
+        "return document.body.getAttribute('data-loaded') === '1';",
+    );
+
+    // Panel 1: messages status, per class and in total.
+    for class in ["auth", "validation", "timeout", "bad_payload", "dependency"] {
+        if received(class) > 0 {
+            let cell = driver.text(&format!("td[data-class='{class}'][data-field='received']"));
+            assert_eq!(cell, received(class).to_string(), "{class} received");
+        }
+    }
+    assert_eq!(driver.text("#total-received"), total_received.to_string());
+    assert_eq!(driver.text("#processed"), stats["processed"].to_string());
+    // Panel 2: function health.
+    let healer_invocations = stats["functions"][1]["invocations"].to_string();
+    assert_eq!(
+        driver.text("tr[data-function='healer'] td[data-field='invocations']"),
+        healer_invocations
+    );
+    // Panel 3: queue depth: the five unhealed dead letters, visible again after the peek.
+    assert_eq!(
+        driver.text("td[data-queue='orders-dlq'][data-field='visible']"),
+        "5"
+    );
+    let bars = driver.script(
+        "return document.querySelectorAll('#status-chart rect, #depth-chart rect').length;",
+    );
+    assert!(bars.as_u64().unwrap_or(0) > 0, "the charts draw bars");
+
+    // Failure groups: 3 auth of one fingerprint, 2 timeouts of another.
+    assert_eq!(driver.text("#groups-total"), "5");
+    assert_eq!(driver.text("tr.group[data-class='auth'] .count"), "3");
+    assert_eq!(driver.text("tr.group[data-class='timeout'] .count"), "2");
+    driver.screenshot(&target_dir().join("dashboard-screenshot.png"));
+
+    // A recent decision links to its archived record.
+    let key = driver.text("a.archive-link");
+    driver.click("a.archive-link");
+    driver.wait_for(
+        "the archived record page",
+        "return document.querySelector('#record') !== null;",
+    );
+    assert_eq!(driver.text("#key"), key);
+    let record: Value = serde_json::from_str(&driver.text("#record")).expect("the record is JSON");
+    assert_eq!(record["key"], key.as_str());
+
+    // A group's dry run lists the group and changes nothing.
+    driver.goto(&format!("{url}/"));
+    driver.wait_for(
+        "reload",
+        "return document.body.getAttribute('data-loaded') === '1';",
+    );
+    driver.click("tr.group[data-class='auth'] button.dry-run");
+    assert_eq!(driver.text("#would-move"), "3");
+    assert_eq!(fixture.depth("orders-dlq").0, 5, "a dry run moves nothing");
+    let orders_before = fixture.depth("orders").0;
+
+    // The move itself needs the confirmation step.
+    driver.click("#confirm-move");
+    driver.accept_dialog();
+    assert_eq!(driver.text("#moved"), "moved 3; 0 failed");
+    assert_eq!(fixture.depth("orders-dlq").0, 2, "only the auth group left");
+    assert_eq!(fixture.depth("orders").0, orders_before + 3);
+}
+
+#[test]
+fn api_refuses_unconfirmed_moves_big_bodies_and_missing_tokens() {
+    let fixture = build();
+    let mut args = fixture.store_args();
+    args.extend(["--dlq".to_string(), "orders-dlq".to_string()]);
+    let (_server, url) = serve(&args);
+
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .unwrap();
+    assert!(
+        metrics.contains("# TYPE dlq_healer_messages_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("dlq_healer_queue_messages{queue=\"orders-dlq\",state=\"visible\"} 5"),
+        "{metrics}"
+    );
+
+    let post = |body: &str| match ureq::post(&format!("{url}/api/redrive"))
+        .set("content-type", "application/json")
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{e}"),
+    };
+    let (status, body) = post(r#"{"class":"auth","dry_run":false}"#);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("dry run first"), "{body}");
+    let (status, body) = post(r#"{"class":"authz"}"#);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("authz"), "{body}");
+    let (status, _) = post(&format!(
+        r#"{{"class":"auth","pad":"{}"}}"#,
+        "x".repeat(64 * 1024)
+    ));
+    assert_eq!(status, 413);
+    let (status, body) = post(r#"{"class":"auth","dry_run":true}"#);
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["report"]["moved"].as_array().unwrap().len(), 3);
+    let (status, body) = post(&format!(
+        r#"{{"class":"timeout","dry_run":false,"confirm":{}}}"#,
+        answer["confirm"]
+    ));
+    assert_eq!(
+        status, 409,
+        "a token confirms only its own selection: {body}"
+    );
+    assert_eq!(fixture.depth("orders-dlq").0, 5, "nothing moved");
+
+    // Beyond loopback without a token: refused at start.
+    let output = bin()
+        .arg("serve")
+        .args(fixture.store_args())
+        .args(["--bind", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("without --token"));
+
+    // With a token, requests without it are refused.
+    let mut args = fixture.store_args();
+    args.extend(["--token".to_string(), "s3cret-token".to_string()]);
+    let (_guarded, url) = serve(&args);
+    match ureq::get(&format!("{url}/api/stats")).call() {
+        Err(ureq::Error::Status(401, _)) => {}
+        other => panic!("expected 401, got {other:?}"),
+    }
+    let ok = ureq::get(&format!("{url}/api/stats"))
+        .set("authorization", "Bearer s3cret-token")
+        .call()
+        .expect("the token opens the API");
+    assert_eq!(ok.status(), 200);
+}
