@@ -319,6 +319,8 @@ pub enum ArchiveAction {
     /// List archived messages (newest first) by key, class, source and time.
     List {
         #[command(flatten)]
+        ops: crate::ops::OpsArgs,
+        #[command(flatten)]
         filter: FilterArgs,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
@@ -329,6 +331,8 @@ pub enum ArchiveAction {
     },
     /// Print one archived record in full, as JSON.
     Show {
+        #[command(flatten)]
+        ops: crate::ops::OpsArgs,
         /// The message key.
         key: String,
         /// The attempt that archived it (the newest when absent).
@@ -339,6 +343,8 @@ pub enum ArchiveAction {
     /// failure context with the key and attempts carried forward.
     Replay {
         #[command(flatten)]
+        ops: crate::ops::OpsArgs,
+        #[command(flatten)]
         filter: FilterArgs,
         #[command(flatten)]
         moves: crate::redrive::MoveArgs,
@@ -348,21 +354,25 @@ pub enum ArchiveAction {
 /// Flags of `archive`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ArchiveArgs {
-    #[command(flatten)]
-    ops: crate::ops::OpsArgs,
     #[command(subcommand)]
     action: ArchiveAction,
 }
 
 /// Run `archive`.
 pub fn command(args: ArchiveArgs) -> Result<i32> {
+    let ops = match &args.action {
+        ArchiveAction::List { ops, .. }
+        | ArchiveAction::Show { ops, .. }
+        | ArchiveAction::Replay { ops, .. } => ops.clone(),
+    };
     crate::runtime()?.block_on(async {
-        let operator = crate::ops::open(&args.ops).await?;
+        let operator = crate::ops::open(&ops).await?;
         match args.action {
             ArchiveAction::List {
                 filter,
                 limit,
                 json,
+                ..
             } => {
                 print!("{}", list(operator.as_ref(), &filter, limit, json).await?);
                 if json {
@@ -370,12 +380,12 @@ pub fn command(args: ArchiveArgs) -> Result<i32> {
                 }
                 Ok(0)
             }
-            ArchiveAction::Show { key, attempt } => {
+            ArchiveAction::Show { key, attempt, .. } => {
                 let record = show(operator.as_ref(), &key, attempt).await?;
                 println!("{}", serde_json::to_string_pretty(&record)?);
                 Ok(0)
             }
-            ArchiveAction::Replay { filter, moves } => {
+            ArchiveAction::Replay { filter, moves, .. } => {
                 let options = moves.options(filter.build(Utc::now())?)?;
                 let shutdown = crate::worker::Shutdown::default();
                 shutdown.on_signals();

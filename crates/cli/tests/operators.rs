@@ -1,0 +1,250 @@
+//! The operator commands on the local backend, driven as a user would: inspect, redrive and
+//! archive with good and bad input. Bad input gets an error that names the thing and what to do,
+//! and nothing moves.
+
+mod operator_fixture;
+
+use operator_fixture::{build, run_ok};
+use serde_json::Value;
+
+fn fails_with(command: &mut std::process::Command, needles: &[&str]) {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{command:?}: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+}
+
+#[test]
+fn inspect_groups_by_class_and_fingerprint_without_consuming() {
+    let fixture = build();
+    let output = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq", "--json"]));
+    let inspection: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(inspection["total"], 5);
+    let classes = inspection["classes"].as_array().unwrap();
+    let auth = classes.iter().find(|c| c["class"] == "auth").unwrap();
+    assert_eq!(auth["count"], 3);
+    assert_eq!(
+        auth["groups"].as_array().unwrap().len(),
+        1,
+        "one fingerprint: numbers normalized"
+    );
+    assert_eq!(
+        auth["groups"][0]["sample_keys"].as_array().unwrap().len(),
+        3
+    );
+    assert!(auth["oldest_age_seconds"].as_i64().unwrap() > 0);
+    let timeout = classes.iter().find(|c| c["class"] == "timeout").unwrap();
+    assert_eq!(timeout["count"], 2);
+    assert_eq!(
+        fixture.depth("orders-dlq"),
+        (5, 0, 0),
+        "visible again at once"
+    );
+    let text = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq"])).stdout;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("DLQ orders-dlq: 5 messages") && text.contains("ExpiredTokenException"),
+        "{text}"
+    );
+}
+
+#[test]
+fn redrive_moves_the_selection_once_and_reruns_move_nothing() {
+    let fixture = build();
+    let dry = run_ok(&mut fixture.cmd(&[
+        "redrive",
+        "--dlq",
+        "orders-dlq",
+        "--class",
+        "auth",
+        "--where",
+        "/tier=gold",
+        "--dry-run",
+        "--json",
+    ]));
+    let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(report["moved"].as_array().unwrap().len(), 3);
+    assert_eq!(fixture.depth("orders-dlq").0, 5, "dry run moved nothing");
+    let before = fixture.depth("orders").0;
+    let done = run_ok(&mut fixture.cmd(&[
+        "redrive",
+        "--dlq",
+        "orders-dlq",
+        "--class",
+        "auth",
+        "--rate",
+        "20",
+        "--json",
+    ]));
+    let report: Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(report["moved"].as_array().unwrap().len(), 3);
+    assert!(
+        report["moved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["target"] == "orders")
+    );
+    assert_eq!(fixture.depth("orders").0, before + 3);
+    assert_eq!(fixture.depth("orders-dlq").0, 2);
+    let again = run_ok(&mut fixture.cmd(&[
+        "redrive",
+        "--dlq",
+        "orders-dlq",
+        "--class",
+        "auth",
+        "--json",
+    ]));
+    let report: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(report["moved"].as_array().unwrap().len(), 0);
+    assert_eq!(fixture.depth("orders").0, before + 3);
+    // --key with a keys file, --to another queue.
+    let inspection: Value = serde_json::from_slice(
+        &run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq", "--json"])).stdout,
+    )
+    .unwrap();
+    let key = inspection["classes"][0]["groups"][0]["sample_keys"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let keys_file = fixture.dir.path().join("keys.txt");
+    std::fs::write(&keys_file, format!("# one key\n{key}\n")).unwrap();
+    run_ok(
+        operator_fixture::bin()
+            .args(["queue", "--db"])
+            .arg(&fixture.db)
+            .args(["create", "side"]),
+    );
+    let keys_file = keys_file.display().to_string();
+    let moved = run_ok(&mut fixture.cmd(&[
+        "redrive",
+        "--dlq",
+        "orders-dlq",
+        "--to",
+        "side",
+        "--keys-file",
+        &keys_file,
+    ]));
+    assert!(String::from_utf8_lossy(&moved.stdout).contains("did redrive 1 of 1"));
+    assert_eq!(fixture.depth("side").0, 1);
+}
+
+#[test]
+fn bad_input_names_the_problem_and_moves_nothing() {
+    let fixture = build();
+    fails_with(
+        &mut fixture.cmd(&["redrive", "--dlq", "orders-dlq", "--class", "authz"]),
+        &["authz", "expected one of"],
+    );
+    fails_with(
+        &mut fixture.cmd(&["redrive", "--dlq", "orders-dlq", "--where", "tier=gold"]),
+        &["--where", "must start with '/'"],
+    );
+    fails_with(
+        &mut fixture.cmd(&["redrive", "--dlq", "orders-dlq", "--since", "last tuesday"]),
+        &["--since", "RFC 3339"],
+    );
+    fails_with(
+        &mut fixture.cmd(&["redrive", "--dlq", "orders-dlq", "--fingerprint", "zz"]),
+        &["--fingerprint", "hex"],
+    );
+    fails_with(
+        &mut fixture.cmd(&["redrive", "--dlq", "orders-dlq", "--rate", "0"]),
+        &["--rate"],
+    );
+    fails_with(
+        &mut fixture.cmd(&["redrive", "--dlq", "no-such-dlq"]),
+        &["no-such-dlq", "queue list"],
+    );
+    fails_with(
+        &mut fixture.cmd(&["inspect", "--dlq", "no-such-dlq"]),
+        &["no-such-dlq"],
+    );
+    fails_with(
+        &mut operator_fixture::bin().args(["inspect", "--db", "/nonexistent/x.db", "--dlq", "q"]),
+        &["/nonexistent/x.db", "--db"],
+    );
+    assert_eq!(fixture.depth("orders-dlq").0, 5);
+
+    // A corrupt archive record: show names it; replay of its class moves nothing at all.
+    let listing: Value = serde_json::from_slice(
+        &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--class", "validation"])).stdout,
+    )
+    .unwrap();
+    let entry = &listing[0]["entry"];
+    let key = entry["key"].as_str().unwrap();
+    let (object, line) = entry["reference"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('#')
+        .unwrap();
+    let path = fixture.archive.join(object);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line: usize = line.parse().unwrap();
+    let damaged: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i + 1 == line {
+                "{\"key\": truncated".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&path, damaged.join("\n") + "\n").unwrap();
+    fails_with(
+        &mut fixture.cmd(&["archive", "show", key]),
+        &[key, "not a valid archive record", "restore"],
+    );
+    let before = fixture.depth("orders").0;
+    fails_with(
+        &mut fixture.cmd(&["archive", "replay", "--class", "validation"]),
+        &[key],
+    );
+    assert_eq!(fixture.depth("orders").0, before, "nothing replayed");
+    fails_with(
+        &mut fixture.cmd(&["archive", "show", "no-such-key"]),
+        &["no-such-key", "archive list"],
+    );
+    fails_with(
+        &mut fixture.cmd(&["archive", "replay"]),
+        &["needs a filter"],
+    );
+}
+
+#[test]
+fn archive_lists_shows_and_replays_once() {
+    let fixture = build();
+    let listing: Value = serde_json::from_slice(
+        &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--class", "auth"])).stdout,
+    )
+    .unwrap();
+    let entries = listing.as_array().unwrap();
+    assert!(!entries.is_empty());
+    assert!(entries.iter().all(|e| e["entry"]["class"] == "auth"));
+    let key = entries[0]["entry"]["key"].as_str().unwrap();
+    let record: Value =
+        serde_json::from_slice(&run_ok(&mut fixture.cmd(&["archive", "show", key])).stdout)
+            .unwrap();
+    assert_eq!(record["key"], key);
+    assert!(record["body"].is_string());
+    let before = fixture.depth("orders").0;
+    let dry = run_ok(&mut fixture.cmd(&["archive", "replay", "--key", key, "--dry-run"]));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("would replay 1 of 1"));
+    assert_eq!(fixture.depth("orders").0, before);
+    run_ok(&mut fixture.cmd(&["archive", "replay", "--key", key, "--rate", "5"]));
+    run_ok(&mut fixture.cmd(&["archive", "replay", "--key", key]));
+    assert_eq!(fixture.depth("orders").0, before + 1, "replayed once");
+    let stats: Value =
+        serde_json::from_slice(&run_ok(&mut fixture.cmd(&["stats", "--json"])).stdout).unwrap();
+    assert!(
+        stats["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["queue"] == "orders-dlq" && q["visible"] == 5)
+    );
+}
