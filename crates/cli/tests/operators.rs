@@ -163,7 +163,7 @@ fn bad_input_names_the_problem_and_moves_nothing() {
         &["no-such-dlq"],
     );
     fails_with(
-        &mut operator_fixture::bin().args(["inspect", "--db", "/nonexistent/x.db", "--dlq", "q"]),
+        operator_fixture::bin().args(["inspect", "--db", "/nonexistent/x.db", "--dlq", "q"]),
         &["/nonexistent/x.db", "--db"],
     );
     assert_eq!(fixture.depth("orders-dlq").0, 5);
