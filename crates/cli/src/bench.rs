@@ -170,7 +170,6 @@ pub fn healing_figures(messages: usize, batch_size: usize) -> Result<HealingFigu
         Arc::new(RuleSet::defaults()),
         dlq_healer_core::engine::EngineConfig::default(),
     )?;
-    let cpu_before = tmp_cpu_ms();
     let started = Instant::now();
     let summary = runtime.block_on(heal_loop(
         &engine,
@@ -184,11 +183,6 @@ pub fn healing_figures(messages: usize, batch_size: usize) -> Result<HealingFigu
     ));
     let healed = summary.tally.requeued + summary.tally.archived + summary.tally.parked;
     let healed_per_second = healed as f64 / started.elapsed().as_secs_f64();
-    eprintln!(
-        "TMP cpu ms {} wall ms {}",
-        tmp_cpu_ms() - cpu_before,
-        started.elapsed().as_millis()
-    );
     anyhow::ensure!(
         healed == messages && summary.tally.failed == 0,
         "the benchmark healed {healed} of {messages} messages ({} failed)",
@@ -404,17 +398,4 @@ pub fn breakdown() {
     stage("headline loop (classification_rate)", &mut || {
         count / classification_rate(&rules, sample.clone()).0
     });
-}
-
-fn tmp_cpu_ms() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let u: u64 = fields[11].parse().unwrap();
-    let st: u64 = fields[12].parse().unwrap();
-    (u + st) * 10
 }
