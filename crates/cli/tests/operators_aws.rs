@@ -1,0 +1,303 @@
+//! The operator commands on the aws backend against the AWS API emulator (`moto_server` on a free
+//! loopback port, the harness pattern of crates/aws/tests/common): inspect, redrive (dry run,
+//! move, rerun), stats, and archive list/show after a healer run.
+
+use aws_sdk_sqs::types::MessageAttributeValue;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The emulator; killed when the test process exits (its stdin pipe closes).
+struct Emulator {
+    endpoint: String,
+    _process: Child,
+}
+
+fn start_emulator() -> Emulator {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let script = format!(
+        "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; echo started; cat >/dev/null; kill $m"
+    );
+    let mut process = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("cannot start moto_server: run scripts/install-test-deps.sh");
+    let mut line = String::new();
+    BufReader::new(process.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("moto_server wrapper output");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not listen within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Emulator {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        _process: process,
+    }
+}
+
+struct Aws {
+    emulator: Emulator,
+    env: HashMap<String, String>,
+}
+
+impl Aws {
+    fn cmd(&self, words: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dlq-healer"));
+        command
+            .args(words)
+            .env("AWS_ENDPOINT_URL", &self.emulator.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_PROFILE")
+            .env("LOG_LEVEL", "warn");
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        command
+    }
+
+    fn ok(&self, words: &[&str]) -> Output {
+        let output = self.cmd(words).output().expect("the binary runs");
+        assert!(
+            output.status.success(),
+            "{words:?} failed:\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
+    fn json(&self, words: &[&str]) -> Value {
+        serde_json::from_slice(&self.ok(words).stdout).expect("JSON output")
+    }
+}
+
+async fn sqs(endpoint: &str) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::new()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+async fn dead_letter(
+    client: &aws_sdk_sqs::Client,
+    dlq: &str,
+    source: &str,
+    n: u32,
+    error_type: &str,
+) {
+    let context = format!(
+        r#"{{"v":1,"error":{{"type":"{error_type}","message":"failed order {n}"}},"source":"{source}","failed_at":"2026-01-01T10:00:00Z"}}"#
+    );
+    client
+        .send_message()
+        .queue_url(dlq)
+        .message_body(format!(r#"{{"order":{n}}}"#))
+        .message_attributes(
+            "dlq-context",
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(context)
+                .build()
+                .unwrap(),
+        )
+        .message_attributes(
+            "blob",
+            MessageAttributeValue::builder()
+                .data_type("Binary")
+                .binary_value(aws_sdk_sqs::primitives::Blob::new(vec![0u8, 255, n as u8]))
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn drain(client: &aws_sdk_sqs::Client, queue: &str) -> Vec<aws_sdk_sqs::types::Message> {
+    let mut out = Vec::new();
+    loop {
+        let got = client
+            .receive_message()
+            .queue_url(queue)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return out;
+        }
+        out.extend(got);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_redrive_stats_and_archive_on_the_emulator() {
+    let emulator = start_emulator();
+    let mut aws = Aws {
+        emulator,
+        env: HashMap::new(),
+    };
+    let prefix = format!("ops{}", std::process::id());
+    let setup = aws.ok(&["setup", "--backend", "aws", "--prefix", &prefix]);
+    for line in String::from_utf8_lossy(&setup.stdout).lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            aws.env.insert(k.to_string(), v.to_string());
+        }
+    }
+    let dlq = aws.env["DLQ_URL"].clone();
+    let main = aws.env["MAIN_QUEUE_URL"].clone();
+    let client = sqs(&aws.emulator.endpoint).await;
+    for n in 1..=3 {
+        dead_letter(&client, &dlq, &main, n, "ExpiredTokenException").await;
+    }
+    for n in 4..=5 {
+        dead_letter(&client, &dlq, &main, n, "TimeoutError").await;
+    }
+
+    let inspection = aws.json(&["inspect", "--backend", "aws", "--dlq", &dlq, "--json"]);
+    assert_eq!(inspection["total"], 5, "{inspection}");
+    let auth = inspection["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "auth")
+        .unwrap();
+    assert_eq!(auth["count"], 3);
+
+    let dry = aws.json(&[
+        "redrive",
+        "--backend",
+        "aws",
+        "--dlq",
+        &dlq,
+        "--class",
+        "auth",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(dry["moved"].as_array().unwrap().len(), 3, "{dry}");
+    let moved = aws.json(&[
+        "redrive",
+        "--backend",
+        "aws",
+        "--dlq",
+        &dlq,
+        "--class",
+        "auth",
+        "--rate",
+        "50",
+        "--json",
+    ]);
+    assert_eq!(moved["moved"].as_array().unwrap().len(), 3, "{moved}");
+    let again = aws.json(&[
+        "redrive",
+        "--backend",
+        "aws",
+        "--dlq",
+        &dlq,
+        "--class",
+        "auth",
+        "--json",
+    ]);
+    assert_eq!(again["moved"].as_array().unwrap().len(), 0, "{again}");
+    let arrived = drain(&client, &main).await;
+    assert_eq!(arrived.len(), 3);
+    for message in &arrived {
+        let attributes = message.message_attributes.as_ref().unwrap();
+        let body: Value = serde_json::from_str(message.body().unwrap()).unwrap();
+        let n = body["order"].as_u64().unwrap() as u8;
+        assert_eq!(
+            attributes["blob"].binary_value().unwrap().as_ref(),
+            &[0u8, 255, n][..]
+        );
+        assert!(
+            attributes["dlq-context"]
+                .string_value()
+                .unwrap()
+                .contains("ExpiredTokenException")
+        );
+    }
+
+    let stats = aws.json(&["stats", "--backend", "aws", "--dlq", &dlq, "--json"]);
+    let dlq_name = dlq.rsplit('/').next().unwrap();
+    let row = stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == dlq_name)
+        .cloned();
+    assert_eq!(
+        row.map(|r| r["visible"].clone()),
+        Some(Value::from(2)),
+        "{stats}"
+    );
+
+    // A missing DLQ is named.
+    let output = aws
+        .cmd(&["inspect", "--backend", "aws", "--dlq", "no-such-queue"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-queue"));
+
+    // Archive: heal a validation failure, then list and show it.
+    dead_letter(&client, &dlq, &main, 6, "ValidationError").await;
+    aws.ok(&[
+        "run",
+        "--backend",
+        "aws",
+        "--dlq",
+        &dlq,
+        "--until-empty",
+        "--wait-seconds",
+        "0",
+    ]);
+    let listing = aws.json(&[
+        "archive",
+        "list",
+        "--backend",
+        "aws",
+        "--class",
+        "validation",
+        "--json",
+    ]);
+    let key = listing[0]["entry"]["key"]
+        .as_str()
+        .expect("an archived validation failure")
+        .to_string();
+    let record = aws.json(&["archive", "show", "--backend", "aws", &key]);
+    assert_eq!(record["body"], r#"{"order":6}"#);
+    let replay = aws.json(&[
+        "archive",
+        "replay",
+        "--backend",
+        "aws",
+        "--key",
+        &key,
+        "--json",
+    ]);
+    assert_eq!(replay["moved"].as_array().unwrap().len(), 1, "{replay}");
+}
