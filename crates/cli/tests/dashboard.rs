@@ -238,8 +238,9 @@ fn which(program: &str) -> String {
 fn dashboard_in_headless_chromium_shows_the_backend_and_redrives_a_group() {
     let fixture = build();
     // What the backend says, read by the CLI (not through the page).
-    let stats: Value = serde_json::from_slice(&run_ok(&mut fixture.cmd(&["stats", "--json"])).stdout)
-        .expect("stats JSON");
+    let stats: Value =
+        serde_json::from_slice(&run_ok(&mut fixture.cmd(&["stats", "--json"])).stdout)
+            .expect("stats JSON");
     let received = |class: &str| {
         stats["classes"]
             .as_array()
