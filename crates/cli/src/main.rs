@@ -244,6 +244,7 @@ impl LocalArgs {
 }
 
 fn main() {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     match dispatch(cli.command) {
@@ -252,6 +253,16 @@ fn main() {
             eprintln!("error: {error:#}");
             std::process::exit(2);
         }
+    }
+}
+
+/// Die quietly when the reader of our output goes away (`dlq-healer inspect | head`), as command
+/// line tools do, instead of panicking on the broken pipe.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
