@@ -677,3 +677,41 @@ async fn a_body_seen_again_after_its_key_was_archived_starts_a_new_key() {
         again.messages[0].outcome
     );
 }
+
+#[tokio::test]
+async fn a_batch_archives_all_its_classes_in_one_object() {
+    let w = world();
+    let errors = [
+        "401 Unauthorized",
+        "1 validation error for Order\nuser\n  Field required",
+        "order rejected by the inventory reservation step",
+    ];
+    for (i, error) in errors.iter().enumerate() {
+        let mut message = fresh(format!("{{\"order\":{i}}}").as_bytes());
+        message.message_id = format!("mixed-{i}");
+        w.fail(&message, error).await;
+    }
+    let mut broken = fresh(b"{\"order\": ");
+    broken.message_id = "mixed-broken".into();
+    w.fail(&broken, "Expecting value").await;
+    let report = w.heal_all().await;
+    assert_eq!(report.tally().archived, 4, "{report:#?}");
+    let mut objects = std::collections::BTreeSet::new();
+    let mut lines = std::collections::BTreeSet::new();
+    for message in &report.messages {
+        let Outcome::Archived { reference } = &message.outcome else {
+            panic!("{message:?}");
+        };
+        objects.insert(reference.object.clone());
+        lines.insert(reference.line);
+        let record = w.archive.fetch(reference).await.unwrap();
+        assert_eq!(record.key, message.key);
+        assert_eq!(Some(record.class), message.class);
+    }
+    assert_eq!(objects.len(), 1, "one PUT per batch: {objects:?}");
+    assert!(
+        objects.iter().all(|o| o.starts_with("archive/mixed/")),
+        "{objects:?}"
+    );
+    assert_eq!(lines, (1..=4).collect());
+}
