@@ -9,6 +9,12 @@
 //!   (`attribute_not_exists(pk) OR opened_at <= :window_start`) returning the old item: exactly
 //!   one instance wins and sends the alert; when the old window had held messages back, the
 //!   winner sends its digest first (the put replaced the old counts, so nobody else can).
+//!   The item names its opener (a token unique to the `open` call). A call whose answer was
+//!   lost — the SDK retried it after a dropped connection, or it failed after taking effect —
+//!   finds a window it opened itself: the SDK's retry by the token of its own call, a later call
+//!   by the tokens this process keeps of opens it never saw answered. Either way the window's
+//!   first alert, which nobody sent, goes out then (before this, such a window stayed silent
+//!   until its digest, a whole window later).
 //! - **Holding back** is an `UpdateItem` (`ADD suppressed`, `SET last_seen`, and up to
 //!   [`MAX_SAMPLE_KEYS`] sample keys by `list_append` guarded by `size(sample_keys)`), conditional
 //!   on the window it saw still being the one there; on a conflict the fresh item comes back with
@@ -71,6 +77,7 @@ struct Window {
     sample_keys: Vec<String>,
     last_seen_ms: i64,
     template: Option<Alert>,
+    opener: Option<String>,
 }
 
 fn ms_time(ms: i64) -> DateTime<Utc> {
@@ -98,6 +105,7 @@ impl Window {
                 .get("template")
                 .and_then(|v| v.as_s().ok())
                 .and_then(|t| serde_json::from_str(t).ok()),
+            opener: item.get("opener").and_then(|v| v.as_s().ok()).cloned(),
         })
     }
 
@@ -199,6 +207,18 @@ pub struct SnsAlerter {
     reader: DynamoLedger,
     /// Fingerprints this process has touched, with the window it last saw.
     touched: Mutex<HashMap<String, Option<Window>>>,
+    /// Opener tokens of window openings whose answer this alerter never saw, by fingerprint.
+    unconfirmed: Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// A token unique to one `open` call: process id, process start time and a counter shared by
+/// every alerter of the process.
+fn opener_token() -> String {
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    static OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let start = START.get_or_init(|| Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    let count = OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{start:x}-{count}", std::process::id())
 }
 
 fn s(value: impl Into<String>) -> AttributeValue {
@@ -270,7 +290,24 @@ impl SnsAlerter {
             table,
             window,
             touched: Mutex::new(HashMap::new()),
+            unconfirmed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `window` was opened by a call of this process whose answer was lost; forgets it.
+    fn opened_unseen(&self, fingerprint: &str, window: &Window) -> bool {
+        let Some(opener) = &window.opener else {
+            return false;
+        };
+        let mut unconfirmed = lock(&self.unconfirmed);
+        let Some(tokens) = unconfirmed.get_mut(fingerprint) else {
+            return false;
+        };
+        let ours = tokens.contains(opener);
+        if ours {
+            unconfirmed.remove(fingerprint);
+        }
+        ours
     }
 
     /// The dedup window.
@@ -312,6 +349,7 @@ impl SnsAlerter {
         held: u64,
         keys: &[String],
         now_ms: i64,
+        token: &str,
     ) -> Result<Result<Option<Window>, Conflict>, PortError> {
         let template = serde_json::to_string(first)
             .map_err(|e| PortError::permanent("open alert window", &self.table, e.to_string()))?;
@@ -321,7 +359,13 @@ impl SnsAlerter {
         item.insert("suppressed".into(), n(held));
         item.insert("sample_keys".into(), keys_value(keys));
         item.insert("template".into(), s(template));
+        item.insert("opener".into(), s(token));
         item.insert(TTL_ATTRIBUTE.into(), self.expires_at(now_ms));
+        // Until its answer is seen, this opening may have taken effect unseen.
+        lock(&self.unconfirmed)
+            .entry(first.fingerprint.clone())
+            .or_default()
+            .push(token.to_string());
         let window_start = now_ms.saturating_sub(self.window.num_milliseconds());
         let result = self
             .dynamodb
@@ -339,7 +383,10 @@ impl SnsAlerter {
             .send()
             .await;
         match result {
-            Ok(output) => Ok(Ok(output.attributes.as_ref().and_then(Window::from_item))),
+            Ok(output) => {
+                lock(&self.unconfirmed).remove(&first.fingerprint);
+                Ok(Ok(output.attributes.as_ref().and_then(Window::from_item)))
+            }
             Err(error) => conflict(error, "open alert window", &self.table, |e| match e {
                 PutItemError::ConditionalCheckFailedException(c) => Some(c.item.as_ref()),
                 _ => None,
@@ -566,6 +613,9 @@ impl SnsAlerter {
         let window_ms = self.window.num_milliseconds();
         // What this process last saw of the window; unknown means "try to open".
         let mut seen: Option<Option<Window>> = lock(&self.touched).get(&fingerprint).cloned();
+        // First alerts of windows this process opened without seeing the answer.
+        let mut unsent: Vec<Alert> = Vec::new();
+        let token = opener_token();
         for _ in 0..MAX_ROUNDS {
             let open = match &seen {
                 Some(Some(window)) if window.is_open(now_ms, window_ms) => Some(window.clone()),
@@ -574,9 +624,9 @@ impl SnsAlerter {
             match open {
                 None => {
                     let keys = new_keys(&rest_keys, &[], MAX_SAMPLE_KEYS);
-                    match self.open(&first, rest_count, &keys, now_ms).await? {
+                    match self.open(&first, rest_count, &keys, now_ms, &token).await? {
                         Ok(old) => {
-                            let mut send = Vec::new();
+                            let mut send = std::mem::take(&mut unsent);
                             if let Some(digest) = old.and_then(|w| w.digest(&first)) {
                                 send.push(digest);
                             }
@@ -589,9 +639,21 @@ impl SnsAlerter {
                                     sample_keys: keys,
                                     last_seen_ms: now_ms,
                                     template: Some(first.clone()),
+                                    opener: Some(token.clone()),
                                 }),
                             );
                             return Ok((send, rest_count));
+                        }
+                        Err(Some(current)) if self.opened_unseen(&fingerprint, &current) => {
+                            // Our own opening, answered unseen: its first alert was never sent.
+                            unsent.push(current.template.clone().unwrap_or_else(|| first.clone()));
+                            if current.opener.as_deref() == Some(token.as_str()) {
+                                // This very call (the SDK retried it): the window holds its rest.
+                                self.remember(&fingerprint, Some(current));
+                                return Ok((unsent, rest_count));
+                            }
+                            // An earlier call's: hold this group back in it as usual.
+                            seen = Some(Some(current));
                         }
                         Err(current) => seen = Some(current),
                     }
@@ -604,7 +666,7 @@ impl SnsAlerter {
                     {
                         Ok(new) => {
                             self.remember(&fingerprint, new);
-                            return Ok((Vec::new(), count));
+                            return Ok((unsent, count));
                         }
                         Err(current) => seen = Some(current),
                     }

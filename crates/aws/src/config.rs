@@ -10,6 +10,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +38,14 @@ pub struct CallCounts {
     pub operations: BTreeMap<String, u64>,
     /// HTTP attempts by `Service.Operation` (more than operations when the SDK retried).
     pub attempts: BTreeMap<String, u64>,
+    /// What the service bills, by `Service.Operation`, for operations that bill per item or per
+    /// size rather than per call (one count per operation, retries not included):
+    /// `DynamoDB.BatchWriteItem` and `DynamoDB.PutItem`: write request units, one per started KiB
+    /// of each item (item size as DynamoDB counts it: attribute names plus values);
+    /// `DynamoDB.BatchGetItem`: keys asked for (a strongly consistent read of an item under
+    /// 4 KiB is one read request unit, found or not); `SNS.PublishBatch`: entries (each is billed
+    /// as one publish). Other operations have no entry here.
+    pub units: BTreeMap<String, u64>,
 }
 
 impl CallCounts {
@@ -66,10 +75,7 @@ impl CallCounter {
     }
 
     fn bump(&self, cfg: &ConfigBag, attempt: bool) {
-        let name = cfg
-            .load::<Metadata>()
-            .map(|m| format!("{}.{}", m.service(), m.name()))
-            .unwrap_or_else(|| "unknown".to_string());
+        let name = operation_name(cfg);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         let map = if attempt {
             &mut counts.attempts
@@ -77,6 +83,99 @@ impl CallCounter {
             &mut counts.operations
         };
         *map.entry(name).or_default() += 1;
+    }
+}
+
+fn operation_name(cfg: &ConfigBag) -> String {
+    cfg.load::<Metadata>()
+        .map(|m| format!("{}.{}", m.service(), m.name()))
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// DynamoDB's size of an attribute value: strings and binaries by length, numbers by digits,
+/// lists and maps by their members plus 3 bytes, booleans and nulls 1 byte.
+fn dynamodb_value_size(value: &Value) -> usize {
+    let Some(object) = value.as_object() else {
+        return 0;
+    };
+    object
+        .iter()
+        .map(|(kind, inner)| match (kind.as_str(), inner) {
+            ("S" | "B" | "N", Value::String(text)) => text.len(),
+            ("BOOL" | "NULL", _) => 1,
+            ("L" | "SS" | "NS" | "BS", Value::Array(items)) => {
+                3 + items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(text) => text.len(),
+                        other => dynamodb_value_size(other),
+                    })
+                    .sum::<usize>()
+            }
+            ("M", Value::Object(members)) => {
+                3 + members
+                    .iter()
+                    .map(|(name, value)| name.len() + dynamodb_value_size(value))
+                    .sum::<usize>()
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Write request units of one DynamoDB item (JSON wire form): one per started KiB.
+fn write_units(item: &Value) -> u64 {
+    let size: usize = item.as_object().map_or(0, |attributes| {
+        attributes
+            .iter()
+            .map(|(name, value)| name.len() + dynamodb_value_size(value))
+            .sum()
+    });
+    size.div_ceil(1024).max(1) as u64
+}
+
+/// The billed units of one serialized request, for the operations listed on
+/// [`CallCounts::units`].
+fn billed_units(operation: &str, body: &[u8]) -> Option<u64> {
+    match operation {
+        "DynamoDB.BatchWriteItem" | "DynamoDB.BatchGetItem" | "DynamoDB.PutItem" => {
+            let request: Value = serde_json::from_slice(body).ok()?;
+            match operation {
+                "DynamoDB.PutItem" => Some(write_units(request.get("Item")?)),
+                "DynamoDB.BatchWriteItem" => Some(
+                    request
+                        .get("RequestItems")?
+                        .as_object()?
+                        .values()
+                        .filter_map(Value::as_array)
+                        .flatten()
+                        .map(|write| write.pointer("/PutRequest/Item").map_or(1, write_units))
+                        .sum(),
+                ),
+                _ => Some(
+                    request
+                        .get("RequestItems")?
+                        .as_object()?
+                        .values()
+                        .filter_map(|table| table.get("Keys")?.as_array())
+                        .map(|keys| keys.len() as u64)
+                        .sum(),
+                ),
+            }
+        }
+        // Query protocol: one `...Entries.member.N.Id=` field per entry.
+        "SNS.PublishBatch" => {
+            let text = std::str::from_utf8(body).ok()?;
+            Some(
+                text.split('&')
+                    .filter(|field| {
+                        field.starts_with("PublishBatchRequestEntries.member.")
+                            && field.contains(".Id=")
+                    })
+                    .count() as u64,
+            )
+        }
+        _ => None,
     }
 }
 
@@ -92,6 +191,21 @@ impl Intercept for CallCounter {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.bump(cfg, false);
+        Ok(())
+    }
+
+    fn read_after_serialization(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let name = operation_name(cfg);
+        let body = context.request().body().bytes();
+        if let Some(units) = body.and_then(|body| billed_units(&name, body)) {
+            let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            *counts.units.entry(name).or_default() += units;
+        }
         Ok(())
     }
 
@@ -149,5 +263,44 @@ impl AwsClients {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_writes_bill_per_started_kib_of_each_item_and_reads_per_key() {
+        let big = "x".repeat(1500);
+        let write = serde_json::json!({"RequestItems": {"t": [
+            {"PutRequest": {"Item": {"pk": {"S": "k"}, "sk": {"N": "1"}, "ok": {"BOOL": true}}}},
+            {"PutRequest": {"Item": {"pk": {"S": big}}}},
+            {"DeleteRequest": {"Key": {"pk": {"S": "k"}}}}
+        ]}});
+        let body = serde_json::to_vec(&write).unwrap();
+        assert_eq!(
+            billed_units("DynamoDB.BatchWriteItem", &body),
+            Some(1 + 2 + 1)
+        );
+        let read = serde_json::json!({"RequestItems": {"t": {"Keys": [
+            {"pk": {"S": "a"}}, {"pk": {"S": "b"}}, {"pk": {"S": "c"}}
+        ], "ConsistentRead": true}}});
+        let body = serde_json::to_vec(&read).unwrap();
+        assert_eq!(billed_units("DynamoDB.BatchGetItem", &body), Some(3));
+        let put = serde_json::json!({"Item": {"pk": {"S": "a"}, "l": {"L": [{"S": "k1"}]}}});
+        let body = serde_json::to_vec(&put).unwrap();
+        assert_eq!(billed_units("DynamoDB.PutItem", &body), Some(1));
+        assert_eq!(billed_units("DynamoDB.UpdateItem", b"{}"), None);
+        assert_eq!(billed_units("SQS.SendMessageBatch", b"{}"), None);
+    }
+
+    #[test]
+    fn publish_batches_bill_per_entry() {
+        let body = "Action=PublishBatch&TopicArn=arn&PublishBatchRequestEntries.member.1.Id=0\
+                    &PublishBatchRequestEntries.member.1.Message=a%26b\
+                    &PublishBatchRequestEntries.member.2.Id=1\
+                    &PublishBatchRequestEntries.member.2.Message=c";
+        assert_eq!(billed_units("SNS.PublishBatch", body.as_bytes()), Some(2));
     }
 }
