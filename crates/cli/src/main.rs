@@ -21,9 +21,11 @@
 //! - `ops.rs`: what the operator commands need from a backend (local, aws), and the move journal.
 //! - `filter.rs`: message selection (class, fingerprint, source, time, keys, JSON pointer); pure.
 //! - `rate.rs`: token-bucket rate limiter and ramp on an injected clock; pure.
+//! - `aws_bench.rs`: `bench --aws`, AWS calls and cost per DLQ message, counted on an emulator.
 
 mod archive;
 mod aws;
+mod aws_bench;
 mod aws_demo;
 mod bench;
 mod classify;
@@ -91,6 +93,20 @@ enum Command {
         /// to measure the healer's peak memory in a process of its own).
         #[arg(long, hide = true)]
         healing_only: bool,
+        /// Add the AWS rows: calls per DLQ message (by operation) and cost per million while the
+        /// `run` loop drains a DLQ of the original's mix, at 100 and at 10 per batch, counted on
+        /// an emulator: --endpoint-url, or a moto_server the benchmark starts from the PATH.
+        #[arg(long)]
+        aws: bool,
+        /// Print only the AWS rows (implies --aws).
+        #[arg(long)]
+        aws_only: bool,
+        /// Dead letters per AWS run.
+        #[arg(long, default_value_t = 500)]
+        aws_messages: usize,
+        /// The emulator's endpoint for --aws; a moto_server is started when absent.
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        endpoint_url: Option<String>,
     },
     /// Run the original scenario end to end on the local backend and account for every order.
     ///
@@ -393,12 +409,29 @@ fn dispatch(command: Command) -> Result<i32> {
             healing_messages,
             batch_size,
             healing_only,
+            aws,
+            aws_only,
+            aws_messages,
+            endpoint_url,
         } => {
             if healing_only {
                 let figures = bench::healing_figures(healing_messages, batch_size)?;
                 println!("{}", serde_json::to_string(&figures)?);
+                return Ok(0);
+            }
+            if aws_only {
+                println!("| benchmark | figure | target |");
+                println!("| --- | --- | --- |");
             } else {
                 bench::run(classify_messages, healing_messages, batch_size)?;
+            }
+            if aws || aws_only {
+                let args = aws::AwsArgs {
+                    endpoint_url,
+                    ..aws::AwsArgs::default()
+                };
+                let figures = aws_bench::run(&args, aws_messages, &[100, 10])?;
+                aws_bench::print_rows(&figures);
             }
             Ok(0)
         }

@@ -354,6 +354,96 @@ impl MessageHandler for OrderConsumer {
     }
 }
 
+/// The classes of the original dashboard's dead letters, in percent, for benchmarks and fault
+/// tests: auth 25, bad payload 25, validation 20, timeout 10, dependency 10, unknown 10.
+pub const DEAD_LETTER_MIX: [(&str, u32); 6] = [
+    ("auth", 25),
+    ("bad_payload", 25),
+    ("validation", 20),
+    ("timeout", 10),
+    ("dependency", 10),
+    ("unknown", 10),
+];
+
+/// One dead letter of [`dead_letter_mix`]: the body the consumer got, the error it failed with,
+/// and the class the default rules should give it.
+#[derive(Debug, Clone)]
+pub struct MixedDeadLetter {
+    /// The order body (truncated JSON for `bad_payload`).
+    pub body: Vec<u8>,
+    /// The consumer's error, as [`OrderConsumer`] reports it.
+    pub error: ErrorInfo,
+    /// The expected class name.
+    pub class: &'static str,
+}
+
+/// `count` dead letters in the proportions of [`DEAD_LETTER_MIX`] (rounded; the remainder is
+/// auth), shuffled by `seed`. Every body is distinct; callers attach the `dlq-context` with
+/// `dlq_healer_core::consumer::dead_letter_for`, as the consumer library does.
+pub fn dead_letter_mix(count: usize, seed: u64) -> Vec<MixedDeadLetter> {
+    let mut classes: Vec<&'static str> = Vec::with_capacity(count);
+    for &(class, percent) in &DEAD_LETTER_MIX[1..] {
+        let n = count * percent as usize / 100;
+        classes.extend(std::iter::repeat_n(class, n));
+    }
+    classes.extend(std::iter::repeat_n("auth", count - classes.len()));
+    let mut rng = SmallRng::seed_from_u64(seed);
+    for i in (1..classes.len()).rev() {
+        classes.swap(i, rng.gen_range(0..=i));
+    }
+    classes
+        .into_iter()
+        .enumerate()
+        .map(|(i, class)| {
+            let order_id = 20_001 + i as u64;
+            let order = Order {
+                order_id,
+                user: (class != "validation").then(|| format!("user-{}", rng.gen_range(1..500))),
+                amount_cents: rng.gen_range(500..50_000),
+                items: vec![OrderItem {
+                    sku: format!("SKU-{:04}", rng.gen_range(0..10_000)),
+                    quantity: rng.gen_range(1..=4),
+                }],
+            };
+            let mut body = serde_json::to_vec(&order).expect("an order always serializes");
+            let error = match class {
+                "auth" => error(
+                    "HTTPError",
+                    "401 Unauthorized: payment token expired (Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkZW1vIn0.c2lnbmF0dXJl)",
+                    Some(401),
+                ),
+                "bad_payload" => {
+                    body.truncate(body.len() / 2);
+                    error(
+                        "JSONDecodeError",
+                        "cannot parse order: EOF while parsing an object",
+                        None,
+                    )
+                }
+                "validation" => error(
+                    "ValidationError",
+                    &format!(
+                        "1 validation error for Order {order_id}\nuser\n  Field required [type=missing]"
+                    ),
+                    None,
+                ),
+                "timeout" => error("TimeoutError", "Task timed out after 30.00 seconds", None),
+                "dependency" => error(
+                    "HTTPError",
+                    "503 Service Unavailable: payment gateway is not responding",
+                    Some(503),
+                ),
+                _ => error(
+                    "InventoryError",
+                    "order rejected by the inventory reservation step",
+                    None,
+                ),
+            };
+            MixedDeadLetter { body, error, class }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,6 +536,47 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 5, "all five failure classes occur: {seen:?}");
+    }
+
+    #[test]
+    fn the_dead_letter_mix_has_its_proportions_and_classes() {
+        let rules = RuleSet::defaults();
+        let mix = dead_letter_mix(100, 9);
+        assert_eq!(mix.len(), 100);
+        for (class, percent) in DEAD_LETTER_MIX {
+            assert_eq!(
+                mix.iter().filter(|m| m.class == class).count(),
+                percent as usize,
+                "{class}"
+            );
+        }
+        let bodies: BTreeSet<&[u8]> = mix.iter().map(|m| m.body.as_slice()).collect();
+        assert_eq!(bodies.len(), 100, "every body is distinct");
+        for letter in &mix {
+            let message = received(letter.body.clone());
+            let dead = dlq_healer_core::consumer::dead_letter_for(
+                &message,
+                letter.error.clone(),
+                "orders-consumer",
+                "orders",
+                chrono::Utc::now(),
+            );
+            let opened = OpenedLetter::open(ReceivedMessage {
+                body: dead.body,
+                attributes: dead.attributes,
+                ..message
+            });
+            assert_eq!(
+                rules.classify(&opened.facts()).class.as_str(),
+                letter.class,
+                "{:?}",
+                letter.error
+            );
+        }
+        assert_eq!(
+            dead_letter_mix(30, 1)[0].body,
+            dead_letter_mix(30, 1)[0].body
+        );
     }
 
     #[test]
