@@ -17,7 +17,7 @@ use crate::ports::{
     Metrics, PortError, QueueSender,
 };
 use crate::records::{
-    ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction, batch_archive_path,
+    ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction, archive_object_path,
 };
 use crate::rules::{Classification, RuleSet};
 use chrono::{DateTime, Duration, Utc};
@@ -616,9 +616,8 @@ impl Engine {
         }
     }
 
-    /// Archive every message of the batch that is to be archived, in one object (one PUT).
     async fn archive(&self, plans: &mut [Plan], now: DateTime<Utc>) {
-        let mut indices = Vec::new();
+        let mut by_class: BTreeMap<FailureClass, Vec<usize>> = BTreeMap::new();
         for (index, plan) in plans.iter_mut().enumerate() {
             if let Step::Archive { .. } = plan.step {
                 if plan.classification.is_none() {
@@ -628,66 +627,53 @@ impl Engine {
                         signal: None,
                     });
                 }
-                indices.push(index);
-            }
-        }
-        if indices.is_empty() {
-            return;
-        }
-        // Grouped by class inside the object, so a reader of one class reads adjacent lines.
-        indices.sort_by_key(|&i| {
-            plans[i]
-                .classification
-                .as_ref()
-                .map_or(FailureClass::Unknown, |c| c.class)
-        });
-        let classes: Vec<FailureClass> = indices
-            .iter()
-            .map(|&i| {
-                plans[i]
+                let class = plan
                     .classification
                     .as_ref()
-                    .map_or(FailureClass::Unknown, |c| c.class)
-            })
-            .collect();
-        // The batch id is derived from the messages, so storing the same batch again after a
-        // crash overwrites the object instead of adding a second copy.
-        let mut ids: Vec<&str> = indices
-            .iter()
-            .map(|&i| plans[i].letter.message.message_id.as_str())
-            .collect();
-        ids.sort_unstable();
-        let batch_id: String = Sha256::digest(ids.join("\n"))[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let object = batch_archive_path(&self.config.archive_prefix, &classes, now, &batch_id);
-        let records: Vec<ArchiveRecord> = indices
-            .iter()
-            .map(|&i| plans[i].archive_record(now))
-            .collect();
-        let batch = ArchiveBatch {
-            object: object.clone(),
-            records,
-        };
-        let stored = self.ports.archive.store(&batch).await;
-        for (line, &index) in indices.iter().enumerate() {
-            let plan = &mut plans[index];
-            match &stored {
-                Ok(()) => {
-                    let reference = ArchiveRef {
-                        object: object.clone(),
-                        line: line as u32 + 1,
-                    };
-                    plan.record = Some(plan.ledger_record(
-                        RecordedAction::Archived,
-                        Some(reference.to_string()),
-                        None,
-                        now,
-                    ));
-                    plan.outcome = Some(Outcome::Archived { reference });
+                    .map_or(FailureClass::Unknown, |c| c.class);
+                by_class.entry(class).or_default().push(index);
+            }
+        }
+        for (class, indices) in by_class {
+            // The batch id is derived from the messages, so storing the same batch again after a
+            // crash overwrites the object instead of adding a second copy.
+            let mut ids: Vec<&str> = indices
+                .iter()
+                .map(|&i| plans[i].letter.message.message_id.as_str())
+                .collect();
+            ids.sort_unstable();
+            let batch_id: String = Sha256::digest(ids.join("\n"))[..12]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let object = archive_object_path(&self.config.archive_prefix, class, now, &batch_id);
+            let records: Vec<ArchiveRecord> = indices
+                .iter()
+                .map(|&i| plans[i].archive_record(now))
+                .collect();
+            let batch = ArchiveBatch {
+                object: object.clone(),
+                records,
+            };
+            let stored = self.ports.archive.store(&batch).await;
+            for (line, &index) in indices.iter().enumerate() {
+                let plan = &mut plans[index];
+                match &stored {
+                    Ok(()) => {
+                        let reference = ArchiveRef {
+                            object: object.clone(),
+                            line: line as u32 + 1,
+                        };
+                        plan.record = Some(plan.ledger_record(
+                            RecordedAction::Archived,
+                            Some(reference.to_string()),
+                            None,
+                            now,
+                        ));
+                        plan.outcome = Some(Outcome::Archived { reference });
+                    }
+                    Err(error) => plan.step = Step::Fail(error.to_string()),
                 }
-                Err(error) => plan.step = Step::Fail(error.to_string()),
             }
         }
     }

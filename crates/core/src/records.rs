@@ -167,7 +167,7 @@ impl ArchiveRecord {
     }
 }
 
-/// The archived records of one batch, stored together as one JSON Lines object.
+/// The records of one batch and class, stored together as one JSON Lines object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArchiveBatch {
     /// Object path relative to the archive root.
@@ -176,9 +176,6 @@ pub struct ArchiveBatch {
     pub records: Vec<ArchiveRecord>,
 }
 
-/// The folder of archive objects that hold messages of several classes.
-pub const MIXED_CLASSES: &str = "mixed";
-
 /// `<prefix>/<class>/<yyyy>/<mm>/<dd>/<batch-id>.jsonl`.
 pub fn archive_object_path(
     prefix: &str,
@@ -186,31 +183,9 @@ pub fn archive_object_path(
     day: DateTime<Utc>,
     batch_id: &str,
 ) -> String {
-    archive_path_in(prefix, class.as_str(), day, batch_id)
-}
-
-/// The object of one batch's archived messages: under their class when they share one, else
-/// under [`MIXED_CLASSES`] (`<prefix>/mixed/<yyyy>/<mm>/<dd>/<batch-id>.jsonl`). One object per
-/// batch, whatever its classes, because every object costs a PUT; the ledger indexes every
-/// message by class.
-pub fn batch_archive_path(
-    prefix: &str,
-    classes: &[FailureClass],
-    day: DateTime<Utc>,
-    batch_id: &str,
-) -> String {
-    match classes.split_first() {
-        Some((first, rest)) if rest.iter().all(|c| c == first) => {
-            archive_object_path(prefix, *first, day, batch_id)
-        }
-        _ => archive_path_in(prefix, MIXED_CLASSES, day, batch_id),
-    }
-}
-
-fn archive_path_in(prefix: &str, folder: &str, day: DateTime<Utc>, batch_id: &str) -> String {
     let prefix = prefix.trim_matches('/');
     let tail = format!(
-        "{folder}/{:04}/{:02}/{:02}/{batch_id}.jsonl",
+        "{class}/{:04}/{:02}/{:02}/{batch_id}.jsonl",
         day.year(),
         day.month(),
         day.day()
@@ -237,29 +212,6 @@ mod tests {
         assert_eq!(
             archive_object_path("", FailureClass::Auth, day, "b2"),
             "auth/2026/03/07/b2.jsonl"
-        );
-    }
-
-    #[test]
-    fn batch_paths_name_the_class_when_there_is_one() {
-        let day = Utc.with_ymd_and_hms(2026, 3, 7, 10, 0, 0).unwrap();
-        assert_eq!(
-            batch_archive_path(
-                "archive",
-                &[FailureClass::Auth, FailureClass::Auth],
-                day,
-                "b"
-            ),
-            "archive/auth/2026/03/07/b.jsonl"
-        );
-        assert_eq!(
-            batch_archive_path(
-                "archive",
-                &[FailureClass::Auth, FailureClass::Unknown],
-                day,
-                "b"
-            ),
-            "archive/mixed/2026/03/07/b.jsonl"
         );
     }
 
