@@ -21,8 +21,8 @@
 pub mod alert;
 pub mod class;
 pub mod consumer;
-pub mod contract;
 pub mod context;
+pub mod contract;
 pub mod engine;
 pub mod json_check;
 pub mod letter;
