@@ -4,7 +4,7 @@
 use chrono::{Duration, TimeZone, Utc};
 use dlq_healer_core::engine::{Engine, EngineConfig, Outcome, Ports};
 use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, OutgoingMessage};
-use dlq_healer_core::ports::{ManualClock, MessageSource, QueueSender};
+use dlq_healer_core::ports::{ManualClock, QueueSender};
 use dlq_healer_core::rules::RuleSet;
 use dlq_healer_local::{LocalAlerter, LocalArchive, LocalMetrics, LocalStore, QueueSettings};
 use std::path::PathBuf;
