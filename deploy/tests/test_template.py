@@ -616,8 +616,12 @@ def test_the_healer_worker_heals_a_message_on_the_deployed_stack(stack, emulator
                          env=environment, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "1 requeued" in run.stderr and "1 archived" in run.stderr, run.stderr
-    requeued = sqs.receive_message(QueueUrl=outputs["MainQueueUrl"], MessageAttributeNames=["All"],
-                                   WaitTimeSeconds=1)["Messages"]
+    # The re-queue carries a full-jitter backoff of up to 2 s: wait for it.
+    requeued = []
+    deadline = time.monotonic() + 15
+    while not requeued and time.monotonic() < deadline:
+        requeued = sqs.receive_message(QueueUrl=outputs["MainQueueUrl"], MessageAttributeNames=["All"],
+                                       WaitTimeSeconds=2).get("Messages", [])
     assert [m["Body"] for m in requeued] == ['{"order": 1}']
     heal = json.loads(requeued[0]["MessageAttributes"]["dlq-context"]["StringValue"])["heal"]
     assert heal["attempts"] == 1 and heal["last_class"] == "timeout"
