@@ -4,15 +4,8 @@
 
 mod common;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType,
-};
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::{DateTime, Duration, Utc};
-use dlq_healer_aws::ledger_schema::{
-    CLASS_ATTRIBUTE, CLASS_TIME_INDEX, PARTITION_KEY, SORT_KEY, TIME_ATTRIBUTE,
-};
 use dlq_healer_aws::{AwsClients, SnsAlerter};
 use dlq_healer_core::contract::{self, sample_alert};
 use dlq_healer_core::ports::Alerter;
@@ -20,52 +13,6 @@ use serde_json::Value;
 use std::sync::Arc;
 
 const WINDOW: i64 = 10;
-
-/// A fresh table with the ledger layout of `ledger_schema`.
-async fn create_table(client: &aws_sdk_dynamodb::Client) -> String {
-    let name = common::unique("alerts");
-    let attribute = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    client
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(PARTITION_KEY, ScalarAttributeType::S))
-        .attribute_definitions(attribute(SORT_KEY, ScalarAttributeType::N))
-        .attribute_definitions(attribute(CLASS_ATTRIBUTE, ScalarAttributeType::S))
-        .attribute_definitions(attribute(TIME_ATTRIBUTE, ScalarAttributeType::S))
-        .key_schema(key(PARTITION_KEY, KeyType::Hash))
-        .key_schema(key(SORT_KEY, KeyType::Range))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(CLASS_TIME_INDEX)
-                .key_schema(key(CLASS_ATTRIBUTE, KeyType::Hash))
-                .key_schema(key(TIME_ATTRIBUTE, KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    name
-}
 
 /// A topic with an SQS queue subscribed to it, and a table for the windows.
 struct Fixture {
@@ -120,7 +67,7 @@ impl Fixture {
             .send()
             .await
             .unwrap();
-        let table = create_table(&clients.dynamodb).await;
+        let table = common::create_ledger_table(&clients.dynamodb, "alerts").await;
         Fixture {
             clients,
             topic_arn,

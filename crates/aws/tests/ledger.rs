@@ -3,64 +3,19 @@
 
 mod common;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveSpecification};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use dlq_healer_aws::DynamoLedger;
 use dlq_healer_aws::ledger::DIGEST_PREFIX;
-use dlq_healer_aws::ledger_schema::{
-    CLASS_ATTRIBUTE, CLASS_TIME_INDEX, PARTITION_KEY, SORT_KEY, TIME_ATTRIBUTE, TTL_ATTRIBUTE,
-};
+use dlq_healer_aws::ledger_schema::{CLASS_ATTRIBUTE, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use dlq_healer_core::FailureClass;
 use dlq_healer_core::contract;
 use dlq_healer_core::ports::{HistoryRequest, Ledger};
 use dlq_healer_core::records::{LedgerRecord, RecordedAction};
 
-/// A fresh table with the ledger layout of `ledger_schema`.
+/// A fresh table with the ledger layout of `ledger_schema`, and TTL on.
 async fn create_table(client: &aws_sdk_dynamodb::Client) -> String {
-    let name = common::unique("ledger");
-    let attribute = |name: &str, kind: ScalarAttributeType| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(kind)
-            .build()
-            .unwrap()
-    };
-    let key = |name: &str, kind: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .unwrap()
-    };
-    client
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute(PARTITION_KEY, ScalarAttributeType::S))
-        .attribute_definitions(attribute(SORT_KEY, ScalarAttributeType::N))
-        .attribute_definitions(attribute(CLASS_ATTRIBUTE, ScalarAttributeType::S))
-        .attribute_definitions(attribute(TIME_ATTRIBUTE, ScalarAttributeType::S))
-        .key_schema(key(PARTITION_KEY, KeyType::Hash))
-        .key_schema(key(SORT_KEY, KeyType::Range))
-        .global_secondary_indexes(
-            GlobalSecondaryIndex::builder()
-                .index_name(CLASS_TIME_INDEX)
-                .key_schema(key(CLASS_ATTRIBUTE, KeyType::Hash))
-                .key_schema(key(TIME_ATTRIBUTE, KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let name = common::create_ledger_table(client, "ledger").await;
     client
         .update_time_to_live()
         .table_name(&name)

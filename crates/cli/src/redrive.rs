@@ -742,6 +742,46 @@ mod tests {
         }
     }
 
+    /// What a test redrive works with besides its queues: a fresh journal, virtual time and the
+    /// default rules.
+    struct Rig {
+        journal: MemoryJournal,
+        pacer: FakePacer,
+        rules: RuleSet,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            Rig {
+                journal: MemoryJournal::default(),
+                pacer: FakePacer::default(),
+                rules: RuleSet::defaults(),
+            }
+        }
+
+        /// One quiet redrive of `dlq` into `sender`.
+        async fn run(
+            &self,
+            dlq: &dyn MessageSource,
+            sender: &dyn QueueSender,
+            options: &MoveOptions,
+            interrupted: &(dyn Fn() -> bool + Sync),
+        ) -> Result<MoveReport> {
+            let redrive = Redrive {
+                dlq,
+                redrive_source: None,
+                sender,
+                journal: &self.journal,
+                rules: &self.rules,
+                pacer: &self.pacer,
+                wait: Duration::ZERO,
+            };
+            redrive
+                .run(options, &mut Progress::new(None, true), interrupted)
+                .await
+        }
+    }
+
     /// A DLQ whose deletes fail while `failing` is set: a crash between journal and delete.
     struct FlakyDelete {
         inner: dlq_healer_local::LocalQueue,
@@ -913,6 +953,18 @@ mod tests {
         }
     }
 
+    /// Gold letters from "orders", one per error kind given.
+    fn orders(errors: impl IntoIterator<Item = usize>) -> Vec<Letter> {
+        errors
+            .into_iter()
+            .map(|error| Letter {
+                error,
+                source: 0,
+                gold: true,
+            })
+            .collect()
+    }
+
     fn letters() -> impl Strategy<Value = Vec<Letter>> {
         prop::collection::vec(
             (0..3usize, 0..2usize, any::<bool>()).prop_map(|(error, source, gold)| Letter {
@@ -935,9 +987,7 @@ mod tests {
         let world = world(&letters).await;
         let filter = filter_of(&classes, source, gold_only);
         let want = expected(&letters, &filter);
-        let journal = MemoryJournal::default();
-        let pacer = FakePacer::default();
-        let rules = RuleSet::defaults();
+        let rig = Rig::new();
         let options = MoveOptions {
             filter,
             rate: Some(50.0),
@@ -954,17 +1004,7 @@ mod tests {
             let batches = AtomicUsize::new(0);
             // Only the first run is interrupted; later runs resume and finish.
             let stop = |_: ()| runs == 1 && batches.fetch_add(1, Ordering::SeqCst) >= stop_after;
-            let redrive = Redrive {
-                dlq: &dlq,
-                redrive_source: None,
-                sender: &world.queues,
-                journal: &journal,
-                rules: &rules,
-                pacer: &pacer,
-                wait: Duration::ZERO,
-            };
-            let mut progress = Progress::new(None, true);
-            let report = redrive.run(&options, &mut progress, &|| stop(())).await;
+            let report = rig.run(&dlq, &world.queues, &options, &|| stop(())).await;
             if dlq.failing.swap(false, Ordering::SeqCst) {
                 // The "crashed" run left its messages invisible: wait out the visibility timeout.
                 world.clock.advance(chrono::Duration::seconds(60));
@@ -1032,35 +1072,16 @@ mod tests {
 
     #[tokio::test]
     async fn dry_run_lists_and_changes_nothing_and_limits_hold() {
-        let letters: Vec<Letter> = (0..12)
-            .map(|i| Letter {
-                error: i % 3,
-                source: 0,
-                gold: true,
-            })
-            .collect();
-        let world = world(&letters).await;
-        let journal = MemoryJournal::default();
-        let pacer = FakePacer::default();
-        let rules = RuleSet::defaults();
+        let world = world(&orders((0..12).map(|i| i % 3))).await;
+        let rig = Rig::new();
         let dlq = world.queues.queue("orders-dlq").unwrap();
-        let redrive = Redrive {
-            dlq: &dlq,
-            redrive_source: None,
-            sender: &world.queues,
-            journal: &journal,
-            rules: &rules,
-            pacer: &pacer,
-            wait: Duration::ZERO,
-        };
-        let mut progress = Progress::new(None, true);
         let options = MoveOptions {
             dry_run: true,
             filter: filter_of(&[0], None, false),
             ..Default::default()
         };
-        let report = redrive
-            .run(&options, &mut progress, &|| false)
+        let report = rig
+            .run(&dlq, &world.queues, &options, &|| false)
             .await
             .unwrap();
         assert_eq!(report.moved.len(), 4);
@@ -1080,8 +1101,8 @@ mod tests {
             limit: Some(5),
             ..Default::default()
         };
-        let report = redrive
-            .run(&options, &mut progress, &|| false)
+        let report = rig
+            .run(&dlq, &world.queues, &options, &|| false)
             .await
             .unwrap();
         assert_eq!(report.moved.len(), 5);
@@ -1091,54 +1112,26 @@ mod tests {
 
     #[tokio::test]
     async fn rate_is_kept_on_the_fake_clock() {
-        let letters: Vec<Letter> = (0..30)
-            .map(|_| Letter {
-                error: 0,
-                source: 0,
-                gold: true,
-            })
-            .collect();
-        let world = world(&letters).await;
-        let journal = MemoryJournal::default();
-        let pacer = FakePacer::default();
-        let rules = RuleSet::defaults();
+        let world = world(&orders(std::iter::repeat_n(0, 30))).await;
+        let rig = Rig::new();
         let dlq = world.queues.queue("orders-dlq").unwrap();
-        let redrive = Redrive {
-            dlq: &dlq,
-            redrive_source: None,
-            sender: &world.queues,
-            journal: &journal,
-            rules: &rules,
-            pacer: &pacer,
-            wait: Duration::ZERO,
-        };
-        let mut progress = Progress::new(None, true);
         let options = MoveOptions {
             rate: Some(2.0),
             ..Default::default()
         };
-        let report = redrive
-            .run(&options, &mut progress, &|| false)
+        let report = rig
+            .run(&dlq, &world.queues, &options, &|| false)
             .await
             .unwrap();
         assert_eq!(report.moved.len(), 30);
         // 30 messages at 2/s with a burst of 2: the last one waits 14 s.
-        assert_eq!(pacer.now(), Duration::from_secs(14));
+        assert_eq!(rig.pacer.now(), Duration::from_secs(14));
     }
 
     #[tokio::test]
     async fn ramp_stops_when_moved_messages_come_back() {
-        let letters: Vec<Letter> = (0..3)
-            .map(|_| Letter {
-                error: 1,
-                source: 0,
-                gold: true,
-            })
-            .collect();
-        let world = world(&letters).await;
-        let journal = MemoryJournal::default();
-        let pacer = FakePacer::default();
-        let rules = RuleSet::defaults();
+        let world = world(&orders(std::iter::repeat_n(1, 3))).await;
+        let rig = Rig::new();
         // A consumer that fails again at once: whatever reaches "orders" is dead-lettered anew.
         struct Bouncing<'a>(&'a LocalQueues, &'a ManualClock);
         #[async_trait]
@@ -1163,25 +1156,12 @@ mod tests {
         }
         let sender = Bouncing(&world.queues, &world.clock);
         let dlq = world.queues.queue("orders-dlq").unwrap();
-        let redrive = Redrive {
-            dlq: &dlq,
-            redrive_source: None,
-            sender: &sender,
-            journal: &journal,
-            rules: &rules,
-            pacer: &pacer,
-            wait: Duration::ZERO,
-        };
-        let mut progress = Progress::new(None, true);
         let options = MoveOptions {
             rate: Some(1.0),
             ramp: Some(Duration::from_secs(10)),
             ..Default::default()
         };
-        let report = redrive
-            .run(&options, &mut progress, &|| false)
-            .await
-            .unwrap();
+        let report = rig.run(&dlq, &sender, &options, &|| false).await.unwrap();
         assert_eq!(report.moved.len(), 3);
         assert!(report.came_back > 0, "{report:?}");
         assert!(

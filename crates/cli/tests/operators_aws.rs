@@ -1,55 +1,13 @@
-//! The operator commands on the aws backend against the AWS API emulator (`moto_server` on a free
-//! loopback port, the harness pattern of crates/aws/tests/common): inspect, redrive (dry run,
-//! move, rerun), stats, and archive list/show after a healer run.
+//! The operator commands on the aws backend against the AWS API emulator (`dlq_healer_testkit`):
+//! inspect, redrive (dry run, move, rerun), stats, and archive list/show after a healer run.
 
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// The emulator; killed when the test process exits (its stdin pipe closes).
-struct Emulator {
-    endpoint: String,
-    _process: Child,
-}
-
-fn start_emulator() -> Emulator {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port();
-    let script = format!(
-        "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; echo started; cat >/dev/null; kill $m"
-    );
-    let mut process = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("cannot start moto_server: run scripts/install-test-deps.sh");
-    let mut line = String::new();
-    BufReader::new(process.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("moto_server wrapper output");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not listen within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Emulator {
-        endpoint: format!("http://127.0.0.1:{port}"),
-        _process: process,
-    }
-}
+use std::process::{Command, Output};
 
 struct Aws {
-    emulator: Emulator,
+    endpoint: String,
     env: HashMap<String, String>,
 }
 
@@ -58,10 +16,8 @@ impl Aws {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dlq-healer"));
         command
             .args(words)
-            .env("AWS_ENDPOINT_URL", &self.emulator.endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .envs(dlq_healer_testkit::aws_env())
             .env_remove("AWS_PROFILE")
             .env("LOG_LEVEL", "warn");
         for (k, v) in &self.env {
@@ -155,9 +111,8 @@ async fn drain(client: &aws_sdk_sqs::Client, queue: &str) -> Vec<aws_sdk_sqs::ty
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_redrive_stats_and_archive_on_the_emulator() {
-    let emulator = start_emulator();
     let mut aws = Aws {
-        emulator,
+        endpoint: dlq_healer_testkit::emulator().endpoint.clone(),
         env: HashMap::new(),
     };
     let prefix = format!("ops{}", std::process::id());
@@ -169,7 +124,7 @@ async fn inspect_redrive_stats_and_archive_on_the_emulator() {
     }
     let dlq = aws.env["DLQ_URL"].clone();
     let main = aws.env["MAIN_QUEUE_URL"].clone();
-    let client = sqs(&aws.emulator.endpoint).await;
+    let client = sqs(&aws.endpoint).await;
     for n in 1..=3 {
         dead_letter(&client, &dlq, &main, n, "ExpiredTokenException").await;
     }

@@ -2,7 +2,6 @@
 
 mod common;
 
-use common::emulator;
 use dlq_healer_core::ports::MessageSource;
 use dlq_healer_lambda::aws::SqsDlqResolver;
 use dlq_healer_lambda::event_dlq::EventSourceDlq;
@@ -10,8 +9,8 @@ use std::sync::Arc;
 
 #[tokio::test]
 async fn without_dlq_url_parking_finds_the_queue_from_the_event_source_arn() {
-    let clients = emulator::clients().await;
-    let name = emulator::unique("dlq");
+    let clients = common::clients().await;
+    let name = common::unique("dlq");
     let url = clients
         .sqs
         .create_queue()

@@ -4,7 +4,6 @@
 mod common;
 
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use common::emulator;
 use common::runtime_api::{Bootstrap, Reply, RuntimeApi};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -63,10 +62,10 @@ const TRUNCATED_ORDER: &str = r#"{"order_id":8,"user":"u-8","amou"#;
 
 #[tokio::test]
 async fn the_consumer_binary_dead_letters_a_bad_order_and_acknowledges_the_batch() {
-    let endpoint = emulator::emulator().endpoint.clone();
-    let clients = emulator::clients().await;
-    let main = emulator::unique("orders");
-    let dlq = emulator::unique("orders-dlq");
+    let endpoint = dlq_healer_testkit::emulator().endpoint.clone();
+    let clients = common::clients().await;
+    let main = common::unique("orders");
+    let dlq = common::unique("orders-dlq");
     create_queue(&clients, &main).await;
     let dlq_url = create_queue(&clients, &dlq).await;
     let mut api = RuntimeApi::start().await;
@@ -133,9 +132,9 @@ fn http_api_event(method: &str, path: &str, body: &str) -> Value {
 
 #[tokio::test]
 async fn the_producer_binary_answers_api_gateway_and_queues_valid_orders() {
-    let endpoint = emulator::emulator().endpoint.clone();
-    let clients = emulator::clients().await;
-    let main_url = create_queue(&clients, &emulator::unique("orders")).await;
+    let endpoint = dlq_healer_testkit::emulator().endpoint.clone();
+    let clients = common::clients().await;
+    let main_url = create_queue(&clients, &common::unique("orders")).await;
     let mut api = RuntimeApi::start().await;
     let function = Bootstrap::spawn(
         env!("CARGO_BIN_EXE_producer"),
@@ -241,13 +240,13 @@ fn context(error_type: &str, message: &str, source: &str) -> String {
 #[tokio::test]
 async fn the_healer_binary_archives_requeues_and_reports_what_it_could_not_handle() {
     use aws_sdk_sqs::types::MessageAttributeValue;
-    let endpoint = emulator::emulator().endpoint.clone();
-    let clients = emulator::clients().await;
-    let main = emulator::unique("orders");
-    let dlq = emulator::unique("orders-dlq");
+    let endpoint = dlq_healer_testkit::emulator().endpoint.clone();
+    let clients = common::clients().await;
+    let main = common::unique("orders");
+    let dlq = common::unique("orders-dlq");
     let main_url = create_queue(&clients, &main).await;
     let dlq_url = create_queue(&clients, &dlq).await;
-    let bucket = emulator::unique("archive");
+    let bucket = common::unique("archive");
     clients
         .s3
         .create_bucket()
@@ -258,13 +257,13 @@ async fn the_healer_binary_archives_requeues_and_reports_what_it_could_not_handl
     let topic = clients
         .sns
         .create_topic()
-        .name(emulator::unique("alerts"))
+        .name(common::unique("alerts"))
         .send()
         .await
         .unwrap()
         .topic_arn
         .unwrap();
-    let table = common::ledger_table::create(&clients.dynamodb).await;
+    let table = common::create_ledger_table(&clients.dynamodb).await;
 
     // Two dead letters as a consumer in any language writes them: a validation failure and a
     // timeout, each with its dlq-context.
@@ -420,7 +419,7 @@ async fn the_healer_binary_archives_requeues_and_reports_what_it_could_not_handl
 
 #[tokio::test]
 async fn the_healer_binary_fails_init_naming_the_missing_variable() {
-    let endpoint = emulator::emulator().endpoint.clone();
+    let endpoint = dlq_healer_testkit::emulator().endpoint.clone();
     let mut api = RuntimeApi::start().await;
     let function = Bootstrap::spawn(
         env!("CARGO_BIN_EXE_healer"),

@@ -184,9 +184,7 @@ impl Bootstrap {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/dlq-healer-test")
             .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/11/27/[$LATEST]0123")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .envs(dlq_healer_testkit::aws_env())
             .env("AWS_ENDPOINT_URL", endpoint)
             .env("LOG_LEVEL", "DEBUG")
             .stdin(Stdio::null());
