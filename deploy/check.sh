@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks of the AWS deployment: the generated dashboard is fresh, cfn-lint and checkov pass on
-# template.yaml, and deploy/tests (SAM transform, least-privilege roles, binaries, a deployment into
-# the emulator's CloudFormation) pass. Installs the pinned tools it lacks.
+# template.yaml, the Lambda bootstraps build with cargo lambda, and deploy/tests (SAM transform,
+# least-privilege roles, built binaries, a deployment into the emulator's CloudFormation) pass. Installs the pinned tools it lacks.
 # Usage: deploy/check.sh        (from anywhere inside the repository)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 CFN_LINT_VERSION=1.51.0
 CHECKOV_VERSION=3.3.30
 PYTEST_VERSION=8.4.2
+CARGO_LAMBDA_VERSION=1.9.2
 MOTO_VERSION=5.2.1   # installed only when moto is absent; LEFT_OUT in the test is checked against it
 
 PYTHON="${PYTHON:-python3}"
@@ -43,6 +44,7 @@ present moto "moto[server]==$MOTO_VERSION"
 present flask "moto[server]==$MOTO_VERSION"
 present boto3 boto3
 present PyYAML PyYAML
+pin cargo-lambda "$CARGO_LAMBDA_VERSION"   # brings the zig linker it cross-links with
 # checkov pins many libraries of its own: it lives in its own virtual environment.
 CHECKOV_VENV="$TOOLS/checkov-$CHECKOV_VERSION"
 if [ "$("$CHECKOV_VENV/bin/checkov" --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
@@ -54,6 +56,9 @@ fi
 echo "cfn-lint $(installed_version cfn-lint), checkov $("$CHECKOV_VENV/bin/checkov" --version)," \
   "aws-sam-translator $(installed_version aws-sam-translator), moto $(installed_version moto)," \
   "pytest $(installed_version pytest)"
+
+step "the template's Lambda bootstraps, built with cargo lambda (release-lambda profile)"
+bash scripts/build-lambdas.sh
 
 step "dashboard: cloudwatch-dashboard.json and template.yaml's DashboardBody are fresh"
 "$PYTHON" deploy/dashboard.py --check

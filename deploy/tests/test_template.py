@@ -630,3 +630,20 @@ def test_the_healer_worker_heals_a_message_on_the_deployed_stack(stack, emulator
     assert sqs.get_queue_attributes(QueueUrl=outputs["DeadLetterQueueUrl"],
                                     AttributeNames=["ApproximateNumberOfMessages"]
                                     )["Attributes"]["ApproximateNumberOfMessages"] == "0"
+
+
+def test_every_function_has_its_built_bootstrap():
+    """`scripts/build-lambdas.sh` (run by deploy/check.sh) built a zip with an executable
+    `bootstrap` for every function of the template, from the binary its Metadata names."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+    functions = {name: resource for name, resource in load_template()["Resources"].items()
+                 if resource["Type"] == "AWS::Serverless::Function"}
+    assert len(functions) == 3
+    for name, resource in functions.items():
+        binary = resource["Metadata"]["BuildProperties"]["Binary"]
+        package = target / "lambda" / binary / "bootstrap.zip"
+        assert package.exists(), f"{name}: {package} was not built; run scripts/build-lambdas.sh"
+        with zipfile.ZipFile(package) as archive:
+            entry = archive.getinfo("bootstrap")
+            assert (entry.external_attr >> 16) & 0o111, f"{name}: bootstrap is not executable"
+            assert entry.file_size > 1_000_000, f"{name}: bootstrap is too small to be the function"

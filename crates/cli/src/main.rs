@@ -78,7 +78,8 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
-    /// Print the benchmark table (classification speed, local healing speed, memory).
+    /// Print the benchmark table: classification speed, local healing speed and memory, and with
+    /// --aws the AWS calls and cost per DLQ message.
     Bench {
         /// Messages for the classification benchmark.
         #[arg(long, default_value_t = 1_000_000)]
@@ -108,7 +109,7 @@ enum Command {
         #[arg(long, env = "AWS_ENDPOINT_URL")]
         endpoint_url: Option<String>,
     },
-    /// Run the original scenario end to end on the local backend and account for every order.
+    /// Run the original scenario end to end and account for every order (local backend, or aws).
     ///
     /// Orders are produced, consumed by a consumer whose downstream fails the original's five ways
     /// (expired token, missing user, slow warehouse, corrupt JSON, payment gateway outage),
