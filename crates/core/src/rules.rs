@@ -907,8 +907,20 @@ pub fn statuses_in_text(text: &str) -> Vec<u16> {
                     || word_before(text, at)
                         .is_none_or(|(previous, _)| is_status_keyword(previous)))
         });
-        let phrase_after = word_after(text, end).is_some_and(|w| reason_phrase_fits(status, w));
-        if keyword_before || phrase_after {
+        let after = word_after(text, end);
+        let phrase_after = after.is_some_and(|w| reason_phrase_fits(status, w));
+        // `returned 500 rows`, `got 404 results`: after a verb that also counts things, a number
+        // followed by a plural noun is a count, not a status (`got 504 from upstream` stays one).
+        let counted = word_before(text, start).is_some_and(|(word, _)| {
+            word.eq_ignore_ascii_case("returned") || word.eq_ignore_ascii_case("got")
+        }) && text[end..].starts_with(' ')
+            && after.is_some_and(|w| {
+                w.len() > 2
+                    && w.ends_with(['s', 'S'])
+                    && !w.eq_ignore_ascii_case("status")
+                    && !reason_phrase_fits(status, w)
+            });
+        if (keyword_before && !counted) || phrase_after {
             found.push(status);
         }
     }

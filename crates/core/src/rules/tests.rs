@@ -1284,6 +1284,8 @@ fn numbers_that_are_not_statuses_are_ignored() {
         "status 600",
         "status 099",
         "status 4011",
+        "query returned 500 rows",
+        "search got 404 results in 2 ms",
         "",
     ] {
         assert_eq!(statuses_in_text(text), Vec::<u16>::new(), "{text}");
