@@ -12,12 +12,11 @@ use dlq_healer_aws::{AwsClients, DynamoLedger, SqsQueue, SqsSender};
 use dlq_healer_core::FailureClass;
 use dlq_healer_core::consumer::Consumer;
 use dlq_healer_core::engine::EngineConfig;
-use dlq_healer_core::message::OutgoingMessage;
 use dlq_healer_core::policy::ClassPolicy;
-use dlq_healer_core::ports::{QueueSender, SystemClock};
+use dlq_healer_core::ports::SystemClock;
 use dlq_healer_core::records::RecordedAction;
 use dlq_healer_core::rules::RuleSet;
-use dlq_healer_demo::{OrderConsumer, OrderFactory};
+use dlq_healer_demo::OrderConsumer;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,20 +61,8 @@ pub async fn run(options: DemoOptions, args: &AwsArgs, prefix: &str) -> Result<A
     let sender = Arc::new(SqsSender::new(clients.sqs.clone()));
 
     let handler = OrderConsumer::new();
-    let mut factory = OrderFactory::new(options.mix, options.seed);
-    let mut order_ids = BTreeSet::new();
-    let mut pending = Vec::new();
-    for _ in 0..options.orders {
-        let (order_id, body, fate) = factory.next_order();
-        handler.expect(order_id, fate);
-        order_ids.insert(order_id);
-        pending.push(OutgoingMessage::new(format!("o{order_id}"), body));
-    }
-    for chunk in pending.chunks(10) {
-        for result in sender.send(&resources.main_queue_url, chunk).await? {
-            result.context("producing an order")?;
-        }
-    }
+    let (order_ids, orders) = crate::demo::make_orders(&options, &handler);
+    crate::demo::produce(sender.as_ref(), &resources.main_queue_url, &orders).await?;
 
     let consumer = Consumer {
         queue: Arc::new(SqsQueue::new(
@@ -149,15 +136,7 @@ pub async fn run(options: DemoOptions, args: &AwsArgs, prefix: &str) -> Result<A
             }
         }
     }
-    let accounting = Accounting {
-        sent: order_ids.len() as u64,
-        processed: handler.processed().intersection(&order_ids).count() as u64,
-        archived: archived_keys.len() as u64,
-        still_queued: depths
-            .iter()
-            .map(|d| d.visible + d.in_flight + d.delayed)
-            .sum(),
-    };
+    let accounting = Accounting::of(&order_ids, &handler, archived_keys.len(), &depths);
     println!();
     println!(
         "wall time: {} s; archive: s3://{}; ledger: {}; alerts: {}",
@@ -166,14 +145,7 @@ pub async fn run(options: DemoOptions, args: &AwsArgs, prefix: &str) -> Result<A
         resources.table,
         resources.topic_arn
     );
-    println!(
-        "ACCOUNTING: sent {} = processed {} + archived {} + still queued {}; unaccounted {}",
-        accounting.sent,
-        accounting.processed,
-        accounting.archived,
-        accounting.still_queued,
-        accounting.unaccounted()
-    );
+    println!("{}", accounting.line());
     Ok(accounting)
 }
 

@@ -60,10 +60,59 @@ pub struct Accounting {
 }
 
 impl Accounting {
+    /// Count what became of the orders: processed by the handler, archived (distinct keys), or
+    /// still in the queues.
+    pub fn of(
+        order_ids: &BTreeSet<u64>,
+        handler: &OrderConsumer,
+        archived_keys: usize,
+        depths: &[DepthRow],
+    ) -> Self {
+        Accounting {
+            sent: order_ids.len() as u64,
+            processed: handler.processed().intersection(order_ids).count() as u64,
+            archived: archived_keys as u64,
+            still_queued: depths
+                .iter()
+                .map(|d| d.visible + d.in_flight + d.delayed)
+                .sum(),
+        }
+    }
+
+    /// The accounting line both demos print.
+    pub fn line(&self) -> String {
+        format!(
+            "ACCOUNTING: sent {} = processed {} + archived {} + still queued {}; unaccounted {}",
+            self.sent,
+            self.processed,
+            self.archived,
+            self.still_queued,
+            self.unaccounted()
+        )
+    }
+
     /// Sent minus everything found; zero when nothing is lost or duplicated.
     pub fn unaccounted(&self) -> i64 {
         self.sent as i64 - (self.processed + self.archived + self.still_queued) as i64
     }
+}
+
+/// The run's orders, each registered with the handler's simulated downstream: their ids and the
+/// messages to produce.
+pub fn make_orders(
+    options: &DemoOptions,
+    handler: &OrderConsumer,
+) -> (BTreeSet<u64>, Vec<OutgoingMessage>) {
+    let mut factory = OrderFactory::new(options.mix, options.seed);
+    let mut order_ids = BTreeSet::new();
+    let mut messages = Vec::with_capacity(options.orders);
+    for _ in 0..options.orders {
+        let (order_id, body, fate) = factory.next_order();
+        handler.expect(order_id, fate);
+        order_ids.insert(order_id);
+        messages.push(OutgoingMessage::new(format!("o{order_id}"), body));
+    }
+    (order_ids, messages)
 }
 
 /// Run the demo; prints the panels and the accounting, returns the accounting.
@@ -113,19 +162,8 @@ pub async fn run(options: DemoOptions) -> Result<Accounting> {
 
     // Producer.
     let handler = OrderConsumer::new();
-    let mut factory = OrderFactory::new(options.mix, options.seed);
-    let mut order_ids = BTreeSet::new();
-    let mut pending = Vec::new();
-    for _ in 0..options.orders {
-        let (order_id, body, fate) = factory.next_order();
-        handler.expect(order_id, fate);
-        order_ids.insert(order_id);
-        pending.push(OutgoingMessage::new(format!("o{order_id}"), body));
-        if pending.len() == 10 {
-            send_all(backend.queues.as_ref(), std::mem::take(&mut pending)).await?;
-        }
-    }
-    send_all(backend.queues.as_ref(), pending).await?;
+    let (order_ids, orders) = make_orders(&options, &handler);
+    produce(backend.queues.as_ref(), MAIN_QUEUE, &orders).await?;
 
     let consumer = Consumer {
         queue: Arc::new(backend.queues.queue(MAIN_QUEUE)?),
@@ -185,15 +223,7 @@ pub async fn run(options: DemoOptions) -> Result<Accounting> {
         .filter(|r| r.action == RecordedAction::Archived)
         .map(|r| r.key)
         .collect();
-    let accounting = Accounting {
-        sent: order_ids.len() as u64,
-        processed: handler.processed().intersection(&order_ids).count() as u64,
-        archived: archived_keys.len() as u64,
-        still_queued: depths
-            .iter()
-            .map(|d| d.visible + d.in_flight + d.delayed)
-            .sum(),
-    };
+    let accounting = Accounting::of(&order_ids, &handler, archived_keys.len(), &depths);
     println!();
     println!(
         "simulated time: {} min; alerts sent: {}; archive: {}",
@@ -201,23 +231,20 @@ pub async fn run(options: DemoOptions) -> Result<Accounting> {
         backend.alerter.sent_count()?,
         settings.archive_dir.display()
     );
-    println!(
-        "ACCOUNTING: sent {} = processed {} + archived {} + still queued {}; unaccounted {}",
-        accounting.sent,
-        accounting.processed,
-        accounting.archived,
-        accounting.still_queued,
-        accounting.unaccounted()
-    );
+    println!("{}", accounting.line());
     Ok(accounting)
 }
 
-async fn send_all(queues: &dyn QueueSender, messages: Vec<OutgoingMessage>) -> Result<()> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    for result in queues.send(MAIN_QUEUE, &messages).await? {
-        result.context("producing an order")?;
+/// Produce the orders to `queue`, ten per send as SQS takes them.
+pub async fn produce(
+    sender: &dyn QueueSender,
+    queue: &str,
+    orders: &[OutgoingMessage],
+) -> Result<()> {
+    for chunk in orders.chunks(10) {
+        for result in sender.send(queue, chunk).await? {
+            result.context("producing an order")?;
+        }
     }
     Ok(())
 }
