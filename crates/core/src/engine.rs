@@ -117,6 +117,8 @@ pub struct MessageReport {
     pub outcome: Outcome,
     /// Whether it was deleted from the DLQ.
     pub deleted: bool,
+    /// When the message first failed, as far as its context or the queue tell.
+    pub first_failed_at: Option<DateTime<Utc>>,
 }
 
 impl MessageReport {
@@ -819,7 +821,15 @@ impl Engine {
             },
         ];
         let mut counts: BTreeMap<(&'static str, Option<FailureClass>), f64> = BTreeMap::new();
+        let mut ages: BTreeMap<Option<FailureClass>, (f64, u32)> = BTreeMap::new();
         for report in reports {
+            if let (Some(first_failed_at), true) = (report.first_failed_at, report.is_settled())
+                && report.outcome != Outcome::AlreadyHandled
+            {
+                let age = ages.entry(report.class).or_default();
+                age.0 += (now - first_failed_at).num_milliseconds().max(0) as f64 / 1000.0;
+                age.1 += 1;
+            }
             let mut count = |name: &'static str, class: Option<FailureClass>| {
                 *counts.entry((name, class)).or_default() += 1.0
             };
@@ -842,6 +852,12 @@ impl Engine {
                 .into_iter()
                 .map(|((name, class), value)| MetricEvent { name, class, value }),
         );
+        // One sample per class and batch: the mean age of the messages handled.
+        events.extend(ages.into_iter().map(|(class, (sum, count))| MetricEvent {
+            name: m::MESSAGE_AGE_SECONDS,
+            class,
+            value: sum / count as f64,
+        }));
         self.ports.metrics.record(now, &events);
     }
 
@@ -940,6 +956,7 @@ impl Plan {
     }
 
     fn into_report(self) -> MessageReport {
+        let first_failed_at = self.first_failed_at();
         let outcome = match (self.outcome, self.step) {
             (_, Step::Fail(reason)) => Outcome::Failed { reason },
             (Some(outcome), _) => outcome,
@@ -949,6 +966,7 @@ impl Plan {
             },
         };
         MessageReport {
+            first_failed_at,
             message_id: self.letter.message.message_id,
             receipt_handle: self.letter.message.receipt_handle,
             key: self.key,

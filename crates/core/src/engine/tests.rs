@@ -142,6 +142,29 @@ async fn timeout_is_requeued_to_its_source_with_heal_context() {
     assert_eq!(w.metrics.for_class(m::REQUEUED, FailureClass::Timeout), 1.0);
 }
 
+#[tokio::test]
+async fn message_age_at_healing_is_measured_from_the_first_failure() {
+    let w = world();
+    w.fail(
+        &fresh(b"{\"order\":1}"),
+        "Task timed out after 30.00 seconds",
+    )
+    .await;
+    w.fail(
+        &fresh(b"{\"order\":22}"),
+        "Task timed out after 30.00 seconds",
+    )
+    .await;
+    w.clock.advance(Duration::seconds(90));
+    let report = w.heal_all().await;
+    assert!(report.messages.iter().all(|r| r.first_failed_at.is_some()));
+    assert_eq!(
+        w.metrics
+            .for_class(m::MESSAGE_AGE_SECONDS, FailureClass::Timeout),
+        90.0
+    );
+}
+
 async fn always_failing(strip_attributes: bool) -> (World, usize) {
     let w = world();
     let max = w.engine.rules().policy(FailureClass::Timeout).max_attempts as usize;
