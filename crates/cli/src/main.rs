@@ -12,6 +12,7 @@
 //! - `local.rs`: wiring of the local backend's adapters into an engine.
 //! - `aws.rs`: wiring of the AWS backend's adapters into an engine.
 //! - `panels.rs`: the original dashboard's three panels as tables.
+//! - `config.rs`: the configuration file (the environment variables, in TOML).
 //! - `bench.rs`: `bench`, the benchmark table of the README.
 //! - `inspect.rs`: `inspect`, a peek at a DLQ grouped by class and fingerprint.
 //! - `redrive.rs`: `redrive`, moving selected DLQ messages back at a safe rate, resumably.
@@ -29,6 +30,7 @@ mod aws_bench;
 mod aws_demo;
 mod bench;
 mod classify;
+mod config;
 mod demo;
 mod filter;
 mod inspect;
@@ -55,6 +57,11 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Configuration file (TOML) whose keys are the environment variables' names (DLQ_URL,
+    /// MAIN_QUEUE_URL, ARCHIVE_BUCKET, FAILED_TABLE, ALERT_TOPIC_ARN, LOG_LEVEL, DLQ_HEALER_DB, ...);
+    /// flags win over the environment, the environment over the file.
+    #[arg(long, global = true, env = "DLQ_HEALER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -262,6 +269,10 @@ impl LocalArgs {
 
 fn main() {
     restore_default_sigpipe();
+    if let Err(error) = config::load_into_environment() {
+        eprintln!("error: {error:#}");
+        std::process::exit(2);
+    }
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     match dispatch(cli.command) {

@@ -265,3 +265,60 @@ fn run_stops_gracefully_on_sigterm() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("healed 0 batches"));
 }
+
+#[test]
+fn a_configuration_file_says_what_the_environment_would() {
+    let dir = scratch("config");
+    let db = dir.join("q.db");
+    run_ok(
+        bin()
+            .arg("queue")
+            .arg("--db")
+            .arg(&db)
+            .args(["create", "from-config-dlq"]),
+    );
+    let config = dir.join("healer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "DLQ_URL = \"from-config-dlq\"\nDLQ_HEALER_DB = \"{}\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let output = run_ok(
+        bin()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--until-empty", "--wait-seconds", "0"])
+            .env_remove("DLQ_URL")
+            .env_remove("DLQ_HEALER_DB"),
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("healed 0 batches"));
+    // The environment wins over the file.
+    let output = bin()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .args(["--until-empty", "--wait-seconds", "0"])
+        .env("DLQ_URL", "no-such-dlq")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-dlq"));
+
+    std::fs::write(&config, "DLQ_URLS = \"x\"\n").unwrap();
+    let output = bin()
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("healer.toml") && stderr.contains("DLQ_URLS"),
+        "{stderr}"
+    );
+}
