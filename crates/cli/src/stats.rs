@@ -164,38 +164,39 @@ pub fn prometheus(stats: &Stats) -> String {
     );
     let _ = writeln!(out, "# TYPE dlq_healer_processed_total counter");
     let _ = writeln!(out, "dlq_healer_processed_total {}", stats.processed);
-    let _ = writeln!(
-        out,
-        "# HELP dlq_healer_invocations_total Function invocations."
+    /// Name, help, type and value of one metric family per function.
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&FunctionRow) -> String,
     );
-    let _ = writeln!(out, "# TYPE dlq_healer_invocations_total counter");
-    for f in &stats.functions {
-        let _ = writeln!(
-            out,
-            "dlq_healer_invocations_total{{function=\"{}\"}} {}",
-            f.function, f.invocations
-        );
-    }
-    let _ = writeln!(out, "# HELP dlq_healer_errors_total Function errors.");
-    let _ = writeln!(out, "# TYPE dlq_healer_errors_total counter");
-    for f in &stats.functions {
-        let _ = writeln!(
-            out,
-            "dlq_healer_errors_total{{function=\"{}\"}} {}",
-            f.function, f.errors
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP dlq_healer_duration_ms_avg Mean handling duration in milliseconds."
-    );
-    let _ = writeln!(out, "# TYPE dlq_healer_duration_ms_avg gauge");
-    for f in &stats.functions {
-        let _ = writeln!(
-            out,
-            "dlq_healer_duration_ms_avg{{function=\"{}\"}} {}",
-            f.function, f.avg_duration_ms
-        );
+    let function_families: [Family; 3] = [
+        (
+            "dlq_healer_invocations_total",
+            "Function invocations.",
+            "counter",
+            |f| f.invocations.to_string(),
+        ),
+        (
+            "dlq_healer_errors_total",
+            "Function errors.",
+            "counter",
+            |f| f.errors.to_string(),
+        ),
+        (
+            "dlq_healer_duration_ms_avg",
+            "Mean handling duration in milliseconds.",
+            "gauge",
+            |f| f.avg_duration_ms.to_string(),
+        ),
+    ];
+    for (name, help, kind, value) in function_families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for f in &stats.functions {
+            let _ = writeln!(out, "{name}{{function=\"{}\"}} {}", f.function, value(f));
+        }
     }
     let _ = writeln!(
         out,
