@@ -307,20 +307,36 @@ impl DynamoLedger {
                 round = 0;
                 continue;
             }
-            round += 1;
-            if round >= MAX_ROUNDS {
-                return Err(PortError::retryable(
-                    "write",
-                    &self.table,
-                    format!(
-                        "{} items still unprocessed after {MAX_ROUNDS} rounds (throttled)",
-                        unprocessed.len() + queue.len()
-                    ),
-                ));
-            }
-            tokio::time::sleep(backoff(round)).await;
+            self.next_round(
+                &mut round,
+                "write",
+                "items",
+                unprocessed.len() + queue.len(),
+            )
+            .await?;
             pending = unprocessed;
         }
+    }
+
+    /// A batch call left `left` entries unprocessed (throttled): wait out this round's backoff, or
+    /// give up with a retryable error after [`MAX_ROUNDS`] rounds in a row.
+    async fn next_round(
+        &self,
+        round: &mut u32,
+        operation: &str,
+        entries: &str,
+        left: usize,
+    ) -> Result<(), PortError> {
+        *round += 1;
+        if *round >= MAX_ROUNDS {
+            return Err(PortError::retryable(
+                operation,
+                &self.table,
+                format!("{left} {entries} still unprocessed after {MAX_ROUNDS} rounds (throttled)"),
+            ));
+        }
+        tokio::time::sleep(backoff(*round)).await;
+        Ok(())
     }
 
     /// Read items by primary key with `BatchGetItem`, 100 keys per call (duplicates removed),
@@ -377,18 +393,8 @@ impl DynamoLedger {
                 round = 0;
                 continue;
             }
-            round += 1;
-            if round >= MAX_ROUNDS {
-                return Err(PortError::retryable(
-                    "read",
-                    &self.table,
-                    format!(
-                        "{} keys still unprocessed after {MAX_ROUNDS} rounds (throttled)",
-                        unprocessed.len() + queue.len()
-                    ),
-                ));
-            }
-            tokio::time::sleep(backoff(round)).await;
+            self.next_round(&mut round, "read", "keys", unprocessed.len() + queue.len())
+                .await?;
             pending = unprocessed;
         }
     }
