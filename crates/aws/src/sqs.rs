@@ -173,6 +173,14 @@ impl<T> BatchOutcome<T> {
         }
     }
 
+    /// Record the success of the entry with batch id `id` in a chunk whose entries are `chunk[i]`
+    /// with id `e{i}`.
+    fn succeeded(&mut self, chunk: &[usize], id: &str, value: T) {
+        if let Some(&index) = entry_index(id).and_then(|i| chunk.get(i)) {
+            self.set(index, Ok(value));
+        }
+    }
+
     /// Record the per-entry failures of a chunk whose entries are `chunk[i]` with id `e{i}`.
     fn failed(
         &mut self,
@@ -318,9 +326,7 @@ impl MessageSource for SqsQueue {
             {
                 Ok(output) => {
                     for ok in output.successful() {
-                        if let Some(&index) = entry_index(ok.id()).and_then(|i| chunk.get(i)) {
-                            outcome.set(index, Ok(()));
-                        }
+                        outcome.succeeded(chunk, ok.id(), ());
                     }
                     outcome.failed(chunk, output.failed(), OPERATION, &self.url);
                 }
@@ -383,9 +389,7 @@ impl MessageSource for SqsQueue {
             {
                 Ok(output) => {
                     for ok in output.successful() {
-                        if let Some(&index) = entry_index(ok.id()).and_then(|i| chunk.get(i)) {
-                            outcome.set(index, Ok(()));
-                        }
+                        outcome.succeeded(chunk, ok.id(), ());
                     }
                     outcome.failed(chunk, output.failed(), OPERATION, &self.url);
                 }
@@ -648,9 +652,7 @@ impl QueueSender for SqsSender {
             {
                 Ok(output) => {
                     for ok in output.successful() {
-                        if let Some(&index) = entry_index(ok.id()).and_then(|i| chunk.get(i)) {
-                            outcome.set(index, Ok(ok.message_id().to_string()));
-                        }
+                        outcome.succeeded(&chunk, ok.id(), ok.message_id().to_string());
                     }
                     outcome.failed(&chunk, output.failed(), OPERATION, &url);
                 }
