@@ -1,16 +1,14 @@
-//! The healer's polling loop, shared by `run` and `demo`: gather a batch from the DLQ (several
-//! receives of up to 10 when the batch is larger), heal it, repeat; stop between batches when
-//! asked to, so the batch in hand is always finished.
+//! The healer's polling loop, shared by `run` and `demo`: receive a batch from the DLQ
+//! ([`MessageSource::receive_batch`]: several receives of up to 10 on SQS, one transaction on the
+//! local backend), heal it, repeat; stop between batches when asked to, so the batch in hand is
+//! always finished.
 
 use dlq_healer_core::engine::{BatchReport, Engine, Tally};
 use dlq_healer_core::message::ReceivedMessage;
-use dlq_healer_core::ports::{MessageSource, PortError};
+use dlq_healer_core::ports::MessageSource;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// SQS's most messages per receive.
-const RECEIVE_MAX: usize = 10;
 
 /// A flag the signal handler sets and the loop reads between batches.
 #[derive(Debug, Clone, Default)]
@@ -57,30 +55,6 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
-}
-
-/// Receive up to `batch_size` messages: the first receive waits up to `wait`, the rest take
-/// whatever is there at once.
-pub async fn gather(
-    dlq: &dyn MessageSource,
-    batch_size: usize,
-    wait: Duration,
-) -> Result<Vec<ReceivedMessage>, PortError> {
-    let mut batch = Vec::with_capacity(batch_size);
-    let mut first = true;
-    while batch.len() < batch_size {
-        let want = (batch_size - batch.len()).min(RECEIVE_MAX);
-        let received = dlq
-            .receive(want, if first { wait } else { Duration::ZERO })
-            .await?;
-        first = false;
-        let got = received.len();
-        batch.extend(received);
-        if got < want {
-            break;
-        }
-    }
-    Ok(batch)
 }
 
 /// Totals of a run.
@@ -203,12 +177,11 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
     let mut summary = RunSummary::default();
     let mut backoff = Duration::from_millis(200);
     while !shutdown.requested() {
-        let batch = match gather(
-            engine.ports().dlq.as_ref(),
-            settings.batch_size,
-            settings.wait,
-        )
-        .await
+        let batch = match engine
+            .ports()
+            .dlq
+            .receive_batch(settings.batch_size, settings.wait)
+            .await
         {
             Ok(batch) => batch,
             Err(error) => {

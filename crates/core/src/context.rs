@@ -6,7 +6,7 @@
 //! of a version we do not know is reported as such and becomes a fact the rules can match.
 
 use crate::class::FailureClass;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -120,6 +120,68 @@ impl<'de> Deserialize<'de> for Key<'de> {
         }
         deserializer.deserialize_str(KeyVisitor)
     }
+}
+
+/// A time read as chrono reads `DateTime<Utc>` (same errors, same results), with a fast path for
+/// the form every writer of this contract uses, `2026-11-27T10:15:01Z` or with a fraction of a
+/// second: contexts are read on the classification hot path, and chrono's general parser costs
+/// several times more than the rest of the field.
+struct Timestamp(DateTime<Utc>);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimestampVisitor;
+        impl Visitor<'_> for TimestampVisitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // chrono's words, so that errors read the same as before.
+                f.write_str("an RFC 3339 formatted date and time string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                match parse_utc_timestamp(v) {
+                    Some(at) => Ok(Timestamp(at)),
+                    None => v
+                        .parse::<DateTime<FixedOffset>>()
+                        .map(|at| Timestamp(at.with_timezone(&Utc)))
+                        .map_err(E::custom),
+                }
+            }
+        }
+        deserializer.deserialize_str(TimestampVisitor)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` exactly (at most nine fraction digits, seconds below 60),
+/// else `None` and chrono decides.
+fn parse_utc_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' || *b.last()? != b'Z' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |value, &d| {
+            d.is_ascii_digit().then(|| value * 10 + u32::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let nanos = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            let value = number(20..20 + digits.len())?;
+            value * 10u32.pow(9 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    if second >= 60 {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)?;
+    let at = date.and_hms_nano_opt(hour, minute, second, nanos)?;
+    Some(at.and_utc())
 }
 
 /// Read the value of a known field into its slot, naming the field in errors.
@@ -256,7 +318,7 @@ impl<'de> Visitor<'de> for HealStateVisitor {
         let prefix = self.prefix;
         let mut key: Option<String> = None;
         let mut attempts: Option<u32> = None;
-        let mut first_failed_at: Option<DateTime<Utc>> = None;
+        let mut first_failed_at: Option<Timestamp> = None;
         let mut last_class: Option<FailureClass> = None;
         let mut extra = BTreeMap::new();
         while let Some(name) = map.next_key::<Key<'de>>()? {
@@ -273,7 +335,7 @@ impl<'de> Visitor<'de> for HealStateVisitor {
         Ok(HealState {
             key: required(key, prefix, "key")?,
             attempts: required(attempts, prefix, "attempts")?,
-            first_failed_at: required(first_failed_at, prefix, "first_failed_at")?,
+            first_failed_at: required(first_failed_at, prefix, "first_failed_at")?.0,
             last_class: required(last_class, prefix, "last_class")?,
             extra,
         })
@@ -333,7 +395,7 @@ impl<'de> Visitor<'de> for FailureContextVisitor {
         let mut error: Option<ErrorInfo> = None;
         let mut source: Option<Option<String>> = None;
         let mut consumer: Option<Option<String>> = None;
-        let mut failed_at: Option<DateTime<Utc>> = None;
+        let mut failed_at: Option<Timestamp> = None;
         let mut trace_id: Option<Option<String>> = None;
         let mut log_url: Option<Option<String>> = None;
         let mut heal: Option<Option<HealState>> = None;
@@ -359,7 +421,7 @@ impl<'de> Visitor<'de> for FailureContextVisitor {
             error: required(error, "", "error")?,
             source: source.flatten(),
             consumer: consumer.flatten(),
-            failed_at: required(failed_at, "", "failed_at")?,
+            failed_at: required(failed_at, "", "failed_at")?.0,
             trace_id: trace_id.flatten(),
             log_url: log_url.flatten(),
             heal: heal.flatten(),
@@ -921,6 +983,74 @@ mod tests {
         let mut rewritten: Value = serde_json::from_str(&written).unwrap();
         rewritten["failed_at"] = original["failed_at"].clone();
         assert_eq!(rewritten, original);
+    }
+
+    fn chrono_reading(text: &str) -> Option<DateTime<Utc>> {
+        text.parse::<DateTime<FixedOffset>>()
+            .ok()
+            .map(|at| at.with_timezone(&Utc))
+    }
+
+    #[test]
+    fn fast_timestamps_read_as_chrono_reads_them() {
+        for text in [
+            "2026-11-27T10:15:01Z",
+            "2026-11-27T10:15:01.5Z",
+            "2026-11-27T10:15:01.123456789Z",
+            "2024-02-29T23:59:59.000001Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+        ] {
+            assert_eq!(parse_utc_timestamp(text), chrono_reading(text), "{text}");
+            assert!(parse_utc_timestamp(text).is_some(), "{text}");
+        }
+        // Everything else goes to chrono: other offsets, separators, leap seconds, bad dates.
+        for text in [
+            "2026-11-27T10:15:01+02:00",
+            "2026-11-27 10:15:01Z",
+            "2026-11-27t10:15:01z",
+            "2016-12-31T23:59:60Z",
+            "2026-02-30T10:15:01Z",
+            "2026-11-27T24:00:00Z",
+            "2026-11-27T10:15:01.Z",
+            "2026-11-27T10:15:01.1234567890Z",
+            "2026-11-27T10:15Z",
+            "+2026-11-27T10:15:01Z",
+            "2026-11-27T10:15:0xZ",
+            "",
+        ] {
+            assert_eq!(parse_utc_timestamp(text), None, "{text}");
+        }
+        let context = |at: &str| {
+            format!(r#"{{"v":1,"error":{{"message":""}},"failed_at":"{at}"}}"#)
+        };
+        for text in ["2026-11-27T12:15:01+02:00", "2016-12-31T23:59:60Z"] {
+            let parsed = ContextReading::parse(&context(text));
+            assert_eq!(
+                parsed.context().map(|c| c.failed_at),
+                chrono_reading(text),
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            ContextReading::parse(&context("yesterday")),
+            ContextReading::Corrupt(reason) if reason.contains("failed_at")
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn generated_timestamps_read_as_chrono_reads_them(
+            year in 0u32..10_000, month in 0u32..14, day in 0u32..33,
+            hour in 0u32..26, minute in 0u32..61, second in 0u32..62,
+            fraction in prop::option::of("[0-9]{0,10}"),
+        ) {
+            let fraction = fraction.map(|digits| format!(".{digits}")).unwrap_or_default();
+            let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{fraction}Z");
+            if let Some(fast) = parse_utc_timestamp(&text) {
+                prop_assert_eq!(Some(fast), chrono_reading(&text));
+            }
+        }
     }
 
     #[test]

@@ -636,6 +636,7 @@ impl Engine {
                 by_class.entry(class).or_default().push(index);
             }
         }
+        let mut objects: Vec<(ArchiveBatch, Vec<usize>)> = Vec::with_capacity(by_class.len());
         for (class, indices) in by_class {
             // The batch id is derived from the messages, so storing the same batch again after a
             // crash overwrites the object instead of adding a second copy.
@@ -653,11 +654,24 @@ impl Engine {
                 .iter()
                 .map(|&i| plans[i].archive_record(now))
                 .collect();
-            let batch = ArchiveBatch {
-                object: object.clone(),
-                records,
-            };
-            let stored = self.ports.archive.store(&batch).await;
+            objects.push((ArchiveBatch { object, records }, indices));
+        }
+        if objects.is_empty() {
+            return;
+        }
+        let (batches, owners): (Vec<ArchiveBatch>, Vec<Vec<usize>>) = objects.into_iter().unzip();
+        let mut results = self.ports.archive.store_all(&batches).await;
+        // An adapter that answers for fewer objects than it was given stored the rest, if at
+        // all, without saying so: those messages stay in the DLQ.
+        results.resize_with(batches.len(), || {
+            Err(PortError::retryable(
+                "store archive",
+                &self.config.archive_prefix,
+                "the archive gave no result for this object",
+            ))
+        });
+        for ((batch, indices), stored) in batches.into_iter().zip(owners).zip(results) {
+            let object = batch.object;
             for (line, &index) in indices.iter().enumerate() {
                 let plan = &mut plans[index];
                 match &stored {

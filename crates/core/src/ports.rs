@@ -44,6 +44,9 @@ impl PortError {
     }
 }
 
+/// SQS's most messages per receive; [`MessageSource::receive`] never returns more.
+pub const RECEIVE_MAX: usize = 10;
+
 /// One result per entry of a batch call.
 pub type EntryResults<T> = Vec<Result<T, PortError>>;
 
@@ -58,6 +61,31 @@ pub trait MessageSource: Send + Sync {
     }
     /// Receive up to `max` messages, waiting up to `wait` for the first.
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError>;
+    /// Receive up to `batch_size` messages for one healer batch: the first receive waits up to
+    /// `wait`, the rest take whatever is there at once, in receives of up to
+    /// [`RECEIVE_MAX`] (SQS's limit). A backend that can hand out a whole batch at once (the
+    /// local one, in one transaction) overrides this; each message keeps the same semantics.
+    async fn receive_batch(
+        &self,
+        batch_size: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut first = true;
+        while batch.len() < batch_size {
+            let want = (batch_size - batch.len()).min(RECEIVE_MAX);
+            let received = self
+                .receive(want, if first { wait } else { Duration::ZERO })
+                .await?;
+            first = false;
+            let got = received.len();
+            batch.extend(received);
+            if got < want {
+                break;
+            }
+        }
+        Ok(batch)
+    }
     /// Delete deliveries by receipt handle; a stale handle is an entry error.
     async fn delete(&self, receipt_handles: &[String]) -> Result<EntryResults<()>, PortError>;
     /// Set the visibility timeout of deliveries, in seconds from now.
@@ -123,6 +151,15 @@ pub trait Ledger: Send + Sync {
 pub trait Archive: Send + Sync {
     /// Store one batch as one object; storing the same object again overwrites it.
     async fn store(&self, batch: &ArchiveBatch) -> Result<(), PortError>;
+    /// Store several objects (a healer batch's, one per class); one result per object, in order.
+    /// Adapters that can write them concurrently override this.
+    async fn store_all(&self, batches: &[ArchiveBatch]) -> EntryResults<()> {
+        let mut results = Vec::with_capacity(batches.len());
+        for batch in batches {
+            results.push(self.store(batch).await);
+        }
+        results
+    }
     /// Read one archived record back.
     async fn fetch(&self, reference: &ArchiveRef) -> Result<ArchiveRecord, PortError>;
 }

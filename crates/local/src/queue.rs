@@ -12,7 +12,9 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use std::time::{Duration, Instant};
 
 /// The most messages one receive returns; larger requests are clamped, as SQS does.
-pub const MAX_RECEIVE_BATCH: usize = 10;
+pub const MAX_RECEIVE_BATCH: usize = dlq_healer_core::ports::RECEIVE_MAX;
+/// The most messages one [`MessageSource::receive_batch`] hands the healer in one transaction.
+pub const MAX_HEALER_BATCH: usize = 10_000;
 /// The longest per-message delay, in seconds.
 pub const MAX_DELAY_SECONDS: u32 = 900;
 /// The longest visibility timeout, in seconds (12 hours).
@@ -516,7 +518,10 @@ impl LocalQueue {
                     .query_map(params![name, now], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
             }
-            let mut skipped: Vec<i64> = Vec::new();
+            let mut skipped = 0usize;
+            // Candidates already delivered or skipped in this receive, so that a later page does
+            // not offer them again.
+            let mut seen: std::collections::HashSet<i64> = std::collections::HashSet::new();
             'pages: loop {
                 let mut statement = tx.prepare_cached(if row.fifo {
                     "SELECT seq, receive_count, group_id FROM messages
@@ -532,7 +537,7 @@ impl LocalQueue {
                         params![
                             name,
                             now,
-                            (max + skipped.len() + delivered.len() + MAX_RECEIVE_BATCH) as i64
+                            (max + skipped + delivered.len() + MAX_RECEIVE_BATCH) as i64
                         ],
                         |r| {
                             Ok(Candidate {
@@ -545,7 +550,7 @@ impl LocalQueue {
                     .collect::<rusqlite::Result<_>>()?;
                 let fresh: Vec<Candidate> = page
                     .into_iter()
-                    .filter(|c| !skipped.contains(&c.seq) && !delivered.contains(&c.seq))
+                    .filter(|c| !seen.contains(&c.seq))
                     .collect();
                 if fresh.is_empty() {
                     break;
@@ -579,7 +584,8 @@ impl LocalQueue {
                             .as_ref()
                             .is_some_and(|g| blocked_groups.contains(g));
                     if group_blocked {
-                        skipped.push(candidate.seq);
+                        skipped += 1;
+                        seen.insert(candidate.seq);
                         continue;
                     }
                     let handle = uuid::Uuid::new_v4().simple().to_string();
@@ -594,6 +600,7 @@ impl LocalQueue {
                         invisible_until
                     ])?;
                     delivered.push(candidate.seq);
+                    seen.insert(candidate.seq);
                 }
                 if row.fifo {
                     // Later messages of a group wait for the ones delivered now.
@@ -661,6 +668,28 @@ impl LocalQueue {
             .collect()
     }
 
+    /// Receive up to `max` messages, polling the file until one is there or `wait` is over.
+    async fn receive_polling(
+        &self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        loop {
+            let messages = self
+                .receive_now(max)
+                .map_err(|e| e.into_port("receive", &self.name))?;
+            let waited = started.elapsed();
+            if !messages.is_empty() || waited >= wait {
+                return Ok(messages);
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(wait - waited)).await;
+        }
+    }
+
     fn time_after(now: DateTime<Utc>, seconds: u32) -> i64 {
         to_millis(now) + i64::from(seconds) * 1000
     }
@@ -677,21 +706,20 @@ impl MessageSource for LocalQueue {
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError> {
-        let max = max.min(MAX_RECEIVE_BATCH);
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let started = Instant::now();
-        loop {
-            let messages = self
-                .receive_now(max)
-                .map_err(|e| e.into_port("receive", &self.name))?;
-            let waited = started.elapsed();
-            if !messages.is_empty() || waited >= wait {
-                return Ok(messages);
-            }
-            tokio::time::sleep(POLL_INTERVAL.min(wait - waited)).await;
-        }
+        self.receive_polling(max.min(MAX_RECEIVE_BATCH), wait)
+            .await
+    }
+
+    /// A whole batch in one transaction: every message gets the same visibility timeout, receive
+    /// count, receipt handle and redrive as from [`MessageSource::receive`], with one commit
+    /// instead of one per ten messages.
+    async fn receive_batch(
+        &self,
+        batch_size: usize,
+        wait: Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        self.receive_polling(batch_size.min(MAX_HEALER_BATCH), wait)
+            .await
     }
 
     async fn delete(&self, receipt_handles: &[String]) -> Result<EntryResults<()>, PortError> {
