@@ -1021,9 +1021,8 @@ mod tests {
         ] {
             assert_eq!(parse_utc_timestamp(text), None, "{text}");
         }
-        let context = |at: &str| {
-            format!(r#"{{"v":1,"error":{{"message":""}},"failed_at":"{at}"}}"#)
-        };
+        let context =
+            |at: &str| format!(r#"{{"v":1,"error":{{"message":""}},"failed_at":"{at}"}}"#);
         for text in ["2026-11-27T12:15:01+02:00", "2016-12-31T23:59:60Z"] {
             let parsed = ContextReading::parse(&context(text));
             assert_eq!(

@@ -436,7 +436,9 @@ impl QueueSender for LocalQueues {
                         continue;
                     }
                 }
-                let message_id = uuid::Uuid::new_v4().to_string();
+                // Time-ordered ids (UUIDv7): they become ledger and archive keys, and B-tree
+                // inserts of ordered keys touch the index's last page instead of a random one.
+                let message_id = uuid::Uuid::now_v7().to_string();
                 tx.prepare_cached("INSERT INTO messages (queue, message_id, body, attributes, group_id,
                          deduplication_id, sent_at_ms, visible_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(
@@ -588,7 +590,8 @@ impl LocalQueue {
                         seen.insert(candidate.seq);
                         continue;
                     }
-                    let handle = uuid::Uuid::new_v4().simple().to_string();
+                    // Time-ordered, like message ids, so the receipt index grows at one end.
+                    let handle = uuid::Uuid::now_v7().simple().to_string();
                     tx.prepare_cached(
                         "UPDATE messages SET receive_count = receive_count + 1,
                              receipt_handle = ?2, visible_at_ms = ?3
@@ -706,8 +709,7 @@ impl MessageSource for LocalQueue {
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError> {
-        self.receive_polling(max.min(MAX_RECEIVE_BATCH), wait)
-            .await
+        self.receive_polling(max.min(MAX_RECEIVE_BATCH), wait).await
     }
 
     /// A whole batch in one transaction: every message gets the same visibility timeout, receive

@@ -147,3 +147,38 @@ fn an_archive_root_that_cannot_be_created_is_a_clear_error() {
     let error = LocalArchive::new(fixture.store.clone(), blocker.join("archive")).unwrap_err();
     assert!(error.to_string().contains("archive"), "{error}");
 }
+
+#[tokio::test]
+async fn store_all_writes_every_object_and_answers_for_each() {
+    let fixture = Fixture::new();
+    let archive = archive(&fixture);
+    let day = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap();
+    let batch = |class, key: &str| ArchiveBatch {
+        object: archive_object_path("archive", class, day, &format!("batch-{key}")),
+        records: vec![sample_archive_record(key, b"{\"a\":1}", day)],
+    };
+    let batches = vec![
+        batch(FailureClass::Auth, "a"),
+        ArchiveBatch {
+            object: "../outside.jsonl".into(),
+            records: vec![sample_archive_record("b", b"{}", day)],
+        },
+        batch(FailureClass::Validation, "c"),
+        batch(FailureClass::BadPayload, "d"),
+    ];
+    let results = archive.store_all(&batches).await;
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+    let refused = results[1].as_ref().unwrap_err();
+    assert!(refused.message.contains("'..'"), "{refused}");
+    for (index, key) in [(0, "a"), (2, "c"), (3, "d")] {
+        let reference = ArchiveRef {
+            object: batches[index].object.clone(),
+            line: 1,
+        };
+        assert_eq!(archive.fetch(&reference).await.unwrap().key, key);
+        assert_eq!(archive.find_by_key(key).unwrap().len(), 1, "{key} indexed");
+    }
+    assert!(archive.find_by_key("b").unwrap().is_empty());
+    assert!(!fixture.dir.path().join("outside.jsonl").exists());
+}

@@ -273,3 +273,64 @@ async fn long_polling_returns_when_a_message_arrives() {
     producer.await.unwrap();
     assert_eq!(got.len(), 1);
 }
+
+#[tokio::test]
+async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues.create_queue("dlq", QueueSettings::default()).unwrap();
+    queues
+        .create_queue(
+            "orders",
+            QueueSettings::default()
+                .with_redrive("dlq", 2)
+                .with_visibility_timeout(30),
+        )
+        .unwrap();
+    for chunk in 0..15 {
+        let batch: Vec<OutgoingMessage> = (0..10)
+            .map(|i| OutgoingMessage::new(format!("{i}"), format!("m{}", chunk * 10 + i)))
+            .collect();
+        queues.send("orders", &batch).await.unwrap();
+    }
+    let source = queues.queue("orders").unwrap();
+    // A plain receive still stops at SQS's ten.
+    let first = source.receive(100, NOW).await.unwrap();
+    assert_eq!(first.len(), 10);
+    let batch = source.receive_batch(120, NOW).await.unwrap();
+    assert_eq!(batch.len(), 120);
+    let rest = source.receive_batch(1000, NOW).await.unwrap();
+    assert_eq!(rest.len(), 20);
+    assert!(source.receive_batch(1000, NOW).await.unwrap().is_empty());
+    let delivered: Vec<_> = first.iter().chain(&batch).chain(&rest).collect();
+    let mut bodies: Vec<&[u8]> = delivered.iter().map(|m| m.body.as_slice()).collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    assert_eq!(bodies.len(), 150, "each message delivered once");
+    let mut handles: Vec<&str> = delivered
+        .iter()
+        .map(|m| m.receipt_handle.as_str())
+        .collect();
+    handles.sort_unstable();
+    handles.dedup();
+    assert_eq!(handles.len(), 150, "a fresh receipt handle per delivery");
+    assert!(delivered.iter().all(|m| m.receive_count == 1));
+    assert_eq!(queues.depth("orders").unwrap().in_flight, 150);
+
+    // After the visibility timeout: delivered again, counted, with new handles.
+    fixture.clock.advance(Duration::seconds(31));
+    let again = source.receive_batch(1000, NOW).await.unwrap();
+    assert_eq!(again.len(), 150);
+    assert!(again.iter().all(|m| m.receive_count == 2));
+    let stale = source
+        .delete(&[batch[0].receipt_handle.clone()])
+        .await
+        .unwrap();
+    assert!(stale[0].is_err(), "a handle of an earlier receive is stale");
+
+    // At maxReceiveCount, the receive redrives them instead of delivering a third time.
+    fixture.clock.advance(Duration::seconds(31));
+    assert!(source.receive_batch(1000, NOW).await.unwrap().is_empty());
+    assert_eq!(queues.depth("orders").unwrap().total(), 0);
+    assert_eq!(queues.depth("dlq").unwrap().visible, 150);
+}
