@@ -278,7 +278,9 @@ async fn long_polling_returns_when_a_message_arrives() {
 async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
     let fixture = Fixture::new();
     let queues = fixture.store.queues();
-    queues.create_queue("dlq", QueueSettings::default()).unwrap();
+    queues
+        .create_queue("dlq", QueueSettings::default())
+        .unwrap();
     queues
         .create_queue(
             "orders",
