@@ -3,6 +3,7 @@
 //! tools find a message by key, class or time.
 
 use crate::error::LocalError;
+use crate::parallel::each_at_once;
 use crate::store::{IndexRow, LocalStore, PendingObject, from_text, to_text};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -183,27 +184,18 @@ impl LocalArchive {
                     .map_err(|e| e.into_port("store archive", target))?;
                 Ok(path)
             };
-            match batches {
-                [] => Vec::new(),
-                [one] => vec![write(one)],
-                [first, rest @ ..] => std::thread::scope(|scope| {
-                    let others: Vec<_> = rest
-                        .iter()
-                        .map(|batch| scope.spawn(move || write(batch)))
-                        .collect();
-                    let mut results = vec![write(first)];
-                    results.extend(others.into_iter().map(|handle| {
-                        handle.join().unwrap_or_else(|_| {
-                            Err(PortError::retryable(
-                                "store archive",
-                                "the archive",
-                                "the thread writing an archive object panicked",
-                            ))
-                        })
-                    }));
-                    results
-                }),
-            }
+            each_at_once(batches, write)
+                .into_iter()
+                .map(|result| {
+                    result.unwrap_or_else(|_| {
+                        Err(PortError::retryable(
+                            "store archive",
+                            "the archive",
+                            "the thread writing an archive object panicked",
+                        ))
+                    })
+                })
+                .collect()
         };
         batches
             .iter()

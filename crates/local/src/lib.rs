@@ -23,6 +23,7 @@ pub mod archive;
 pub mod error;
 pub mod ledger;
 pub mod metrics;
+mod parallel;
 pub mod queue;
 pub mod store;
 

@@ -2,6 +2,7 @@
 //! clock, and the time encodings every table shares.
 
 use crate::error::LocalError;
+use crate::parallel::each_at_once;
 use chrono::{DateTime, SecondsFormat, Utc};
 use dlq_healer_core::ports::{Clock, SystemClock};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -204,21 +205,11 @@ struct PendingArchive {
 fn sync_directories(mut directories: Vec<&Path>) {
     directories.sort_unstable();
     directories.dedup();
-    let sync = |directory: &Path| {
+    each_at_once(&directories, |directory| {
         if let Ok(dir) = std::fs::File::open(directory) {
             let _ = dir.sync_all();
         }
-    };
-    match directories.as_slice() {
-        [] => {}
-        [one] => sync(one),
-        [first, rest @ ..] => std::thread::scope(|scope| {
-            for directory in rest {
-                scope.spawn(move || sync(directory));
-            }
-            sync(first);
-        }),
-    }
+    });
 }
 
 fn index_objects(tx: &Transaction<'_>, objects: &[PendingObject]) -> rusqlite::Result<()> {
