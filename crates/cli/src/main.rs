@@ -275,6 +275,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     restore_default_sigpipe();
+    keep_memory_in_small_pages();
     if let Err(error) = config::load_into_environment() {
         eprintln!("error: {error:#}");
         std::process::exit(2);
@@ -297,6 +298,19 @@ fn restore_default_sigpipe() {
     // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// mimalloc asks for transparent huge pages on the arenas it reserves, and then touching a few
+/// bytes makes a whole 2 MiB page resident: the healer's peak RSS goes from 30 to 42 MiB at
+/// batch 100 and from 34 to 66 MiB at batch 500, for no measurable speed (`bench`). Turning huge
+/// pages off for this process keeps its memory in 4 KiB pages.
+fn keep_memory_in_small_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with PR_SET_THP_DISABLE only sets a flag on this process; failure (an old
+    // kernel) just leaves the default.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 

@@ -152,11 +152,13 @@ impl Ledger for LocalLedger {
         self.store
             .read("read", "the ledger", |tx| {
                 // One statement for the whole batch: the digests go in as a JSON array; each
-                // gets its newest record, if any.
+                // gets its newest re-queued or parked record, if any (the condition is the one
+                // of the index `ledger_retried_by_digest`, so that the index is used).
                 let mut statement = tx.prepare_cached(
                     "SELECT d.value, l.key, l.attempt, l.action FROM json_each(?1) AS d
                      CROSS JOIN ledger AS l
                      WHERE l.rowid = (SELECT rowid FROM ledger WHERE body_digest = d.value
+                                        AND action IN ('requeued', 'parked')
                                       ORDER BY at DESC, key DESC, attempt DESC LIMIT 1)",
                 )?;
                 let mut out = HashMap::new();

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The newest schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Schema version 1: queues, messages, ledger, archive index, alert windows and log, metrics.
 const SCHEMA_V1: &str = r#"
@@ -106,6 +106,16 @@ CREATE TABLE IF NOT EXISTS metrics (
     samples INTEGER NOT NULL,
     PRIMARY KEY (minute, name, class)
 );
+"#;
+
+/// Schema version 2: only re-queued and parked records are found by body digest (a message
+/// dead-lettered again without its context can only be one still being retried), so the digest
+/// index holds those alone. Its inserts land on random pages, and archived records, most of the
+/// ledger, no longer pay for them.
+const SCHEMA_V2: &str = r#"
+DROP INDEX IF EXISTS ledger_by_digest;
+CREATE INDEX IF NOT EXISTS ledger_retried_by_digest ON ledger(body_digest, at)
+    WHERE action IN ('requeued', 'parked');
 "#;
 
 struct Inner {
@@ -368,6 +378,11 @@ impl LocalStore {
             }
             if found < 1 {
                 tx.execute_batch(SCHEMA_V1)?;
+            }
+            if found < 2 {
+                tx.execute_batch(SCHEMA_V2)?;
+            }
+            if found < SCHEMA_VERSION {
                 tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
             }
             Ok(Ok(()))

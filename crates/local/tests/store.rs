@@ -43,7 +43,10 @@ fn a_file_that_is_not_sqlite_is_a_clear_error() {
 #[test]
 fn a_newer_schema_is_refused() {
     let fixture = Fixture::new();
-    assert_eq!(fixture.store.schema_version().unwrap(), 1);
+    assert_eq!(
+        fixture.store.schema_version().unwrap(),
+        dlq_healer_local::store::SCHEMA_VERSION
+    );
     let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
     raw.execute_batch("PRAGMA user_version = 99").unwrap();
     drop(raw);
@@ -51,6 +54,80 @@ fn a_newer_schema_is_refused() {
     assert!(
         matches!(error, LocalError::NewerSchema { found: 99, .. }),
         "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_file_is_migrated_and_finds_retried_records_by_digest() {
+    use chrono::{TimeZone, Utc};
+    use dlq_healer_core::FailureClass;
+    use dlq_healer_core::records::{LedgerRecord, RecordedAction};
+    let fixture = Fixture::new();
+    let at = |minute| Utc.with_ymd_and_hms(2026, 11, 27, 10, minute, 0).unwrap();
+    let record = |key: &str, action, digest: &str, minute| LedgerRecord {
+        key: key.into(),
+        attempt: 1,
+        class: FailureClass::Timeout,
+        rule: "timeout".into(),
+        action,
+        alerted: false,
+        at: at(minute),
+        source: Some("orders".into()),
+        archive_ref: None,
+        error: "timed out".into(),
+        dlq_message_id: format!("m-{key}"),
+        body_digest: digest.into(),
+        due_at: None,
+    };
+    // Turn the fresh file back into what version 1 wrote: every record in the digest index.
+    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
+    raw.execute_batch(
+        "DROP INDEX ledger_retried_by_digest;
+         CREATE INDEX ledger_by_digest ON ledger(body_digest, at);
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(raw);
+    let reopened = fixture.reopen();
+    assert_eq!(reopened.schema_version().unwrap(), 2);
+    let ledger = reopened.ledger();
+    ledger
+        .record(&[
+            record("retried", RecordedAction::Requeued, "d-1", 0),
+            record("parked", RecordedAction::Parked, "d-2", 1),
+            record("archived-later", RecordedAction::Archived, "d-1", 2),
+            record("archived", RecordedAction::Archived, "d-3", 3),
+        ])
+        .await
+        .unwrap();
+    let found = ledger
+        .keys_by_digest(&["d-1".into(), "d-2".into(), "d-3".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        found["d-1"].key, "retried",
+        "the newest re-queued record, not the archive"
+    );
+    assert_eq!(found["d-2"].key, "parked");
+    assert!(
+        !found.contains_key("d-3"),
+        "archived records are not found by digest"
+    );
+    let raw = rusqlite::Connection::open(reopened.path()).unwrap();
+    let indexes: Vec<String> = raw
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ledger' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        indexes.contains(&"ledger_retried_by_digest".to_string()),
+        "{indexes:?}"
+    );
+    assert!(
+        !indexes.contains(&"ledger_by_digest".to_string()),
+        "{indexes:?}"
     );
 }
 
