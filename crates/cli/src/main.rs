@@ -94,9 +94,11 @@ enum Command {
         /// Dead letters for the local healing benchmark.
         #[arg(long, default_value_t = 20_000)]
         healing_messages: usize,
-        /// Messages per healer batch in the healing benchmark.
-        #[arg(long, default_value_t = 100)]
-        batch_size: usize,
+        /// Messages per healer batch in the healing benchmark; several sizes separated by commas
+        /// give one set of healing rows each (`--healing-only` uses the first).
+        #[arg(long, value_delimiter = ',', default_values_t = [100, 500],
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: Vec<u32>,
         /// Run only the healing benchmark and print its figures as JSON (used by `bench` itself,
         /// to measure the healer's peak memory in a process of its own).
         #[arg(long, hide = true)]
@@ -447,7 +449,7 @@ fn dispatch(command: Command) -> Result<i32> {
             endpoint_url,
         } => {
             if healing_only {
-                let figures = bench::healing_figures(healing_messages, batch_size)?;
+                let figures = bench::healing_figures(healing_messages, batch_size[0] as usize)?;
                 println!("{}", serde_json::to_string(&figures)?);
                 return Ok(0);
             }
@@ -455,7 +457,8 @@ fn dispatch(command: Command) -> Result<i32> {
                 println!("| benchmark | figure | target |");
                 println!("| --- | --- | --- |");
             } else {
-                bench::run(classify_messages, healing_messages, batch_size)?;
+                let batch_sizes: Vec<usize> = batch_size.iter().map(|&b| b as usize).collect();
+                bench::run(classify_messages, healing_messages, &batch_sizes)?;
             }
             if aws || aws_only {
                 let args = aws::AwsArgs {

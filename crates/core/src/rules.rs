@@ -13,13 +13,17 @@ use crate::class::FailureClass;
 use crate::context::ContextState;
 use crate::message::Attributes;
 use crate::policy::{ClassPolicy, PolicyTable};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
 use std::cell::OnceCell;
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::fmt;
+
+mod literals;
+
+use literals::{LiteralMatcher, Occurrence};
 
 /// The rules shipped with dlq-healer, used when no rules file is given.
 pub const DEFAULT_RULES_TOML: &str = include_str!("default_rules.toml");
@@ -217,14 +221,23 @@ struct RuleSpec {
     context: Vec<ContextState>,
 }
 
-/// Which pattern of the shared literal matcher a hit belongs to.
+/// Which rule a literal of the shared matcher belongs to.
 #[derive(Debug, Clone)]
 struct LiteralOwner {
     rule: usize,
     text: String,
     is_error_type: bool,
-    needs_start_boundary: bool,
-    needs_end_boundary: bool,
+}
+
+/// The literal a rule matched with, and where: the first occurrence in the order an overlapping
+/// scan reports them (the error text before the error type, then by end, the longer first, then
+/// by literal), so that the reported signal does not depend on how occurrences are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct LiteralHit {
+    haystack: u8,
+    end: usize,
+    length: Reverse<usize>,
+    literal: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -259,7 +272,7 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    literals: Option<AhoCorasick>,
+    literals: LiteralMatcher,
     literal_owners: Vec<LiteralOwner>,
     regex_set: Option<RegexSet>,
     regex_sources: Vec<String>,
@@ -282,7 +295,7 @@ struct Evaluation<'f, 'a> {
     /// The last part of a qualified error type (`SocketTimeoutException` of
     /// `java.net.SocketTimeoutException`).
     error_type_last: Option<&'a str>,
-    literal_hits: Vec<Option<usize>>,
+    literal_hits: Vec<Option<LiteralHit>>,
     regex_hits: OnceCell<Vec<bool>>,
     statuses: OnceCell<Vec<u16>>,
     body_valid: OnceCell<(BodyFormat, bool)>,
@@ -416,8 +429,6 @@ impl RuleSet {
                         rule: index,
                         text: literal.clone(),
                         is_error_type,
-                        needs_start_boundary: literal.chars().next().is_some_and(is_word_char),
-                        needs_end_boundary: literal.chars().last().is_some_and(is_word_char),
                     });
                 }
             }
@@ -436,19 +447,8 @@ impl RuleSet {
                 has_literals,
             });
         }
-        let literals = if literal_patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::Standard)
-                    // A full DFA: the fastest overlapping search, and small for rule texts.
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&literal_patterns)
-                    .map_err(|e| error_at("", format!("cannot compile the rule texts: {e}")))?,
-            )
-        };
+        let literals = LiteralMatcher::new(&literal_patterns)
+            .map_err(|e| error_at("", format!("cannot compile the rule texts: {e}")))?;
         let regex_set = if regex_sources.is_empty() {
             None
         } else {
@@ -559,28 +559,31 @@ impl RuleSet {
     }
 
     fn evaluate<'f, 'a>(&self, facts: &'f Facts<'a>) -> Evaluation<'f, 'a> {
-        let mut literal_hits = vec![None; self.rules.len()];
-        if let Some(matcher) = &self.literals {
-            for haystack in [facts.error_message, facts.error_type.unwrap_or("")] {
-                if haystack.is_empty() {
-                    continue;
-                }
-                for hit in matcher.find_overlapping_iter(haystack) {
-                    let owner = &self.literal_owners[hit.pattern().as_usize()];
-                    if literal_hits[owner.rule].is_some() {
-                        continue;
-                    }
-                    let bytes = haystack.as_bytes();
-                    let start_ok = !owner.needs_start_boundary
-                        || hit.start() == 0
-                        || !is_word_byte(bytes[hit.start() - 1]);
-                    let end_ok = !owner.needs_end_boundary
-                        || hit.end() == bytes.len()
-                        || !is_word_byte(bytes[hit.end()]);
-                    if start_ok && end_ok {
-                        literal_hits[owner.rule] = Some(hit.pattern().as_usize());
-                    }
-                }
+        let mut literal_hits: Vec<Option<LiteralHit>> = vec![None; self.rules.len()];
+        if !self.literals.is_empty() {
+            for (haystack, text) in [facts.error_message, facts.error_type.unwrap_or("")]
+                .into_iter()
+                .enumerate()
+            {
+                self.literals.for_each_occurrence(
+                    text,
+                    |Occurrence {
+                         literal,
+                         start,
+                         end,
+                     }| {
+                        let hit = LiteralHit {
+                            haystack: haystack as u8,
+                            end,
+                            length: Reverse(end - start),
+                            literal,
+                        };
+                        let best = &mut literal_hits[self.literal_owners[literal].rule];
+                        if best.is_none_or(|best| hit < best) {
+                            *best = Some(hit);
+                        }
+                    },
+                );
             }
         }
         Evaluation {
@@ -627,8 +630,8 @@ impl RuleSet {
         if !rule.context.is_empty() && rule.context.contains(&facts.context) {
             return Ok(Signal::Context(facts.context));
         }
-        if let Some(pattern) = evaluation.literal_hits[index] {
-            let owner = &self.literal_owners[pattern];
+        if let Some(hit) = evaluation.literal_hits[index] {
+            let owner = &self.literal_owners[hit.literal];
             return Ok(if owner.is_error_type {
                 Signal::ErrorType(owner.text.clone())
             } else {
@@ -698,14 +701,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
-}
-
-fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_'
-}
-
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
 }
 
 /// `SocketTimeoutException` matches `java.net.SocketTimeoutException`, `Foo::SocketTimeoutException`;
