@@ -56,9 +56,11 @@ fn object_key(b: &[u8], i: usize) -> Option<usize> {
 
 /// The structural check.
 fn check(b: &[u8]) -> bool {
-    // Bit `d` of `stack` is set when the container at depth `d` is an object.
+    // Bit `d` of `stack` is set when the container at depth `d` is an object; `in_object` is
+    // the bit of the innermost container.
     let mut stack: u128 = 0;
     let mut depth = 0usize;
+    let mut in_object = false;
     let mut i = skip_whitespace(b, 0);
     'value: loop {
         // A value starts at `i`.
@@ -71,18 +73,15 @@ fn check(b: &[u8]) -> bool {
                     return false;
                 }
                 let is_object = c == b'{';
-                if is_object {
-                    stack |= 1 << depth;
-                } else {
-                    stack &= !(1 << depth);
-                }
-                depth += 1;
-                i = skip_whitespace(b, i + 1);
                 let close = if is_object { b'}' } else { b']' };
+                i = skip_whitespace(b, i + 1);
                 if b.get(i) == Some(&close) {
-                    depth -= 1;
+                    // Empty: nothing to push.
                     i += 1;
                 } else if is_object {
+                    stack |= 1 << depth;
+                    depth += 1;
+                    in_object = true;
                     match object_key(b, i) {
                         Some(next) => {
                             i = next;
@@ -91,6 +90,9 @@ fn check(b: &[u8]) -> bool {
                         None => return false,
                     }
                 } else {
+                    stack &= !(1 << depth);
+                    depth += 1;
+                    in_object = false;
                     continue 'value;
                 }
             }
@@ -113,7 +115,6 @@ fn check(b: &[u8]) -> bool {
             if depth == 0 {
                 return i == b.len();
             }
-            let in_object = (stack >> (depth - 1)) & 1 == 1;
             match b.get(i) {
                 Some(b',') => {
                     i = skip_whitespace(b, i + 1);
@@ -127,10 +128,12 @@ fn check(b: &[u8]) -> bool {
                 }
                 Some(b'}') if in_object => {
                     depth -= 1;
+                    in_object = depth > 0 && (stack >> (depth - 1)) & 1 == 1;
                     i += 1;
                 }
                 Some(b']') if !in_object => {
                     depth -= 1;
+                    in_object = depth > 0 && (stack >> (depth - 1)) & 1 == 1;
                     i += 1;
                 }
                 _ => return false,

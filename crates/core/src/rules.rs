@@ -785,18 +785,24 @@ const STATUS_KEYWORDS: [&str; 13] = [
 ];
 
 fn is_status_keyword(word: &str) -> bool {
-    let word = word.to_ascii_lowercase();
-    STATUS_KEYWORDS.contains(&word.as_str()) || word.starts_with("http/")
+    STATUS_KEYWORDS
+        .iter()
+        .any(|keyword| word.eq_ignore_ascii_case(keyword))
+        || word
+            .get(..5)
+            .is_some_and(|start| start.eq_ignore_ascii_case("http/"))
 }
 
 /// Whether `word` can start the reason phrase of `status` (`401 Unauthorized`, `503 Service
 /// Unavailable`, `404 Client Error`), so that `user 401 not found` is not read as a 401.
 fn reason_phrase_fits(status: u16, word: &str) -> bool {
-    let word = word.to_ascii_lowercase();
-    let word = word.as_str();
-    match (status / 100, word) {
-        (4, "client") | (5, "server") => return true,
-        _ => {}
+    let client_or_server = match status / 100 {
+        4 => "client",
+        5 => "server",
+        _ => "",
+    };
+    if !client_or_server.is_empty() && word.eq_ignore_ascii_case(client_or_server) {
+        return true;
     }
     let starts: &[&str] = match status {
         100 => &["continue"],
@@ -855,7 +861,7 @@ fn reason_phrase_fits(status: u16, word: &str) -> bool {
         529 => &["site"],
         _ => &[],
     };
-    starts.contains(&word)
+    starts.iter().any(|start| word.eq_ignore_ascii_case(start))
 }
 
 /// HTTP statuses written as such in a text: `429 Too Many Requests`, `HTTP/1.1 503`, `status code 401`,
