@@ -126,12 +126,7 @@ fn check(b: &[u8]) -> bool {
                     }
                     continue 'value;
                 }
-                Some(b'}') if in_object => {
-                    depth -= 1;
-                    in_object = depth > 0 && (stack >> (depth - 1)) & 1 == 1;
-                    i += 1;
-                }
-                Some(b']') if !in_object => {
+                Some(&close @ (b'}' | b']')) if (close == b'}') == in_object => {
                     depth -= 1;
                     in_object = depth > 0 && (stack >> (depth - 1)) & 1 == 1;
                     i += 1;

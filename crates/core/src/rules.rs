@@ -796,12 +796,12 @@ fn is_status_keyword(word: &str) -> bool {
 /// Whether `word` can start the reason phrase of `status` (`401 Unauthorized`, `503 Service
 /// Unavailable`, `404 Client Error`), so that `user 401 not found` is not read as a 401.
 fn reason_phrase_fits(status: u16, word: &str) -> bool {
-    let client_or_server = match status / 100 {
-        4 => "client",
-        5 => "server",
-        _ => "",
+    let class_word = match status / 100 {
+        4 => Some("client"),
+        5 => Some("server"),
+        _ => None,
     };
-    if !client_or_server.is_empty() && word.eq_ignore_ascii_case(client_or_server) {
+    if class_word.is_some_and(|class_word| word.eq_ignore_ascii_case(class_word)) {
         return true;
     }
     let starts: &[&str] = match status {

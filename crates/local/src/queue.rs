@@ -520,7 +520,6 @@ impl LocalQueue {
                     .query_map(params![name, now], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
             }
-            let mut skipped = 0usize;
             // Candidates already delivered or skipped in this receive, so that a later page does
             // not offer them again.
             let mut seen: std::collections::HashSet<i64> = std::collections::HashSet::new();
@@ -536,11 +535,7 @@ impl LocalQueue {
                 })?;
                 let page: Vec<Candidate> = statement
                     .query_map(
-                        params![
-                            name,
-                            now,
-                            (max + skipped + delivered.len() + MAX_RECEIVE_BATCH) as i64
-                        ],
+                        params![name, now, (max + seen.len() + MAX_RECEIVE_BATCH) as i64],
                         |r| {
                             Ok(Candidate {
                                 seq: r.get(0)?,
@@ -586,7 +581,6 @@ impl LocalQueue {
                             .as_ref()
                             .is_some_and(|g| blocked_groups.contains(g));
                     if group_blocked {
-                        skipped += 1;
                         seen.insert(candidate.seq);
                         continue;
                     }

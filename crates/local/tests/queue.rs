@@ -277,18 +277,7 @@ async fn long_polling_returns_when_a_message_arrives() {
 #[tokio::test]
 async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
     let fixture = Fixture::new();
-    let queues = fixture.store.queues();
-    queues
-        .create_queue("dlq", QueueSettings::default())
-        .unwrap();
-    queues
-        .create_queue(
-            "orders",
-            QueueSettings::default()
-                .with_redrive("dlq", 2)
-                .with_visibility_timeout(30),
-        )
-        .unwrap();
+    let queues = fixture.queue_with_dlq("orders", 30, 2);
     for chunk in 0..15 {
         let batch: Vec<OutgoingMessage> = (0..10)
             .map(|i| OutgoingMessage::new(format!("{i}"), format!("m{}", chunk * 10 + i)))

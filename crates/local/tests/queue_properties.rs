@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use common::Fixture;
 use dlq_healer_core::message::OutgoingMessage;
 use dlq_healer_core::ports::{MessageSource, QueueSender};
-use dlq_healer_local::{LocalQueue, LocalQueues, QueueSettings};
+use dlq_healer_local::{LocalQueue, LocalQueues};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -66,18 +66,7 @@ struct Harness {
 impl Harness {
     fn new(max_receive_count: u32) -> Harness {
         let fixture = Fixture::new();
-        let queues = fixture.store.queues();
-        queues
-            .create_queue("dlq", QueueSettings::default())
-            .unwrap();
-        queues
-            .create_queue(
-                "q",
-                QueueSettings::default()
-                    .with_visibility_timeout(VISIBILITY as u32)
-                    .with_redrive("dlq", max_receive_count),
-            )
-            .unwrap();
+        let queues = fixture.queue_with_dlq("q", VISIBILITY as u32, max_receive_count);
         let main = queues.queue("q").unwrap();
         let dlq = queues.queue("dlq").unwrap();
         Harness {

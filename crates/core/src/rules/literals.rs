@@ -40,10 +40,8 @@ struct Literal {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LiteralMatcher {
     literals: Vec<Literal>,
-    /// Literal indices grouped by the hash of their lowercased first word; each value is a range
-    /// of `by_first_word_order`.
-    by_first_word: HashMap<u64, (u32, u32), BuildHasherDefault<AlreadyHashed>>,
-    by_first_word_order: Vec<u32>,
+    /// Literal indices by the hash of their lowercased first word.
+    by_first_word: HashMap<u64, Vec<u32>, BuildHasherDefault<AlreadyHashed>>,
     /// Bit `n` is set when some first word has `n` bytes: words of other lengths are skipped
     /// without hashing.
     first_word_lengths: u64,
@@ -55,7 +53,6 @@ impl LiteralMatcher {
     /// Prepare `literals` (none may be empty).
     pub(crate) fn new(literals: &[String]) -> Result<LiteralMatcher, aho_corasick::BuildError> {
         let mut matcher = LiteralMatcher::default();
-        let mut by_word: Vec<(u64, u32)> = Vec::new();
         let mut others: Vec<(&str, u32)> = Vec::new();
         for (index, text) in literals.iter().enumerate() {
             let bytes = text.as_bytes();
@@ -84,20 +81,15 @@ impl LiteralMatcher {
             let index = u32::try_from(index).expect("fewer than 2^32 literals");
             if by_first_word {
                 matcher.first_word_lengths |= 1 << (first_word_end - first_word_at);
-                by_word.push((lowercase_hash(&bytes[first_word_at..first_word_end]), index));
+                matcher
+                    .by_first_word
+                    .entry(lowercase_hash(&bytes[first_word_at..first_word_end]))
+                    .or_default()
+                    .push(index);
             } else {
                 others.push((text.as_str(), index));
             }
             matcher.literals.push(literal);
-        }
-        by_word.sort_unstable();
-        for group in by_word.chunk_by(|a, b| a.0 == b.0) {
-            let start = matcher.by_first_word_order.len() as u32;
-            matcher
-                .by_first_word_order
-                .extend(group.iter().map(|&(_, index)| index));
-            let end = matcher.by_first_word_order.len() as u32;
-            matcher.by_first_word.insert(group[0].0, (start, end));
         }
         if !others.is_empty() {
             let automaton = AhoCorasickBuilder::new()
@@ -151,13 +143,13 @@ impl LiteralMatcher {
             if length > MAX_FIRST_WORD || self.first_word_lengths & (1 << length) == 0 {
                 continue;
             }
-            let Some(&(from, to)) = self
+            let Some(candidates) = self
                 .by_first_word
                 .get(&lowercase_hash(&bytes[word_start..i]))
             else {
                 continue;
             };
-            for &literal in &self.by_first_word_order[from as usize..to as usize] {
+            for &literal in candidates {
                 let literal = literal as usize;
                 let Literal {
                     bytes: pattern,

@@ -5,7 +5,7 @@
 
 use chrono::{TimeZone, Utc};
 use dlq_healer_core::ports::ManualClock;
-use dlq_healer_local::LocalStore;
+use dlq_healer_local::{LocalQueues, LocalStore, QueueSettings};
 use std::sync::Arc;
 
 /// A store in its own temporary directory, on a manual clock.
@@ -28,6 +28,29 @@ impl Fixture {
         let store = LocalStore::open_with_clock(dir.path().join("healer.db"), clock.clone())
             .expect("open store");
         Fixture { dir, store, clock }
+    }
+
+    /// A queue `name` with the given visibility timeout whose messages go to a new queue `dlq`
+    /// after `max_receive_count` receives; the store's queues.
+    pub fn queue_with_dlq(
+        &self,
+        name: &str,
+        visibility_seconds: u32,
+        max_receive_count: u32,
+    ) -> LocalQueues {
+        let queues = self.store.queues();
+        queues
+            .create_queue("dlq", QueueSettings::default())
+            .unwrap();
+        queues
+            .create_queue(
+                name,
+                QueueSettings::default()
+                    .with_visibility_timeout(visibility_seconds)
+                    .with_redrive("dlq", max_receive_count),
+            )
+            .unwrap();
+        queues
     }
 
     /// Another connection to the same file, as a second process would open it.
