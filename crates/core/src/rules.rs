@@ -246,7 +246,6 @@ struct Rule {
     class: FailureClass,
     sources: Vec<String>,
     min_receive_count: Option<u32>,
-    error_types: Vec<String>,
     statuses: Vec<u16>,
     regexes: Vec<(usize, String)>,
     body_invalid: bool,
@@ -292,9 +291,6 @@ enum Miss {
 /// Per-message scratch state, so each expensive fact is computed at most once.
 struct Evaluation<'f, 'a> {
     facts: &'f Facts<'a>,
-    /// The last part of a qualified error type (`SocketTimeoutException` of
-    /// `java.net.SocketTimeoutException`).
-    error_type_last: Option<&'a str>,
     literal_hits: Vec<Option<LiteralHit>>,
     regex_hits: OnceCell<Vec<bool>>,
     statuses: OnceCell<Vec<u16>>,
@@ -437,7 +433,6 @@ impl RuleSet {
                 class: spec.class,
                 sources: spec.source,
                 min_receive_count: spec.min_receive_count,
-                error_types: spec.error_type,
                 statuses: spec.status,
                 regexes,
                 body_invalid: spec.body_invalid,
@@ -561,6 +556,9 @@ impl RuleSet {
     fn evaluate<'f, 'a>(&self, facts: &'f Facts<'a>) -> Evaluation<'f, 'a> {
         let mut literal_hits: Vec<Option<LiteralHit>> = vec![None; self.rules.len()];
         if !self.literals.is_empty() {
+            // Error types are literals too, looked for in the error type as well as in the text:
+            // a type equal to the context's `error.type`, or to its last part after `.`, `:`,
+            // `/` or `\` (`java.net.SocketTimeoutException`), is a word-bounded occurrence in it.
             for (haystack, text) in [facts.error_message, facts.error_type.unwrap_or("")]
                 .into_iter()
                 .enumerate()
@@ -588,7 +586,6 @@ impl RuleSet {
         }
         Evaluation {
             facts,
-            error_type_last: facts.error_type.map(last_type_segment),
             literal_hits,
             regex_hits: OnceCell::new(),
             statuses: OnceCell::new(),
@@ -637,14 +634,6 @@ impl RuleSet {
             } else {
                 Signal::Text(owner.text.clone())
             });
-        }
-        if let (Some(error_type), Some(last)) = (facts.error_type, evaluation.error_type_last)
-            && let Some(matched) = rule
-                .error_types
-                .iter()
-                .find(|t| type_names_match(t, error_type, last))
-        {
-            return Ok(Signal::ErrorType(matched.clone()));
         }
         if !rule.statuses.is_empty() {
             let statuses = evaluation.statuses.get_or_init(|| {
@@ -701,23 +690,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, column)
-}
-
-/// `SocketTimeoutException` matches `java.net.SocketTimeoutException`, `Foo::SocketTimeoutException`;
-/// `last` is [`last_type_segment`] of `error_type`.
-fn type_names_match(rule_type: &str, error_type: &str, last: &str) -> bool {
-    error_type.eq_ignore_ascii_case(rule_type) || last.eq_ignore_ascii_case(rule_type)
-}
-
-/// What follows the last `.`, `:`, `/` or `\` of an error type (all of it when there is none).
-fn last_type_segment(error_type: &str) -> &str {
-    match error_type
-        .bytes()
-        .rposition(|b| matches!(b, b'.' | b':' | b'/' | b'\\'))
-    {
-        Some(at) => &error_type[at + 1..],
-        None => error_type,
-    }
 }
 
 pub use crate::json_check::MAX_JSON_DEPTH;
@@ -873,10 +845,10 @@ pub fn statuses_in_text(text: &str) -> Vec<u16> {
     let bytes = text.as_bytes();
     let mut found = Vec::new();
     let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() {
-            i += 1;
-            continue;
+    loop {
+        i = next_digit(bytes, i);
+        if i == bytes.len() {
+            break;
         }
         let start = i;
         while i < bytes.len() && bytes[i].is_ascii_digit() {
@@ -926,6 +898,27 @@ pub fn statuses_in_text(text: &str) -> Vec<u16> {
         }
     }
     found
+}
+
+/// The index of the first ASCII digit at or after `i`, or `bytes.len()`. Error texts are mostly
+/// letters, so it skips eight bytes at a time.
+fn next_digit(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        // Digits become 0..=9; the lowest flagged byte of `value < 10` is exact (the borrows of
+        // the subtraction only flag bytes above it).
+        let offsets = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ (ONES * 0x30);
+        let digits = offsets.wrapping_sub(ONES * 10) & !offsets & HIGHS;
+        if digits != 0 {
+            return i + (digits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !bytes[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
 }
 
 /// The word before `index` (skipping separators such as `: = ( "`), and where it starts.

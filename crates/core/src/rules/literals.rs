@@ -37,14 +37,15 @@ struct Literal {
 }
 
 /// The literals of a rule set, ready to be found in texts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct LiteralMatcher {
     literals: Vec<Literal>,
     /// Literal indices by the hash of their lowercased first word.
     by_first_word: HashMap<u64, Vec<u32>, BuildHasherDefault<AlreadyHashed>>,
-    /// Bit `n` is set when some first word has `n` bytes: words of other lengths are skipped
-    /// without hashing.
-    first_word_lengths: u64,
+    /// Bit `n` of entry `shape_slot(word)` is set when some first word has `n` bytes and the
+    /// same first and last bytes as `word` (up to ASCII case): most words of an error text are
+    /// skipped with this, without hashing.
+    first_word_shapes: Box<[u64; 1024]>,
     /// The literals that are not found by word, and their indices.
     automaton: Option<(AhoCorasick, Vec<u32>)>,
 }
@@ -52,7 +53,12 @@ pub(crate) struct LiteralMatcher {
 impl LiteralMatcher {
     /// Prepare `literals` (none may be empty).
     pub(crate) fn new(literals: &[String]) -> Result<LiteralMatcher, aho_corasick::BuildError> {
-        let mut matcher = LiteralMatcher::default();
+        let mut matcher = LiteralMatcher {
+            literals: Vec::new(),
+            by_first_word: HashMap::default(),
+            first_word_shapes: Box::new([0; 1024]),
+            automaton: None,
+        };
         let mut others: Vec<(&str, u32)> = Vec::new();
         for (index, text) in literals.iter().enumerate() {
             let bytes = text.as_bytes();
@@ -80,7 +86,8 @@ impl LiteralMatcher {
                 && (first_word_end < bytes.len() || literal.needs_end_boundary);
             let index = u32::try_from(index).expect("fewer than 2^32 literals");
             if by_first_word {
-                matcher.first_word_lengths |= 1 << (first_word_end - first_word_at);
+                let first_word = &bytes[first_word_at..first_word_end];
+                matcher.first_word_shapes[shape_slot(first_word)] |= 1 << first_word.len();
                 matcher
                     .by_first_word
                     .entry(lowercase_hash(&bytes[first_word_at..first_word_end]))
@@ -129,25 +136,16 @@ impl LiteralMatcher {
     }
 
     fn by_words(&self, bytes: &[u8], found: &mut impl FnMut(Occurrence)) {
-        let mut i = 0;
-        while i < bytes.len() {
-            if !is_word_byte(bytes[i]) {
-                i += 1;
-                continue;
+        for_each_word(bytes, |word_start, word_end| {
+            let length = word_end - word_start;
+            let word = &bytes[word_start..word_end];
+            if length > MAX_FIRST_WORD
+                || self.first_word_shapes[shape_slot(word)] & (1 << length) == 0
+            {
+                return;
             }
-            let word_start = i;
-            while i < bytes.len() && is_word_byte(bytes[i]) {
-                i += 1;
-            }
-            let length = i - word_start;
-            if length > MAX_FIRST_WORD || self.first_word_lengths & (1 << length) == 0 {
-                continue;
-            }
-            let Some(candidates) = self
-                .by_first_word
-                .get(&lowercase_hash(&bytes[word_start..i]))
-            else {
-                continue;
+            let Some(candidates) = self.by_first_word.get(&lowercase_hash(word)) else {
+                return;
             };
             for &literal in candidates {
                 let literal = literal as usize;
@@ -171,7 +169,7 @@ impl LiteralMatcher {
                     });
                 }
             }
-        }
+        });
     }
 
     /// Whether an occurrence of `literal` at `start..end` of `bytes` is word-bounded where the
@@ -183,6 +181,61 @@ impl LiteralMatcher {
         let end_ok = !literal.needs_end_boundary || end == bytes.len() || !is_word_byte(bytes[end]);
         start_ok && end_ok
     }
+}
+
+/// Call `word` with the start and end (exclusive) of every run of word bytes in `bytes`, in order.
+/// Eight bytes are classified at a time, and words are found from the bit mask of word bytes.
+fn for_each_word(bytes: &[u8], mut word: impl FnMut(usize, usize)) {
+    let mut word_start = None;
+    let mut edges_in = |base: usize, eight: u64| {
+        let words = word_byte_mask(eight);
+        // Bit i of `before` says whether the byte before byte i is a word byte.
+        let before = (words << 1) | u64::from(word_start.is_some());
+        let mut edges = (words ^ before) & 0xFF;
+        while edges != 0 {
+            let at = base + edges.trailing_zeros() as usize;
+            match word_start.take() {
+                Some(start) => word(start, at),
+                None => word_start = Some(at),
+            }
+            edges &= edges - 1;
+        }
+    };
+    let chunks = bytes.chunks_exact(8);
+    let rest = chunks.remainder();
+    for (index, chunk) in chunks.enumerate() {
+        edges_in(
+            index * 8,
+            u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
+        );
+    }
+    if !rest.is_empty() {
+        // Zero bytes are not word bytes, so the padding ends a word that runs to the end.
+        let mut eight = [0u8; 8];
+        eight[..rest.len()].copy_from_slice(rest);
+        edges_in(bytes.len() - rest.len(), u64::from_le_bytes(eight));
+    }
+    if let Some(start) = word_start {
+        word(start, bytes.len());
+    }
+}
+
+/// Bit i is set when byte i (little-endian) of `eight` is a word byte (see [`is_word_byte`]).
+fn word_byte_mask(eight: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Each byte of `ascii` is below 0x80, so adding up to 0x80 to it never carries into the
+    // next byte: the high bit of `ascii + (0x80 - low)` says `byte >= low`.
+    let ascii = eight & !HIGHS;
+    let at_least = |x: u64, low: u8| x.wrapping_add(ONES * u64::from(0x80 - low)) & HIGHS;
+    let in_range = |x: u64, low: u8, high: u8| at_least(x, low) & !at_least(x, high + 1);
+    let folded = ascii | (ONES * 0x20);
+    let marks = (eight & HIGHS)
+        | in_range(ascii, b'0', b'9')
+        | in_range(folded, b'a', b'z')
+        | in_range(ascii, b'_', b'_');
+    // Gather the eight high bits into the low byte.
+    ((marks >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
 }
 
 /// A character that continues a word: a literal beginning (ending) with one needs a word
@@ -208,18 +261,31 @@ const WORD_BYTES: [bool; 256] = {
     table
 };
 
+/// Where a word's lengths are kept in [`LiteralMatcher::first_word_shapes`]: by its first and
+/// last bytes, the same slot for both cases of an ASCII letter.
+fn shape_slot(word: &[u8]) -> usize {
+    let (first, last) = (word[0], word[word.len() - 1]);
+    usize::from(first & 0x1F) << 5 | usize::from(last & 0x1F)
+}
+
 /// A hash of a word that ignores ASCII case: its length and its first and last eight bytes,
 /// each with bit 5 set (which lowercases ASCII letters; other bytes that become equal only make
 /// more candidates, which are then compared in full).
 fn lowercase_hash(word: &[u8]) -> u64 {
     const FOLD: u64 = 0x2020_2020_2020_2020;
-    let take = word.len().min(8);
-    let mut head = [0u8; 8];
-    head[..take].copy_from_slice(&word[..take]);
-    let mut tail = [0u8; 8];
-    tail[8 - take..].copy_from_slice(&word[word.len() - take..]);
-    let mut hash = (u64::from_le_bytes(head) | FOLD)
-        ^ (u64::from_le_bytes(tail) | FOLD).rotate_left(29)
+    let (head, tail) = match (word.first_chunk::<8>(), word.last_chunk::<8>()) {
+        (Some(head), Some(tail)) => (u64::from_le_bytes(*head), u64::from_le_bytes(*tail)),
+        _ => {
+            // Shorter than eight bytes: the tail is the head moved to the top.
+            let head = word
+                .iter()
+                .rev()
+                .fold(0u64, |value, &b| value << 8 | u64::from(b));
+            (head, head << (8 * (8 - word.len())))
+        }
+    };
+    let mut hash = (head | FOLD)
+        ^ (tail | FOLD).rotate_left(29)
         ^ (word.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     hash = (hash ^ (hash >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
     hash ^ (hash >> 32)
@@ -342,6 +408,27 @@ mod tests {
     }
 
     #[test]
+    fn words_are_the_runs_of_word_bytes() {
+        for text in [
+            "",
+            "a",
+            " a ",
+            "abcdefgh",
+            "abcdefg h",
+            "abcdefgh ijklmnop",
+            "é→x_1 \u{7f}z",
+        ] {
+            let mut words = Vec::new();
+            for_each_word(text.as_bytes(), |start, end| words.push(&text[start..end]));
+            let expected: Vec<&str> = text
+                .split(|c: char| c.is_ascii() && !is_word_byte(c as u8))
+                .filter(|w| !w.is_empty())
+                .collect();
+            assert_eq!(words, expected, "{text:?}");
+        }
+    }
+
+    #[test]
     fn every_default_text_is_found_by_word() {
         let defaults = crate::rules::RuleSet::defaults();
         assert!(defaults.literals.automaton.is_none());
@@ -349,6 +436,35 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn word_byte_masks_match_the_table(eight in any::<[u8; 8]>()) {
+            let expected = eight
+                .iter()
+                .enumerate()
+                .fold(0u64, |mask, (i, &b)| mask | u64::from(is_word_byte(b)) << i);
+            prop_assert_eq!(word_byte_mask(u64::from_le_bytes(eight)), expected);
+        }
+
+        #[test]
+        fn words_are_found_at_every_offset(bytes in prop::collection::vec(prop::sample::select(b"aZ9_ .-\x80\xff\x7f@[`{/:".to_vec()), 0..40)) {
+            let mut words = Vec::new();
+            for_each_word(&bytes, |start, end| words.push((start, end)));
+            let mut expected = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if is_word_byte(bytes[i]) {
+                    let start = i;
+                    while i < bytes.len() && is_word_byte(bytes[i]) {
+                        i += 1;
+                    }
+                    expected.push((start, i));
+                } else {
+                    i += 1;
+                }
+            }
+            prop_assert_eq!(words, expected);
+        }
+
         #[test]
         fn agrees_with_the_automaton_on_texts_made_of_the_literals(
             literals in prop::collection::vec("[a-cA-C_ .:'→é]{1,20}", 1..12),

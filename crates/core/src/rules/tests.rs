@@ -1363,6 +1363,42 @@ proptest! {
     }
 
     #[test]
+    fn error_types_match_the_whole_type_or_its_last_part(
+        rule_type in prop::sample::select(vec!["SocketTimeoutException", "ECONNRESET", "Timeout", "x_1", "Err.Timeout"]),
+        prefix in prop::sample::select(vec!["", "java.net.", "Foo::", "a/", "a\\", "pkg.Sub:", "My", "é"]),
+        body in prop::sample::select(vec!["SocketTimeoutException", "sockettimeoutexception", "ECONNRESET", "timeout", "TIMEOUT", "x_1", "Err.Timeout", "err.timeout"]),
+        suffix in prop::sample::select(vec!["", "Wrapper", "_2", ".", "é"]),
+    ) {
+        let error_type = format!("{prefix}{body}{suffix}");
+        let last = error_type
+            .rsplit(['.', ':', '/', '\\'])
+            .next()
+            .unwrap_or(&error_type);
+        let named = error_type.eq_ignore_ascii_case(rule_type) || last.eq_ignore_ascii_case(rule_type);
+        let rules = custom(&format!(
+            "[[rule]]\nname = \"t\"\nclass = \"timeout\"\nerror_type = [{rule_type:?}]\n"
+        ));
+        let got = rules.classify(&facts(BODY, Some(&error_type), "", None));
+        if named {
+            prop_assert_eq!(got.rule.as_str(), "t", "{} names {}", error_type, rule_type);
+            prop_assert_eq!(got.signal, Some(Signal::ErrorType(rule_type.to_string())));
+        }
+    }
+
+    #[test]
+    fn next_digit_finds_the_first_digit(
+        bytes in prop::collection::vec(prop::sample::select(b"ab09/:\x80\xff\x2f\x3a ".to_vec()), 0..40),
+        from in 0usize..40,
+    ) {
+        let from = from.min(bytes.len());
+        let expected = bytes[from..]
+            .iter()
+            .position(u8::is_ascii_digit)
+            .map_or(bytes.len(), |at| from + at);
+        prop_assert_eq!(next_digit(&bytes, from), expected);
+    }
+
+    #[test]
     fn statuses_in_arbitrary_text_never_panic_and_are_tokens(text in any::<String>()) {
         for status in statuses_in_text(&text) {
             prop_assert!(is_standalone_token(&text, status), "{status} in {text:?}");
