@@ -168,15 +168,24 @@ impl OpenedLetter {
 
 /// A short hex digest of a body, to recognise a message whose context was stripped.
 pub fn body_digest(body: &[u8]) -> String {
-    Sha256::digest(body)[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digest = String::with_capacity(32);
+    for &b in &Sha256::digest(body)[..16] {
+        digest.push(char::from(HEX[usize::from(b >> 4)]));
+        digest.push(char::from(HEX[usize::from(b & 0xF)]));
+    }
+    digest
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_digests_are_the_first_half_of_sha256_in_lowercase_hex() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(body_digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223");
+    }
     use crate::context::{ContextState, ErrorInfo};
     use crate::message::Attribute;
     use chrono::Utc;
