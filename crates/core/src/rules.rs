@@ -921,25 +921,46 @@ fn next_digit(bytes: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The word before `index` (skipping separators such as `: = ( "`), and where it starts.
+/// The word before `index` (skipping separators such as `: = ( "`), and where it starts. Words and
+/// separators are ASCII, so the text is walked by bytes: a byte of a non-ASCII character ends a
+/// word, just as the whole character would.
 fn word_before(text: &str, index: usize) -> Option<(&str, usize)> {
-    let head = text[..index].trim_end_matches([' ', ':', '=', '#', '(', '[', '\t', '"', '\'']);
-    let start = head
-        .char_indices()
-        .rev()
-        .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '.'))
-        .map_or(0, |(i, c)| i + c.len_utf8());
-    let word = &head[start..];
-    (!word.is_empty()).then_some((word, start))
+    let bytes = text.as_bytes();
+    let mut end = index;
+    while end > 0
+        && matches!(
+            bytes[end - 1],
+            b' ' | b':' | b'=' | b'#' | b'(' | b'[' | b'\t' | b'"' | b'\''
+        )
+    {
+        end -= 1;
+    }
+    let mut start = end;
+    while start > 0
+        && (bytes[start - 1].is_ascii_alphanumeric()
+            || matches!(bytes[start - 1], b'_' | b'/' | b'.'))
+    {
+        start -= 1;
+    }
+    (start < end).then(|| (&text[start..end], start))
 }
 
 fn word_after(text: &str, index: usize) -> Option<&str> {
-    let tail = text[index..].trim_start_matches([' ', '\t', ':', '-', '(', '\'', '"']);
-    let end = tail
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(tail.len());
-    let word = &tail[..end];
-    (!word.is_empty()).then_some(word)
+    let bytes = text.as_bytes();
+    let mut start = index;
+    while start < bytes.len()
+        && matches!(
+            bytes[start],
+            b' ' | b'\t' | b':' | b'-' | b'(' | b'\'' | b'"'
+        )
+    {
+        start += 1;
+    }
+    let mut end = start;
+    while end < bytes.len() && bytes[end].is_ascii_alphabetic() {
+        end += 1;
+    }
+    (start < end).then(|| &text[start..end])
 }
 
 #[cfg(test)]

@@ -1386,6 +1386,27 @@ proptest! {
     }
 
     #[test]
+    fn words_around_a_number_are_read_as_by_characters(
+        text in "[a-zA-Z0-9_/. :=#(\\[\t\"'é→-]{0,24}",
+        at in any::<prop::sample::Index>(),
+    ) {
+        let boundaries: Vec<usize> = (0..=text.len()).filter(|&i| text.is_char_boundary(i)).collect();
+        let index = *at.get(&boundaries);
+        // The definitions by characters that the byte walks must agree with.
+        let head = text[..index].trim_end_matches([' ', ':', '=', '#', '(', '[', '\t', '"', '\'']);
+        let start = head
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_' || c == '/' || c == '.'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let before = (start < head.len()).then(|| (&head[start..], start));
+        prop_assert_eq!(word_before(&text, index), before);
+        let tail = text[index..].trim_start_matches([' ', '\t', ':', '-', '(', '\'', '"']);
+        let end = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
+        prop_assert_eq!(word_after(&text, index), (end > 0).then(|| &tail[..end]));
+    }
+
+    #[test]
     fn next_digit_finds_the_first_digit(
         bytes in prop::collection::vec(prop::sample::select(b"ab09/:\x80\xff\x2f\x3a ".to_vec()), 0..40),
         from in 0usize..40,
