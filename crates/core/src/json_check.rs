@@ -13,6 +13,10 @@
 //! - arrays and objects nested deeper than [`MAX_JSON_DEPTH`] are refused (serde_json's
 //!   recursion limit), which also keeps hostile bodies cheap: the check is iterative and keeps
 //!   its nesting stack in one 128-bit word.
+//!
+//! On x86_64 CPUs with AVX2 (detected at run time) the check runs 64 bytes at a time with SIMD;
+//! elsewhere, and for the few inputs the SIMD check leaves to it, a portable scalar check runs.
+//! Both give the same verdicts (the tests compare them with each other and with serde_json).
 
 use memchr::memchr2;
 
@@ -25,9 +29,12 @@ pub const MAX_JSON_DEPTH: usize = 127;
 /// Whether `bytes` is one JSON value with optional surrounding whitespace (see the module docs
 /// for the exact rules).
 pub fn is_valid_json(bytes: &[u8]) -> bool {
-    // Outside strings the grammar allows only ASCII, so checking that every string is UTF-8
-    // (done in `string_end`, only for strings that are not plain ASCII) checks the whole input.
-    check(bytes)
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has the features `avx2::check` is compiled for (checked just above).
+        return unsafe { avx2::check(bytes) };
+    }
+    check_scalar(bytes)
 }
 
 #[inline(always)]
@@ -54,8 +61,22 @@ fn object_key(b: &[u8], i: usize) -> Option<usize> {
     Some(skip_whitespace(b, i + 1))
 }
 
-/// The structural check.
-fn check(b: &[u8]) -> bool {
+/// The AVX2 check, when the CPU has it (for tests that compare it with [`check_scalar`]).
+#[cfg(test)]
+fn check_simd(b: &[u8]) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has the features `avx2::check` is compiled for (checked just above).
+        return Some(unsafe { avx2::check(b) });
+    }
+    None
+}
+
+/// The portable check: one pass, value by value.
+///
+/// Outside strings the grammar allows only ASCII, so checking that every string is UTF-8 (done
+/// in `string_end`, only for strings that are not plain ASCII) checks the whole input.
+fn check_scalar(b: &[u8]) -> bool {
     // Bit `d` of `stack` is set when the container at depth `d` is an object; `in_object` is
     // the bit of the innermost container.
     let mut stack: u128 = 0;
@@ -286,11 +307,457 @@ fn digits_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// The check with AVX2, 64 bytes at a time, after simdjson (Langdale and Lemire, "Parsing
+/// Gigabytes of JSON per Second") but checking the grammar mostly with bit masks, without
+/// visiting every token.
+///
+/// For each block, vector comparisons give bit masks of backslashes, quotes, whitespace and
+/// structural characters; from them come the escaped bytes (carried across blocks), the inside
+/// of strings (a prefix XOR of the unescaped quotes), and the tokens:
+/// - the structural characters `{` `[` `}` `]` `,` outside strings;
+/// - keys: a `:`, which must directly follow the closing quote of the key's string (other
+///   inputs, like `"key" : 1`, are left to [`check_scalar`], which gives the same verdicts);
+/// - values that are one token: the closing quote of each string that is not a key, and the
+///   first byte of each scalar run (a maximal run of bytes outside strings that are not
+///   whitespace, quotes or structural characters), which must be exactly one number or
+///   literal.
+///
+/// So every byte outside strings is whitespace, a quote, a token or part of a checked scalar
+/// run; inside strings the bytes decide alone (control characters, escapes, UTF-8).
+///
+/// The grammar is then two checks. Which token may follow which is local, so it is checked on
+/// masks: for each token, whether the previous token was `{`/`[`, a key or a `,` (masks
+/// carried from each such token to the next one by an addition through the bytes between), and
+/// so on. What depends on the container is checked at the brackets only, walking them with the
+/// nesting kept in a 128-bit word as [`check_scalar`] does: brackets match, the nesting stays
+/// within [`MAX_JSON_DEPTH`], arrays hold no keys, objects hold no values that do not follow a
+/// key, and the top-level value is the only one.
+///
+/// A grammar error hands the input to [`check_scalar`] for the verdict: only there can a key
+/// with whitespace before its `:` that is in a later block have been taken for a value. (So
+/// such invalid inputs cost both checks; errors in the bytes, such as bad UTF-8, escapes,
+/// numbers, control characters or an unclosed string, are refused at once.)
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{MAX_JSON_DEPTH, check_scalar, escape_end, number_end};
+    use std::arch::x86_64::*;
+
+    /// Whether the CPU has the features [`check`] needs (the answers are cached by std).
+    #[inline]
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("bmi1")
+            && is_x86_feature_detected!("pclmulqdq")
+            && is_x86_feature_detected!("popcnt")
+    }
+
+    /// Bytes that can follow a number or literal: whitespace, structural characters and `"`
+    /// (one that the grammar does not allow there is then refused as the next token).
+    static ENDS_SCALAR: [bool; 256] = {
+        let mut table = [false; 256];
+        let ends = b" \t\n\r{}[],:\"";
+        let mut i = 0;
+        while i < ends.len() {
+            table[ends[i] as usize] = true;
+            i += 1;
+        }
+        table
+    };
+
+    #[inline(always)]
+    fn ends_scalar(b: &[u8], end: usize) -> bool {
+        b.get(end).is_none_or(|&c| ENDS_SCALAR[c as usize])
+    }
+
+    /// Whether the scalar run starting at `at` is exactly one number or literal.
+    #[inline(always)]
+    fn scalar_ok(b: &[u8], at: usize) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        // The common case first: one to seven digits without a leading zero.
+        if let Some(chunk) = b.get(at..at + 8) {
+            let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+            let high_nibbles = ONES * 0xf0;
+            let digit_high = ONES * 0x30;
+            // Nonzero in each byte that is not an ASCII digit (a carry out of a byte above
+            // 0xf9 only disturbs the bytes after it).
+            let not_digit = ((word & high_nibbles) ^ digit_high)
+                | ((word.wrapping_add(ONES * 6) & high_nibbles) ^ digit_high);
+            let digits = (not_digit.trailing_zeros() / 8) as usize;
+            if (1..8).contains(&digits)
+                && (word as u8 != b'0' || digits == 1)
+                && ENDS_SCALAR[(word >> (8 * digits)) as u8 as usize]
+            {
+                return true;
+            }
+        }
+        match b[at] {
+            b'-' | b'0'..=b'9' => number_end(b, at).is_some_and(|end| ends_scalar(b, end)),
+            b't' => b[at..].starts_with(b"true") && ends_scalar(b, at + 4),
+            b'f' => b[at..].starts_with(b"false") && ends_scalar(b, at + 5),
+            b'n' => b[at..].starts_with(b"null") && ends_scalar(b, at + 4),
+            _ => false,
+        }
+    }
+
+    /// Bits set at odd positions.
+    const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+
+    /// The 64 bits, one per byte, of two 32-byte comparison results.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn bits(lo: __m256i, hi: __m256i) -> u64 {
+        let lo = _mm256_movemask_epi8(lo) as u32 as u64;
+        let hi = _mm256_movemask_epi8(hi) as u32 as u64;
+        lo | hi << 32
+    }
+
+    /// Bit `i` of the result is the XOR of bits `0..=i` of `x`.
+    #[inline]
+    #[target_feature(enable = "pclmulqdq")]
+    fn prefix_xor(x: u64) -> u64 {
+        let product = _mm_clmulepi64_si128(_mm_set_epi64x(0, x as i64), _mm_set1_epi8(-1), 0);
+        _mm_cvtsi128_si64(product) as u64
+    }
+
+    /// Carries a mark from each token in `from` to the next token: the tokens whose previous
+    /// token is in `from`. `carry` is 1 when a mark is on its way from an earlier block (or,
+    /// at the start, from the start of the input); `tokens` is not 0, and `last_shift` is the
+    /// number of its leading zeros.
+    #[inline(always)]
+    fn follows(from: u64, tokens: u64, last_shift: u32, carry: &mut u64) -> u64 {
+        // Adding a bit just after a token to the bytes between tokens (all ones) carries it
+        // through them to the next token; the mark of the last token goes on to the next block.
+        let sum = (!tokens).wrapping_add(from << 1 | *carry);
+        *carry = (from << last_shift) >> 63;
+        sum & tokens
+    }
+
+    /// Checks the escapes whose backslashes are the bits of `escapes` (in the block at `base`),
+    /// except those before `checked_to`; the new `checked_to`, or `None` for a bad escape.
+    #[cold]
+    #[inline(never)]
+    fn check_escapes(
+        b: &[u8],
+        mut escapes: u64,
+        base: usize,
+        mut checked_to: usize,
+    ) -> Option<usize> {
+        while escapes != 0 {
+            let at = base + escapes.trailing_zeros() as usize;
+            escapes &= escapes - 1;
+            if at >= checked_to {
+                checked_to = escape_end(b, at + 1)?;
+            }
+        }
+        Some(checked_to)
+    }
+
+    /// The check (see the module docs).
+    #[target_feature(enable = "avx2,bmi1,pclmulqdq,popcnt")]
+    pub(super) fn check(b: &[u8]) -> bool {
+        let splat = |c: u8| _mm256_set1_epi8(c as i8);
+        // Whitespace by a table lookup on the low nibble: the lookup gives back the byte for
+        // whitespace only (and 0 for bytes with the high bit set).
+        let ws_table = _mm256_setr_epi8(
+            b' ' as i8,
+            100,
+            100,
+            100,
+            17,
+            100,
+            113,
+            2,
+            100,
+            b'\t' as i8,
+            b'\n' as i8,
+            112,
+            100,
+            b'\r' as i8,
+            100,
+            100,
+            b' ' as i8,
+            100,
+            100,
+            100,
+            17,
+            100,
+            113,
+            2,
+            100,
+            b'\t' as i8,
+            b'\n' as i8,
+            112,
+            100,
+            b'\r' as i8,
+            100,
+            100,
+        );
+        let mut padded = [b' '; 64];
+
+        // Carried from block to block: whether the next byte is escaped; all ones inside a
+        // string; whether the last byte is in a scalar run, or a closing quote; escapes that
+        // start before `escapes_checked_to` were checked as part of an earlier escape (the
+        // second half of a surrogate pair); all bytes OR-ed together (for non-ASCII).
+        let mut escaped_carry = 0u64;
+        let mut in_string_carry = 0u64;
+        let mut scalar_carry = 0u64;
+        let mut closing_quote_carry = 0u64;
+        let mut escapes_checked_to = 0usize;
+        let mut or_all = _mm256_setzero_si256();
+        // Marks on their way to the next token, from the tokens after which a `,` may not come
+        // (`{`, `[`, key, `,`), a closing bracket may not (key, `,`), a key may not (key). The
+        // start of the input counts as a key.
+        let (mut after_open_key_comma, mut after_key_comma, mut after_key) = (1, 1, 1);
+
+        // The nesting as in `check_scalar`, as a shift register: bit 0 is set when the
+        // innermost container is an object.
+        let mut stack: u128 = 0;
+        let mut depth = 0usize;
+        // Tokens so far, and how many there are up to the end of the top-level container (0
+        // until it ends): the top-level value must be the only one.
+        let mut token_count = 0u64;
+        let mut top_level_end = 0u64;
+
+        let mut base = 0usize;
+        while base < b.len() {
+            let block: &[u8; 64] = match b.get(base..base + 64) {
+                Some(block) => block.try_into().expect("64 bytes"),
+                None => {
+                    // The last, partial block, padded with whitespace.
+                    padded[..b.len() - base].copy_from_slice(&b[base..]);
+                    &padded
+                }
+            };
+            // SAFETY: `block` has 64 readable bytes, and unaligned loads are allowed.
+            let (lo, hi) = unsafe {
+                let p = block.as_ptr().cast::<__m256i>();
+                (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
+            };
+            let eq = |x: __m256i, c: u8| _mm256_cmpeq_epi8(x, splat(c));
+
+            // Escapes: a backslash escapes the next byte unless it is itself escaped.
+            let (backslash_lo, backslash_hi) = (eq(lo, b'\\'), eq(hi, b'\\'));
+            let any_backslash = _mm256_movemask_epi8(_mm256_or_si256(backslash_lo, backslash_hi));
+            let escaped = if any_backslash as u32 as u64 | escaped_carry == 0 {
+                0
+            } else {
+                let backslash = bits(backslash_lo, backslash_hi);
+                // simdjson's trick: subtracting the backslashes that may start an escape from
+                // the odd bits (with those backslashes shifted in) carries through each run and
+                // leaves its escaped bytes marked, whichever the parity of the run's start.
+                let starts = backslash & !escaped_carry;
+                let code = ((starts << 1 | ODD_BITS).wrapping_sub(starts)) ^ ODD_BITS;
+                let escapes = code & backslash;
+                let escaped = code ^ (backslash | escaped_carry);
+                escaped_carry = escapes >> 63;
+                if escapes != 0 {
+                    match check_escapes(b, escapes, base, escapes_checked_to) {
+                        Some(to) => escapes_checked_to = to,
+                        None => return false,
+                    }
+                }
+                escaped
+            };
+
+            // Strings: from an opening quote up to (not including) its closing quote.
+            let (quote_lo, quote_hi) = (eq(lo, b'"'), eq(hi, b'"'));
+            let raw_quote = bits(quote_lo, quote_hi);
+            let quote = raw_quote & !escaped;
+            let in_string = prefix_xor(quote) ^ in_string_carry;
+            in_string_carry = ((in_string as i64) >> 63) as u64;
+            let closing_quote = quote & !in_string;
+
+            // Structural characters; bit 5 set folds `[` onto `{` and `]` onto `}`.
+            let (folded_lo, folded_hi) = (
+                _mm256_or_si256(lo, splat(0x20)),
+                _mm256_or_si256(hi, splat(0x20)),
+            );
+            let (open_lo, open_hi) = (eq(folded_lo, b'{'), eq(folded_hi, b'{'));
+            let (close_lo, close_hi) = (eq(folded_lo, b'}'), eq(folded_hi, b'}'));
+            let (comma_lo, comma_hi) = (eq(lo, b','), eq(hi, b','));
+            let (colon_lo, colon_hi) = (eq(lo, b':'), eq(hi, b':'));
+            let (ws_lo, ws_hi) = (
+                _mm256_cmpeq_epi8(lo, _mm256_shuffle_epi8(ws_table, lo)),
+                _mm256_cmpeq_epi8(hi, _mm256_shuffle_epi8(ws_table, hi)),
+            );
+            let ws = bits(ws_lo, ws_hi);
+
+            let (open, close) = (bits(open_lo, open_hi), bits(close_lo, close_hi));
+            let (comma, colon) = (bits(comma_lo, comma_hi), bits(colon_lo, colon_hi));
+            let not_scalar = open | close | comma | colon | raw_quote | ws;
+            let (open, close) = (open & !in_string, close & !in_string);
+            let (comma, colon) = (comma & !in_string, colon & !in_string);
+
+            // Control characters: none in strings, only whitespace outside.
+            let least = _mm256_min_epu8(lo, hi);
+            let below_space = _mm256_subs_epu8(splat(0x20), least);
+            if _mm256_testz_si256(below_space, below_space) == 0 {
+                let is_control = |x| _mm256_cmpeq_epi8(_mm256_min_epu8(x, splat(0x1f)), x);
+                let control = bits(is_control(lo), is_control(hi));
+                if control & (in_string | !ws) != 0 {
+                    return false;
+                }
+            }
+            or_all = _mm256_or_si256(or_all, _mm256_or_si256(lo, hi));
+
+            // Keys: each `:` must directly follow a closing quote, which is then not a token.
+            if colon & !(closing_quote << 1 | closing_quote_carry) != 0 {
+                return check_scalar(b);
+            }
+            let mut key_quote = closing_quote & colon >> 1;
+            closing_quote_carry = closing_quote >> 63;
+            if closing_quote_carry != 0 && b.get(base + 64) == Some(&b':') {
+                key_quote |= 1 << 63;
+            }
+
+            // Scalar runs, and the tokens.
+            let scalar = !(not_scalar | in_string);
+            let scalar_start = scalar & !(scalar << 1 | scalar_carry);
+            scalar_carry = scalar >> 63;
+            let value_quote = closing_quote & !key_quote;
+            let value = scalar_start | value_quote;
+            // A grammar error. If only whitespace follows a string taken for a value to the end
+            // of the block, a `:` after more whitespace would make it a key (see the module
+            // docs), so `check_scalar` decides.
+            macro_rules! grammar_error {
+                () => {
+                    return check_scalar(b)
+                };
+            }
+            let tokens = open | close | comma | colon | value;
+
+            if tokens != 0 {
+                // Which token may follow which.
+                let last_shift = tokens.leading_zeros();
+                let prev_open_key_comma = follows(
+                    open | colon | comma,
+                    tokens,
+                    last_shift,
+                    &mut after_open_key_comma,
+                );
+                let prev_key_comma =
+                    follows(colon | comma, tokens, last_shift, &mut after_key_comma);
+                let prev_key = follows(colon, tokens, last_shift, &mut after_key);
+                // After a value or a closing bracket only `,` or a closing bracket.
+                let misplaced = (comma & prev_open_key_comma)
+                    | (close & prev_key_comma)
+                    | (colon & prev_key)
+                    | ((open | colon | value) & !prev_open_key_comma);
+                if misplaced != 0 {
+                    grammar_error!();
+                }
+
+                let tokens_before = token_count;
+                token_count += u64::from(tokens.count_ones());
+
+                // Scalar runs. Those of digits only are checked here on the masks; the others one by
+                // one, and so is any run that reaches the end of the block (it may go on).
+                let mut scalars = scalar_start;
+                while scalars != 0 {
+                    if !scalar_ok(b, base + scalars.trailing_zeros() as usize) {
+                        return false;
+                    }
+                    scalars &= scalars - 1;
+                }
+
+                // The brackets, in order, with what depends on the container between them: no
+                // keys in arrays (or at the top level), and no values in objects that do not
+                // follow a key.
+                let mut bad_in_array = colon;
+                let mut bad_in_object = (value | open) & !prev_key;
+                let mut brackets = open | close;
+                while brackets != 0 {
+                    // The tokens up to and including this bracket are in the current container (an
+                    // opening bracket is a value of its parent).
+                    let upto = brackets ^ (brackets - 1);
+                    let misplaced = if stack & 1 == 1 {
+                        bad_in_object
+                    } else {
+                        bad_in_array
+                    };
+                    if misplaced & upto != 0 {
+                        grammar_error!();
+                    }
+                    bad_in_object &= !upto;
+                    bad_in_array &= !upto;
+                    let at = base + brackets.trailing_zeros() as usize;
+                    brackets &= brackets - 1;
+                    debug_assert!(at < b.len());
+                    // SAFETY: token bits are only set for bytes of the input: the padding of the
+                    // last block is whitespace, which is never a token.
+                    let c = unsafe { *b.get_unchecked(at) };
+                    let is_object = c & 0x20 != 0;
+                    if c & 2 != 0 {
+                        // `{` or `[`.
+                        if depth == MAX_JSON_DEPTH {
+                            return false;
+                        }
+                        // The top-level container must be the first token.
+                        if depth == 0
+                            && tokens_before + u64::from((tokens & upto >> 1).count_ones()) != 0
+                        {
+                            grammar_error!();
+                        }
+                        depth += 1;
+                        stack = stack << 1 | u128::from(is_object);
+                    } else {
+                        // `}` or `]`.
+                        if depth == 0 || is_object != (stack & 1 == 1) {
+                            grammar_error!();
+                        }
+                        depth -= 1;
+                        stack >>= 1;
+                        if depth == 0 {
+                            top_level_end = tokens_before + u64::from((tokens & upto).count_ones());
+                        }
+                    }
+                }
+                let misplaced = if stack & 1 == 1 {
+                    bad_in_object
+                } else {
+                    bad_in_array
+                };
+                if misplaced != 0 {
+                    grammar_error!();
+                }
+            }
+            base += 64;
+        }
+        let one_value = if top_level_end == 0 {
+            token_count == 1
+        } else {
+            token_count == top_level_end
+        };
+        one_value
+            && depth == 0
+            && after_open_key_comma == 0
+            && in_string_carry == 0
+            && (_mm256_movemask_epi8(or_all) == 0 || std::str::from_utf8(b).is_ok())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::Value;
+
+    /// The verdict of [`super::is_valid_json`], after checking that both paths agree on it:
+    /// the scalar check and (where the CPU has AVX2) the SIMD one. Every test below goes
+    /// through this.
+    fn is_valid_json(bytes: &[u8]) -> bool {
+        let scalar = check_scalar(bytes);
+        if let Some(simd) = check_simd(bytes) {
+            assert_eq!(
+                simd,
+                scalar,
+                "SIMD and scalar checks disagree on {:?}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            );
+        }
+        assert_eq!(super::is_valid_json(bytes), scalar);
+        scalar
+    }
 
     /// What serde_json's `Value` says, or `None` for the one documented difference (numbers
     /// out of `f64` range), where the two are not compared.
@@ -303,9 +770,10 @@ mod tests {
     }
 
     fn assert_agrees(bytes: &[u8]) {
+        let verdict = is_valid_json(bytes);
         if let Some(expected) = serde_verdict(bytes) {
             assert_eq!(
-                is_valid_json(bytes),
+                verdict,
                 expected,
                 "input {:?}",
                 String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
@@ -500,6 +968,194 @@ mod tests {
         }
     }
 
+    /// The order body of the benchmark (and the classification bench), about 890 bytes.
+    fn order_body() -> Vec<u8> {
+        let items: Vec<String> = (0..8)
+            .map(|i| {
+                format!(
+                    r#"{{"sku":"SKU-0123{i}","qty":3,"price_cents":12345,"name":"Item number {i} with a longer name"}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"order_id":14013,"user":{{"id":"u-123","email":"user456@example.com"}},"currency":"EUR","items":[{}],"shipping":{{"street":"1 Long Street","city":"Springfield","zip":"12345"}}}}"#,
+            items.join(",")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_order_body_is_valid() {
+        let body = order_body();
+        assert!(is_valid_json(&body));
+        assert_agrees(&body);
+        let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&body).unwrap());
+        assert!(is_valid_json(&pretty.unwrap()));
+    }
+
+    /// Every length from 0 to 200: documents cut short and padded with whitespace, so that
+    /// each kind of byte ends up at every offset of the 64-byte blocks and at the input's end.
+    #[test]
+    fn every_length_up_to_200_agrees() {
+        let doc = br#"{"a":[1,-2.5e+3,true,false,null,"s\"\\\u00e9\ud83d\ude00",{"k":{}},[]],"b":"caf\xc3\xa9 \xf0\x9f\x98\x80","c":0}"#;
+        for len in 0..=200 {
+            assert_agrees(&doc[..len.min(doc.len())]);
+            let mut padded = doc.to_vec();
+            padded.resize(len.max(doc.len()), b' ');
+            assert_agrees(&padded);
+            let mut shifted = vec![b' '; len];
+            shifted.extend_from_slice(doc);
+            assert_agrees(&shifted);
+            assert_agrees(&shifted[..shifted.len() - 1]);
+        }
+        let body = order_body();
+        for len in 0..=body.len() {
+            assert_agrees(&body[..len]);
+        }
+    }
+
+    /// Snippets that stress stage 1 (escapes and their runs, surrogate pairs, UTF-8, control
+    /// bytes, numbers and literals and where they end, keys), placed at every offset across
+    /// the 32- and 64-byte boundaries of the SIMD check.
+    #[test]
+    fn snippets_across_block_boundaries_agree() {
+        let snippets: &[&[u8]] = &[
+            br#""\\""#,
+            br#""\"""#,
+            br#""\\\"""#,
+            br#""\\\\""#,
+            br#""\\\\\"x""#,
+            br#""\\\\\\\\\\\\\\\\""#,
+            br#""\\\\\\\\\\\\\\\\\""#,
+            b"\"\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\\"",
+            br#""a\"b\\c\/d\be\ff\ng\rh\ti""#,
+            br#""\u0041\u00e9\u20AC""#,
+            br#""\ud83d\ude00""#,
+            br#""\ud83d\ude00\ud83d\ude00""#,
+            br#""\ud83d""#,
+            br#""\ude00""#,
+            br#""\ud83d\u0041""#,
+            br#""\u12""#,
+            br#""\x""#,
+            b"\"\\",
+            b"\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"",
+            b"\"\xc3\"",
+            b"\"\xe2\x82\"",
+            b"\"\xf0\x9f\x98\"",
+            b"\"\x80\"",
+            b"\"\x01\"",
+            b"\"\t\"",
+            b"\"\x1f\"",
+            b"\x7f",
+            b"12345",
+            b"1234567890123456789",
+            b"0",
+            b"-0",
+            b"01",
+            b"-",
+            b"1.",
+            b"1.5",
+            b"1e",
+            b"1e+9",
+            b"-12.5E-3",
+            b"12a",
+            b"true",
+            b"tru",
+            b"truex",
+            b"false",
+            b"fals",
+            b"null",
+            b"nullx",
+            b"nul",
+            b"[]",
+            b"{}",
+            b"[ ]",
+            b"{ }",
+            b"[1,]",
+            b"[,1]",
+            br#"{"k":1}"#,
+            br#"{"k" :1}"#,
+            br#"{"k": 1 , "l" : [2]}"#,
+            br#"{"k"}"#,
+            br#"{"k":}"#,
+            br#"{:1}"#,
+            br#"{"k":1,}"#,
+            br#"{"k":"v":1}"#,
+            br#"["k":1]"#,
+            br#"{1:2}"#,
+            br#"{"a""b":1}"#,
+            br#""a""b""#,
+            br#""a"1"#,
+            b"1 2",
+            b"[1 2]",
+            b"[1}",
+            b"{\"a\":1]",
+        ];
+        for snippet in snippets {
+            for pad in 0..=140 {
+                let filler = "x".repeat(pad);
+                let spaces = " ".repeat(pad);
+                let docs: [Vec<u8>; 6] = [
+                    [format!(r#"["{filler}","#).as_bytes(), snippet, b"]"].concat(),
+                    [format!(r#"{{"{filler}":"#).as_bytes(), snippet, b"}"].concat(),
+                    [format!("[{spaces}").as_bytes(), snippet, b"]"].concat(),
+                    [spaces.as_bytes(), snippet].concat(),
+                    [format!(r#"[{filler:?},"#).as_bytes(), snippet].concat(),
+                    [
+                        format!(r#"{{"{filler}":["#).as_bytes(),
+                        snippet,
+                        b",",
+                        snippet,
+                        b"]}",
+                    ]
+                    .concat(),
+                ];
+                for doc in &docs {
+                    assert_agrees(doc);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nesting_limit_at_every_offset() {
+        for offset in 0..70 {
+            for levels in [126, 127, 128] {
+                for text in [nested(levels), nested_objects(levels)] {
+                    let shifted = [" ".repeat(offset).into_bytes(), text].concat();
+                    assert_agrees(&shifted);
+                    assert_eq!(is_valid_json(&shifted), levels <= MAX_JSON_DEPTH);
+                }
+            }
+        }
+    }
+
+    /// Invalid and grammar-relevant bytes replacing, or inserted before, each byte of a
+    /// 130-byte document.
+    #[test]
+    fn a_bad_byte_at_each_position_agrees() {
+        let doc = br#"{"id":"u-1","tags":["a","b\"c",true,null],"n":-12.5e3,"s":"caf\u00e9 \ud83d\ude00","m":{"k":[1,2,{}]},"z":0,"t":"a longer tail.."}"#;
+        assert_eq!(doc.len(), 130);
+        assert!(is_valid_json(doc));
+        let bytes = [
+            0x80, 0xff, 0xbf, 0xc3, 0xed, 0xf0, 0x00, 0x1f, b'\t', b' ', b'"', b'\\', b':', b',',
+            b'{', b'}', b'[', b']', b'0', b'e', b'.', b'-',
+        ];
+        for at in 0..doc.len() {
+            for &byte in &bytes {
+                let mut replaced = doc.to_vec();
+                replaced[at] = byte;
+                assert_agrees(&replaced);
+                let mut inserted = doc.to_vec();
+                inserted.insert(at, byte);
+                assert_agrees(&inserted);
+            }
+            let mut deleted = doc.to_vec();
+            deleted.remove(at);
+            assert_agrees(&deleted);
+        }
+    }
+
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -608,6 +1264,34 @@ mod tests {
             mutations in prop::collection::vec(mutation(), 1..4),
         ) {
             let text = apply(serde_json::to_vec(&value).unwrap(), &mutations);
+            assert_agrees(&text);
+        }
+
+        #[test]
+        fn one_byte_changes_at_any_alignment_agree(
+            value in json_value(),
+            pretty in any::<bool>(),
+            indent in 0..70usize,
+            at in any::<usize>(),
+            byte in prop_oneof![prop::sample::select(INTERESTING.to_vec()), any::<u8>()],
+            change in 0..4u8,
+        ) {
+            let text = if pretty {
+                serde_json::to_vec_pretty(&value).unwrap()
+            } else {
+                serde_json::to_vec(&value).unwrap()
+            };
+            let mut text = [" ".repeat(indent).into_bytes(), text].concat();
+            assert_agrees(&text);
+            let len = text.len();
+            match change {
+                0 => text[at % len] ^= 1 << (byte % 8),
+                1 => text[at % len] = byte,
+                2 => text.insert(at % (len + 1), byte),
+                _ => {
+                    text.remove(at % len);
+                }
+            }
             assert_agrees(&text);
         }
 
