@@ -24,6 +24,7 @@
 //! - `rate.rs`: token-bucket rate limiter and ramp on an injected clock; pure.
 //! - `aws_bench.rs`: `bench --aws`, AWS calls and cost per DLQ message, counted on an emulator.
 
+mod allocator;
 mod archive;
 mod aws;
 mod aws_bench;
@@ -270,10 +271,8 @@ impl LocalArgs {
     }
 }
 
-// Healing and classifying make and drop many small strings and maps per message; mimalloc's
-// thread-local free lists halve what glibc's allocator costs there (see `bench`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 fn main() {
     restore_default_sigpipe();
