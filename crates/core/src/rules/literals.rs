@@ -184,14 +184,14 @@ impl LiteralMatcher {
 }
 
 /// Call `word` with the start and end (exclusive) of every run of word bytes in `bytes`, in order.
-/// Eight bytes are classified at a time, and words are found from the bit mask of word bytes.
+/// Sixteen bytes are classified at a time, and words are found from the bit mask of word bytes.
 fn for_each_word(bytes: &[u8], mut word: impl FnMut(usize, usize)) {
     let mut word_start = None;
-    let mut edges_in = |base: usize, eight: u64| {
-        let words = word_byte_mask(eight);
+    let mut edges_in = |base: usize, sixteen: &[u8; 16]| {
+        let words = word_byte_mask(sixteen);
         // Bit i of `before` says whether the byte before byte i is a word byte.
-        let before = (words << 1) | u64::from(word_start.is_some());
-        let mut edges = (words ^ before) & 0xFF;
+        let before = (words << 1) | u32::from(word_start.is_some());
+        let mut edges = (words ^ before) & 0xFFFF;
         while edges != 0 {
             let at = base + edges.trailing_zeros() as usize;
             match word_start.take() {
@@ -201,29 +201,65 @@ fn for_each_word(bytes: &[u8], mut word: impl FnMut(usize, usize)) {
             edges &= edges - 1;
         }
     };
-    let chunks = bytes.chunks_exact(8);
+    let chunks = bytes.chunks_exact(16);
     let rest = chunks.remainder();
     for (index, chunk) in chunks.enumerate() {
-        edges_in(
-            index * 8,
-            u64::from_le_bytes(chunk.try_into().expect("eight bytes")),
-        );
+        edges_in(index * 16, chunk.try_into().expect("sixteen bytes"));
     }
     if !rest.is_empty() {
         // Zero bytes are not word bytes, so the padding ends a word that runs to the end.
-        let mut eight = [0u8; 8];
-        eight[..rest.len()].copy_from_slice(rest);
-        edges_in(bytes.len() - rest.len(), u64::from_le_bytes(eight));
+        let mut sixteen = [0u8; 16];
+        sixteen[..rest.len()].copy_from_slice(rest);
+        edges_in(bytes.len() - rest.len(), &sixteen);
     }
     if let Some(start) = word_start {
         word(start, bytes.len());
     }
 }
 
-/// Bit i is set when byte i (little-endian) of `eight` is a word byte (see [`is_word_byte`]).
-fn word_byte_mask(eight: u64) -> u64 {
+/// Bit i is set when byte i of `sixteen` is a word byte (see [`is_word_byte`]).
+fn word_byte_mask(sixteen: &[u8; 16]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE2 is part of every x86_64 CPU.
+        unsafe { word_byte_mask_sse2(sixteen) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let (low, high) = sixteen.split_at(8);
+        word_byte_mask_swar(low.try_into().expect("eight bytes"))
+            | word_byte_mask_swar(high.try_into().expect("eight bytes")) << 8
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn word_byte_mask_sse2(sixteen: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::*;
+    // SAFETY: `sixteen` has 16 readable bytes, and `loadu` allows any alignment.
+    let v = unsafe { _mm_loadu_si128(sixteen.as_ptr().cast()) };
+    // Signed compares: bytes from 0x80 up are negative, so they fall outside every ASCII range
+    // and are taken from their sign bits instead.
+    let in_range = |x: __m128i, low: u8, high: u8| {
+        _mm_and_si128(
+            _mm_cmpgt_epi8(x, _mm_set1_epi8(low as i8 - 1)),
+            _mm_cmplt_epi8(x, _mm_set1_epi8(high as i8 + 1)),
+        )
+    };
+    let folded = _mm_or_si128(v, _mm_set1_epi8(0x20));
+    let ascii_words = _mm_or_si128(
+        _mm_or_si128(in_range(v, b'0', b'9'), in_range(folded, b'a', b'z')),
+        _mm_cmpeq_epi8(v, _mm_set1_epi8(b'_' as i8)),
+    );
+    (_mm_movemask_epi8(ascii_words) | _mm_movemask_epi8(v)) as u32
+}
+
+/// Bit i is set when byte i (little-endian) of `eight` is a word byte.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn word_byte_mask_swar(eight: &[u8; 8]) -> u32 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let eight = u64::from_le_bytes(*eight);
     // Each byte of `ascii` is below 0x80, so adding up to 0x80 to it never carries into the
     // next byte: the high bit of `ascii + (0x80 - low)` says `byte >= low`.
     let ascii = eight & !HIGHS;
@@ -235,7 +271,7 @@ fn word_byte_mask(eight: u64) -> u64 {
         | in_range(folded, b'a', b'z')
         | in_range(ascii, b'_', b'_');
     // Gather the eight high bits into the low byte.
-    ((marks >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+    (((marks >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56) as u32
 }
 
 /// A character that continues a word: a literal beginning (ending) with one needs a word
@@ -437,16 +473,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn word_byte_masks_match_the_table(eight in any::<[u8; 8]>()) {
-            let expected = eight
+        fn word_byte_masks_match_the_table(sixteen in any::<[u8; 16]>()) {
+            let expected = sixteen
                 .iter()
                 .enumerate()
-                .fold(0u64, |mask, (i, &b)| mask | u64::from(is_word_byte(b)) << i);
-            prop_assert_eq!(word_byte_mask(u64::from_le_bytes(eight)), expected);
+                .fold(0u32, |mask, (i, &b)| mask | u32::from(is_word_byte(b)) << i);
+            prop_assert_eq!(word_byte_mask(&sixteen), expected);
+            let (low, high) = sixteen.split_at(8);
+            let swar = word_byte_mask_swar(low.try_into().unwrap())
+                | word_byte_mask_swar(high.try_into().unwrap()) << 8;
+            prop_assert_eq!(swar, expected);
         }
 
         #[test]
-        fn words_are_found_at_every_offset(bytes in prop::collection::vec(prop::sample::select(b"aZ9_ .-\x80\xff\x7f@[`{/:".to_vec()), 0..40)) {
+        fn words_are_found_at_every_offset(bytes in prop::collection::vec(prop::sample::select(b"aZ9_ .-\x80\xff\x7f@[`{/:".to_vec()), 0..70)) {
             let mut words = Vec::new();
             for_each_word(&bytes, |start, end| words.push((start, end)));
             let mut expected = Vec::new();
