@@ -14,9 +14,10 @@
 //!   recursion limit), which also keeps hostile bodies cheap: the check is iterative and keeps
 //!   its nesting stack in one 128-bit word.
 //!
-//! On x86_64 CPUs with AVX2 (detected at run time) the check runs 64 bytes at a time with SIMD;
-//! elsewhere, and for the few inputs the SIMD check leaves to it, a portable scalar check runs.
-//! Both give the same verdicts (the tests compare them with each other and with serde_json).
+//! On x86_64 CPUs with AVX-512BW or AVX2 (detected at run time, in that order) the check runs 64
+//! bytes at a time with SIMD; elsewhere, and for the few inputs the SIMD check leaves to it, a
+//! portable scalar check runs. All give the same verdicts (the tests compare them with each
+//! other and with serde_json).
 
 use memchr::memchr2;
 
@@ -30,9 +31,15 @@ pub const MAX_JSON_DEPTH: usize = 127;
 /// for the exact rules).
 pub fn is_valid_json(bytes: &[u8]) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: the CPU has the features `avx2::check` is compiled for (checked just above).
-        return unsafe { avx2::check(bytes) };
+    {
+        if simd::avx512_available() {
+            // SAFETY: the CPU has the features `check_avx512` is compiled for (checked just above).
+            return unsafe { simd::check_avx512(bytes) };
+        }
+        if simd::avx2_available() {
+            // SAFETY: the CPU has the features `check_avx2` is compiled for (checked just above).
+            return unsafe { simd::check_avx2(bytes) };
+        }
     }
     check_scalar(bytes)
 }
@@ -63,11 +70,22 @@ fn object_key(b: &[u8], i: usize) -> Option<usize> {
 
 /// The AVX2 check, when the CPU has it (for tests that compare it with [`check_scalar`]).
 #[cfg(test)]
-fn check_simd(b: &[u8]) -> Option<bool> {
+fn check_avx2(b: &[u8]) -> Option<bool> {
     #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: the CPU has the features `avx2::check` is compiled for (checked just above).
-        return Some(unsafe { avx2::check(b) });
+    if simd::avx2_available() {
+        // SAFETY: the CPU has the features `check_avx2` is compiled for (checked just above).
+        return Some(unsafe { simd::check_avx2(b) });
+    }
+    None
+}
+
+/// The AVX-512BW check, when the CPU has it (for tests that compare it with [`check_scalar`]).
+#[cfg(test)]
+fn check_avx512(b: &[u8]) -> Option<bool> {
+    #[cfg(target_arch = "x86_64")]
+    if simd::avx512_available() {
+        // SAFETY: the CPU has the features `check_avx512` is compiled for (checked just above).
+        return Some(unsafe { simd::check_avx512(b) });
     }
     None
 }
@@ -307,13 +325,15 @@ fn digits_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The check with AVX2, 64 bytes at a time, after simdjson (Langdale and Lemire, "Parsing
-/// Gigabytes of JSON per Second") but checking the grammar mostly with bit masks, without
-/// visiting every token.
+/// The check with AVX2 or AVX-512BW, 64 bytes at a time, after simdjson (Langdale and Lemire,
+/// "Parsing Gigabytes of JSON per Second") but checking the grammar mostly with bit masks,
+/// without visiting every token.
 ///
-/// For each block, vector comparisons give bit masks of backslashes, quotes, whitespace and
-/// structural characters; from them come the escaped bytes (carried across blocks), the inside
-/// of strings (a prefix XOR of the unescaped quotes), and the tokens:
+/// For each block, vector comparisons give bit masks of backslashes, quotes, whitespace,
+/// digits and structural characters (the only part that differs between AVX2, with two 32-byte
+/// halves, and AVX-512BW, whose comparisons give the 64-bit masks directly); from them come the
+/// escaped bytes (carried across blocks), the inside of strings (a prefix XOR of the unescaped
+/// quotes), and the tokens:
 /// - the structural characters `{` `[` `}` `]` `,` outside strings;
 /// - keys: a `:`, which must directly follow the closing quote of the key's string (other
 ///   inputs, like `"key" : 1`, are left to [`check_scalar`], which gives the same verdicts);
@@ -338,17 +358,26 @@ fn digits_end(b: &[u8], mut i: usize) -> usize {
 /// such invalid inputs cost both checks; errors in the bytes, such as bad UTF-8, escapes,
 /// numbers, control characters or an unclosed string, are refused at once.)
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod simd {
     use super::{MAX_JSON_DEPTH, check_scalar, escape_end, number_end};
     use std::arch::x86_64::*;
 
-    /// Whether the CPU has the features [`check`] needs (the answers are cached by std).
+    /// Whether the CPU has the features [`check_avx2`] needs (the answers are cached by std).
     #[inline]
-    pub(super) fn available() -> bool {
+    pub(super) fn avx2_available() -> bool {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("bmi1")
             && is_x86_feature_detected!("pclmulqdq")
             && is_x86_feature_detected!("popcnt")
+    }
+
+    /// Whether the CPU has the features [`check_avx512`] needs (std also checks that the OS
+    /// saves the AVX-512 registers).
+    #[inline]
+    pub(super) fn avx512_available() -> bool {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && avx2_available()
     }
 
     /// Bytes that can follow a number or literal: whitespace, structural characters and `"`
@@ -402,13 +431,324 @@ mod avx2 {
     /// Bits set at odd positions.
     const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
 
-    /// The 64 bits, one per byte, of two 32-byte comparison results.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn bits(lo: __m256i, hi: __m256i) -> u64 {
-        let lo = _mm256_movemask_epi8(lo) as u32 as u64;
-        let hi = _mm256_movemask_epi8(hi) as u32 as u64;
-        lo | hi << 32
+    /// Whitespace by a table lookup on the low nibble: the lookup gives back the byte for
+    /// whitespace only (and 0 for bytes with the high bit set).
+    #[inline(always)]
+    fn whitespace_table() -> __m128i {
+        // SAFETY: every x86_64 CPU has SSE2.
+        unsafe {
+            _mm_setr_epi8(
+                b' ' as i8,
+                100,
+                100,
+                100,
+                17,
+                100,
+                113,
+                2,
+                100,
+                b'\t' as i8,
+                b'\n' as i8,
+                112,
+                100,
+                b'\r' as i8,
+                100,
+                100,
+            )
+        }
+    }
+
+    /// The per-block classification that [`check_blocks`] needs, one bit per byte of a 64-byte
+    /// block. A value exists only once [`Block::load`] (which requires the CPU features of the
+    /// implementation) has made it, so the other methods are safe.
+    trait Block: Copy {
+        /// The 64 bytes of `block`.
+        ///
+        /// # Safety
+        /// The CPU must have the features the implementation uses.
+        unsafe fn load(block: &[u8; 64]) -> Self;
+
+        /// The bytes of `rest` (shorter than 64), padded with whitespace.
+        ///
+        /// # Safety
+        /// As for [`Block::load`].
+        #[inline(always)]
+        unsafe fn load_partial(rest: &[u8]) -> Self {
+            let mut padded = [b' '; 64];
+            padded[..rest.len()].copy_from_slice(rest);
+            // SAFETY: the caller's promise.
+            unsafe { Self::load(&padded) }
+        }
+
+        /// Whether any byte is `\` (so that a path can skip [`Block::backslash`]).
+        #[inline(always)]
+        fn any_backslash(self) -> bool {
+            self.backslash() != 0
+        }
+        fn backslash(self) -> u64;
+        fn quote(self) -> u64;
+        /// `{` and `[`.
+        fn open(self) -> u64;
+        /// `}` and `]`.
+        fn close(self) -> u64;
+        fn comma(self) -> u64;
+        fn colon(self) -> u64;
+        /// Space, tab, line feed and carriage return.
+        fn whitespace(self) -> u64;
+        /// `0` to `9`.
+        fn digit(self) -> u64;
+        /// `0`.
+        fn zero(self) -> u64;
+        /// The bytes below 0x20 (it may give 0 at once when there are none).
+        fn control(self) -> u64;
+        /// The bytes of both blocks OR-ed together, for [`Block::is_ascii`] (the accumulator
+        /// starts from the first block).
+        fn or(self, other: Self) -> Self;
+        fn is_ascii(self) -> bool;
+    }
+
+    /// A block as two 256-bit halves (AVX2).
+    #[derive(Clone, Copy)]
+    struct Avx2 {
+        lo: __m256i,
+        hi: __m256i,
+    }
+
+    impl Avx2 {
+        /// The 64 bits, one per byte, of `f` applied to both halves.
+        #[inline(always)]
+        fn bits(self, f: impl Fn(__m256i) -> __m256i) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            unsafe {
+                let lo = _mm256_movemask_epi8(f(self.lo)) as u32 as u64;
+                let hi = _mm256_movemask_epi8(f(self.hi)) as u32 as u64;
+                lo | hi << 32
+            }
+        }
+
+        #[inline(always)]
+        fn eq(self, c: u8) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            self.bits(|x| unsafe { _mm256_cmpeq_epi8(x, _mm256_set1_epi8(c as i8)) })
+        }
+
+        /// Equality with `c` of each byte with bit 5 set.
+        #[inline(always)]
+        fn eq_folded(self, c: u8) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            self.bits(|x| unsafe {
+                let folded = _mm256_or_si256(x, _mm256_set1_epi8(0x20));
+                _mm256_cmpeq_epi8(folded, _mm256_set1_epi8(c as i8))
+            })
+        }
+    }
+
+    impl Block for Avx2 {
+        #[inline(always)]
+        unsafe fn load(block: &[u8; 64]) -> Self {
+            let p = block.as_ptr().cast::<__m256i>();
+            // SAFETY: `block` has 64 readable bytes, unaligned loads are allowed, and the
+            // caller promises AVX2.
+            unsafe {
+                Self {
+                    lo: _mm256_loadu_si256(p),
+                    hi: _mm256_loadu_si256(p.add(1)),
+                }
+            }
+        }
+
+        #[inline(always)]
+        fn any_backslash(self) -> bool {
+            let c = b'\\' as i8;
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            unsafe {
+                let lo = _mm256_cmpeq_epi8(self.lo, _mm256_set1_epi8(c));
+                let hi = _mm256_cmpeq_epi8(self.hi, _mm256_set1_epi8(c));
+                _mm256_movemask_epi8(_mm256_or_si256(lo, hi)) != 0
+            }
+        }
+        #[inline(always)]
+        fn backslash(self) -> u64 {
+            self.eq(b'\\')
+        }
+        #[inline(always)]
+        fn quote(self) -> u64 {
+            self.eq(b'"')
+        }
+        #[inline(always)]
+        fn open(self) -> u64 {
+            self.eq_folded(b'{')
+        }
+        #[inline(always)]
+        fn close(self) -> u64 {
+            self.eq_folded(b'}')
+        }
+        #[inline(always)]
+        fn comma(self) -> u64 {
+            self.eq(b',')
+        }
+        #[inline(always)]
+        fn colon(self) -> u64 {
+            self.eq(b':')
+        }
+        #[inline(always)]
+        fn whitespace(self) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            self.bits(|x| unsafe {
+                let table = _mm256_broadcastsi128_si256(whitespace_table());
+                _mm256_cmpeq_epi8(x, _mm256_shuffle_epi8(table, x))
+            })
+        }
+        #[inline(always)]
+        fn digit(self) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            self.bits(|x| unsafe {
+                let nine = _mm256_set1_epi8(9);
+                let value = _mm256_sub_epi8(x, _mm256_set1_epi8(b'0' as i8));
+                _mm256_cmpeq_epi8(_mm256_max_epu8(value, nine), nine)
+            })
+        }
+        #[inline(always)]
+        fn zero(self) -> u64 {
+            self.eq(b'0')
+        }
+        #[inline(always)]
+        fn control(self) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            unsafe {
+                let least = _mm256_min_epu8(self.lo, self.hi);
+                let below_space = _mm256_subs_epu8(_mm256_set1_epi8(0x20), least);
+                if _mm256_testz_si256(below_space, below_space) != 0 {
+                    return 0;
+                }
+            }
+            // SAFETY: as above.
+            self.bits(|x| unsafe {
+                _mm256_cmpeq_epi8(_mm256_min_epu8(x, _mm256_set1_epi8(0x1f)), x)
+            })
+        }
+        #[inline(always)]
+        fn or(self, other: Self) -> Self {
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            unsafe {
+                Self {
+                    lo: _mm256_or_si256(self.lo, other.lo),
+                    hi: _mm256_or_si256(self.hi, other.hi),
+                }
+            }
+        }
+        #[inline(always)]
+        fn is_ascii(self) -> bool {
+            // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
+            unsafe { _mm256_movemask_epi8(_mm256_or_si256(self.lo, self.hi)) == 0 }
+        }
+    }
+
+    /// A block as one 512-bit vector (AVX-512BW): each comparison gives its 64-bit mask.
+    #[derive(Clone, Copy)]
+    struct Avx512(__m512i);
+
+    impl Avx512 {
+        #[inline(always)]
+        fn eq(self, c: u8) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
+            unsafe { _mm512_cmpeq_epi8_mask(self.0, _mm512_set1_epi8(c as i8)) }
+        }
+
+        /// Equality with `c` of each byte with bit 5 set.
+        #[inline(always)]
+        fn eq_folded(self, c: u8) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
+            unsafe {
+                let folded = _mm512_or_si512(self.0, _mm512_set1_epi8(0x20));
+                _mm512_cmpeq_epi8_mask(folded, _mm512_set1_epi8(c as i8))
+            }
+        }
+    }
+
+    impl Block for Avx512 {
+        #[inline(always)]
+        unsafe fn load(block: &[u8; 64]) -> Self {
+            // SAFETY: `block` has 64 readable bytes, unaligned loads are allowed, and the
+            // caller promises AVX-512F.
+            unsafe { Self(_mm512_loadu_si512(block.as_ptr().cast())) }
+        }
+
+        #[inline(always)]
+        unsafe fn load_partial(rest: &[u8]) -> Self {
+            debug_assert!(rest.len() < 64);
+            let mask = (1u64 << rest.len()) - 1;
+            // SAFETY: the masked load reads only the bytes of `rest` (faults are suppressed for
+            // the others, which come from the whitespace vector), and the caller promises
+            // AVX-512BW.
+            unsafe {
+                Self(_mm512_mask_loadu_epi8(
+                    _mm512_set1_epi8(b' ' as i8),
+                    mask,
+                    rest.as_ptr().cast(),
+                ))
+            }
+        }
+
+        #[inline(always)]
+        fn backslash(self) -> u64 {
+            self.eq(b'\\')
+        }
+        #[inline(always)]
+        fn quote(self) -> u64 {
+            self.eq(b'"')
+        }
+        #[inline(always)]
+        fn open(self) -> u64 {
+            self.eq_folded(b'{')
+        }
+        #[inline(always)]
+        fn close(self) -> u64 {
+            self.eq_folded(b'}')
+        }
+        #[inline(always)]
+        fn comma(self) -> u64 {
+            self.eq(b',')
+        }
+        #[inline(always)]
+        fn colon(self) -> u64 {
+            self.eq(b':')
+        }
+        #[inline(always)]
+        fn whitespace(self) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
+            unsafe {
+                let table = _mm512_broadcast_i32x4(whitespace_table());
+                _mm512_cmpeq_epi8_mask(self.0, _mm512_shuffle_epi8(table, self.0))
+            }
+        }
+        #[inline(always)]
+        fn digit(self) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
+            unsafe {
+                let value = _mm512_sub_epi8(self.0, _mm512_set1_epi8(b'0' as i8));
+                _mm512_cmplt_epu8_mask(value, _mm512_set1_epi8(10))
+            }
+        }
+        #[inline(always)]
+        fn zero(self) -> u64 {
+            self.eq(b'0')
+        }
+        #[inline(always)]
+        fn control(self) -> u64 {
+            // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
+            unsafe { _mm512_cmplt_epu8_mask(self.0, _mm512_set1_epi8(0x20)) }
+        }
+        #[inline(always)]
+        fn or(self, other: Self) -> Self {
+            // SAFETY: `self` exists, so the CPU has AVX-512F (see `Block`).
+            unsafe { Self(_mm512_or_si512(self.0, other.0)) }
+        }
+        #[inline(always)]
+        fn is_ascii(self) -> bool {
+            // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
+            unsafe { _mm512_movepi8_mask(self.0) == 0 }
+        }
     }
 
     /// Bit `i` of the result is the XOR of bits `0..=i` of `x`.
@@ -452,48 +792,29 @@ mod avx2 {
         Some(checked_to)
     }
 
-    /// The check (see the module docs).
+    /// The check with AVX2 (see the module docs).
     #[target_feature(enable = "avx2,bmi1,pclmulqdq,popcnt")]
-    pub(super) fn check(b: &[u8]) -> bool {
-        let splat = |c: u8| _mm256_set1_epi8(c as i8);
-        // Whitespace by a table lookup on the low nibble: the lookup gives back the byte for
-        // whitespace only (and 0 for bytes with the high bit set).
-        let ws_table = _mm256_setr_epi8(
-            b' ' as i8,
-            100,
-            100,
-            100,
-            17,
-            100,
-            113,
-            2,
-            100,
-            b'\t' as i8,
-            b'\n' as i8,
-            112,
-            100,
-            b'\r' as i8,
-            100,
-            100,
-            b' ' as i8,
-            100,
-            100,
-            100,
-            17,
-            100,
-            113,
-            2,
-            100,
-            b'\t' as i8,
-            b'\n' as i8,
-            112,
-            100,
-            b'\r' as i8,
-            100,
-            100,
-        );
-        let mut padded = [b' '; 64];
+    pub(super) fn check_avx2(b: &[u8]) -> bool {
+        // SAFETY: this function is compiled for (and so only runs with) the features that
+        // `check_blocks::<Avx2>` needs.
+        unsafe { check_blocks::<Avx2>(b) }
+    }
 
+    /// The check with AVX-512BW (see the module docs).
+    #[target_feature(enable = "avx512f,avx512bw,avx2,bmi1,pclmulqdq,popcnt")]
+    pub(super) fn check_avx512(b: &[u8]) -> bool {
+        // SAFETY: this function is compiled for (and so only runs with) the features that
+        // `check_blocks::<Avx512>` needs.
+        unsafe { check_blocks::<Avx512>(b) }
+    }
+
+    /// The check, with blocks classified by `B` (see the module docs). It is inlined into
+    /// [`check_avx2`] and [`check_avx512`], which are compiled for the CPU features it needs.
+    ///
+    /// # Safety
+    /// The CPU must have the features of `B` and bmi1, pclmulqdq and popcnt.
+    #[inline(always)]
+    unsafe fn check_blocks<B: Block>(b: &[u8]) -> bool {
         // Carried from block to block: whether the next byte is escaped; all ones inside a
         // string; whether the last byte is in a scalar run, or a closing quote; escapes that
         // start before `escapes_checked_to` were checked as part of an earlier escape (the
@@ -503,7 +824,8 @@ mod avx2 {
         let mut scalar_carry = 0u64;
         let mut closing_quote_carry = 0u64;
         let mut escapes_checked_to = 0usize;
-        let mut or_all = _mm256_setzero_si256();
+        // SAFETY: the caller promises the features of `B`.
+        let mut or_all = unsafe { B::load(&[0; 64]) };
         // Marks on their way to the next token, from the tokens after which a `,` may not come
         // (`{`, `[`, key, `,`), a closing bracket may not (key, `,`), a key may not (key). The
         // start of the input counts as a key.
@@ -520,28 +842,21 @@ mod avx2 {
 
         let mut base = 0usize;
         while base < b.len() {
-            let block: &[u8; 64] = match b.get(base..base + 64) {
-                Some(block) => block.try_into().expect("64 bytes"),
-                None => {
+            // SAFETY: the caller promises the features of `B`.
+            let block = unsafe {
+                match b.get(base..base + 64) {
+                    Some(block) => B::load(block.try_into().expect("64 bytes")),
                     // The last, partial block, padded with whitespace.
-                    padded[..b.len() - base].copy_from_slice(&b[base..]);
-                    &padded
+                    None => B::load_partial(&b[base..]),
                 }
             };
-            // SAFETY: `block` has 64 readable bytes, and unaligned loads are allowed.
-            let (lo, hi) = unsafe {
-                let p = block.as_ptr().cast::<__m256i>();
-                (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1)))
-            };
-            let eq = |x: __m256i, c: u8| _mm256_cmpeq_epi8(x, splat(c));
+            or_all = or_all.or(block);
 
             // Escapes: a backslash escapes the next byte unless it is itself escaped.
-            let (backslash_lo, backslash_hi) = (eq(lo, b'\\'), eq(hi, b'\\'));
-            let any_backslash = _mm256_movemask_epi8(_mm256_or_si256(backslash_lo, backslash_hi));
-            let escaped = if any_backslash as u32 as u64 | escaped_carry == 0 {
+            let escaped = if escaped_carry == 0 && !block.any_backslash() {
                 0
             } else {
-                let backslash = bits(backslash_lo, backslash_hi);
+                let backslash = block.backslash();
                 // simdjson's trick: subtracting the backslashes that may start an escape from
                 // the odd bits (with those backslashes shifted in) carries through each run and
                 // leaves its escaped bytes marked, whichever the parity of the run's start.
@@ -560,45 +875,25 @@ mod avx2 {
             };
 
             // Strings: from an opening quote up to (not including) its closing quote.
-            let (quote_lo, quote_hi) = (eq(lo, b'"'), eq(hi, b'"'));
-            let raw_quote = bits(quote_lo, quote_hi);
+            let raw_quote = block.quote();
             let quote = raw_quote & !escaped;
-            let in_string = prefix_xor(quote) ^ in_string_carry;
+            // SAFETY: the caller promises pclmulqdq.
+            let in_string = unsafe { prefix_xor(quote) } ^ in_string_carry;
             in_string_carry = ((in_string as i64) >> 63) as u64;
             let closing_quote = quote & !in_string;
 
             // Structural characters; bit 5 set folds `[` onto `{` and `]` onto `}`.
-            let (folded_lo, folded_hi) = (
-                _mm256_or_si256(lo, splat(0x20)),
-                _mm256_or_si256(hi, splat(0x20)),
-            );
-            let (open_lo, open_hi) = (eq(folded_lo, b'{'), eq(folded_hi, b'{'));
-            let (close_lo, close_hi) = (eq(folded_lo, b'}'), eq(folded_hi, b'}'));
-            let (comma_lo, comma_hi) = (eq(lo, b','), eq(hi, b','));
-            let (colon_lo, colon_hi) = (eq(lo, b':'), eq(hi, b':'));
-            let (ws_lo, ws_hi) = (
-                _mm256_cmpeq_epi8(lo, _mm256_shuffle_epi8(ws_table, lo)),
-                _mm256_cmpeq_epi8(hi, _mm256_shuffle_epi8(ws_table, hi)),
-            );
-            let ws = bits(ws_lo, ws_hi);
-
-            let (open, close) = (bits(open_lo, open_hi), bits(close_lo, close_hi));
-            let (comma, colon) = (bits(comma_lo, comma_hi), bits(colon_lo, colon_hi));
+            let (open, close) = (block.open(), block.close());
+            let (comma, colon) = (block.comma(), block.colon());
+            let ws = block.whitespace();
             let not_scalar = open | close | comma | colon | raw_quote | ws;
             let (open, close) = (open & !in_string, close & !in_string);
             let (comma, colon) = (comma & !in_string, colon & !in_string);
 
             // Control characters: none in strings, only whitespace outside.
-            let least = _mm256_min_epu8(lo, hi);
-            let below_space = _mm256_subs_epu8(splat(0x20), least);
-            if _mm256_testz_si256(below_space, below_space) == 0 {
-                let is_control = |x| _mm256_cmpeq_epi8(_mm256_min_epu8(x, splat(0x1f)), x);
-                let control = bits(is_control(lo), is_control(hi));
-                if control & (in_string | !ws) != 0 {
-                    return false;
-                }
+            if block.control() & (in_string | !ws) != 0 {
+                return false;
             }
-            or_all = _mm256_or_si256(or_all, _mm256_or_si256(lo, hi));
 
             // Keys: each `:` must directly follow a closing quote, which is then not a token.
             if colon & !(closing_quote << 1 | closing_quote_carry) != 0 {
@@ -650,9 +945,22 @@ mod avx2 {
                 let tokens_before = token_count;
                 token_count += u64::from(tokens.count_ones());
 
-                // Scalar runs. Those of digits only are checked here on the masks; the others one by
-                // one, and so is any run that reaches the end of the block (it may go on).
+                // Scalar runs. When all those that start in this block are digits only and end in
+                // it, they are checked here on the masks; otherwise one by one (a run that reaches
+                // the end of the block may go on).
                 let mut scalars = scalar_start;
+                // Adding each run's first bit to the digits carries it through the run's leading
+                // digits; it stops inside the run at a byte that is not a digit.
+                let digits = scalar & block.digit();
+                let stopped = digits.wrapping_add(scalar_start) & scalar & !digits;
+                if stopped == 0 && scalar_carry == 0 {
+                    // Every run that starts here is digits only and ends in this block (at a
+                    // byte that may end a number): valid unless it has a leading zero.
+                    if scalar_start & block.zero() & scalar >> 1 != 0 {
+                        return false;
+                    }
+                    scalars = 0;
+                }
                 while scalars != 0 {
                     if !scalar_ok(b, base + scalars.trailing_zeros() as usize) {
                         return false;
@@ -732,7 +1040,7 @@ mod avx2 {
             && depth == 0
             && after_open_key_comma == 0
             && in_string_carry == 0
-            && (_mm256_movemask_epi8(or_all) == 0 || std::str::from_utf8(b).is_ok())
+            && (or_all.is_ascii() || std::str::from_utf8(b).is_ok())
     }
 }
 
@@ -742,18 +1050,23 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::Value;
 
-    /// The verdict of [`super::is_valid_json`], after checking that both paths agree on it:
-    /// the scalar check and (where the CPU has AVX2) the SIMD one. Every test below goes
-    /// through this.
+    /// The verdict of [`super::is_valid_json`], after checking that all paths agree on it:
+    /// the scalar check and (where the CPU has the features) the AVX2 and AVX-512BW ones.
+    /// Every test below goes through this.
     fn is_valid_json(bytes: &[u8]) -> bool {
         let scalar = check_scalar(bytes);
-        if let Some(simd) = check_simd(bytes) {
-            assert_eq!(
-                simd,
-                scalar,
-                "SIMD and scalar checks disagree on {:?}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-            );
+        for (path, verdict) in [
+            ("AVX2", check_avx2(bytes)),
+            ("AVX-512", check_avx512(bytes)),
+        ] {
+            if let Some(simd) = verdict {
+                assert_eq!(
+                    simd,
+                    scalar,
+                    "{path} and scalar checks disagree on {:?}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                );
+            }
         }
         assert_eq!(super::is_valid_json(bytes), scalar);
         scalar
