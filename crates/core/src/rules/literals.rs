@@ -42,9 +42,9 @@ pub(crate) struct LiteralMatcher {
     literals: Vec<Literal>,
     /// Literal indices by the hash of their lowercased first word.
     by_first_word: HashMap<u64, Vec<u32>, BuildHasherDefault<AlreadyHashed>>,
-    /// Bit `n` of entry `shape_slot(first, last)` is set when some first word has `n` bytes and the
-    /// same first and last bytes as `word` (up to ASCII case): most words of an error text are
-    /// skipped with this, without hashing.
+    /// Bit `n` of entry `shape_slot(first, last)` is set when some first word has `n` bytes and
+    /// begins with `first` and ends with `last` (up to ASCII case): most words of an error text
+    /// are skipped with this, without hashing.
     first_word_shapes: Box<[u64; 1024]>,
     /// The literals that are not found by word, and their indices.
     automaton: Option<(AhoCorasick, Vec<u32>)>,
