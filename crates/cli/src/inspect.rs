@@ -54,7 +54,7 @@ impl Examined {
             .chars()
             .take(300)
             .collect();
-        let fingerprint = fingerprint(classification.class, &error_text, letter.source.as_deref());
+        let fingerprint = fingerprint(classification.class, &error_text, letter.source());
         let at = letter
             .context
             .context()
@@ -82,7 +82,7 @@ impl Examined {
             message_id: &self.message.message_id,
             class: self.class,
             fingerprint: &self.fingerprint,
-            source: self.letter.source.as_deref(),
+            source: self.letter.source(),
             at: self.at,
             body: &self.letter.message.body,
         }
@@ -228,7 +228,7 @@ pub fn group(dlq: &str, messages: &[Examined], now: DateTime<Utc>) -> Inspection
                         class,
                         rule: members[0].rule.clone(),
                         error: members[0].error.clone(),
-                        source: members[0].letter.source.clone(),
+                        source: members[0].letter.source().map(str::to_string),
                         count: members.len(),
                         oldest_age_seconds: oldest,
                         newest_age_seconds: newest,

@@ -461,7 +461,7 @@ impl Redrive<'_> {
             let target = options
                 .to
                 .clone()
-                .or_else(|| examined.letter.source.clone())
+                .or_else(|| examined.letter.source().map(str::to_string))
                 .or_else(|| self.redrive_source.clone());
             if selected {
                 report.matched += 1;

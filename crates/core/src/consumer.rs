@@ -265,6 +265,6 @@ mod tests {
         assert_eq!(opened.message.body, original.body);
         assert_eq!(opened.message.attributes, original.attributes);
         assert_eq!(opened.facts().error_message, "boom");
-        assert_eq!(opened.source.as_deref(), Some("orders"));
+        assert_eq!(opened.source(), Some("orders"));
     }
 }

@@ -476,8 +476,8 @@ impl Engine {
 
     fn target_of(&self, letter: &OpenedLetter) -> Option<String> {
         letter
-            .source
-            .clone()
+            .source()
+            .map(str::to_string)
             .or_else(|| self.config.default_target.clone())
     }
 
@@ -544,7 +544,7 @@ impl Engine {
             )
         });
         if context.source.is_none() {
-            context.source = plan.letter.source.clone();
+            context.source = plan.letter.source().map(str::to_string);
         }
         context.heal = Some(HealState {
             key: plan.key.clone(),
@@ -706,13 +706,13 @@ impl Engine {
                 .as_ref()
                 .map_or(FailureClass::Unknown, |c| c.class);
             let error = plan.letter.error_text();
-            let fingerprint = alert::fingerprint(class, &error, plan.letter.source.as_deref());
+            let fingerprint = alert::fingerprint(class, &error, plan.letter.source());
             let entry = groups.entry(fingerprint.clone()).or_insert_with(|| {
                 (
                     Alert {
                         fingerprint,
                         class,
-                        source: plan.letter.source.clone(),
+                        source: plan.letter.source().map(str::to_string),
                         count: 0,
                         sample_keys: Vec::new(),
                         error: redact(&short_error(&error)),
@@ -923,7 +923,7 @@ impl Plan {
             action,
             alerted: false,
             at: now,
-            source: self.letter.source.clone(),
+            source: self.letter.source().map(str::to_string),
             archive_ref,
             error: redact(&short_error(&self.letter.error_text())),
             dlq_message_id: self.letter.message.message_id.clone(),
@@ -954,7 +954,7 @@ impl Plan {
             attributes: self.letter.message.attributes.clone(),
             context: self.letter.raw_context(),
             context_problem: self.letter.context.problem(),
-            source: self.letter.source.clone(),
+            source: self.letter.source().map(str::to_string),
             log_url: self
                 .letter
                 .context

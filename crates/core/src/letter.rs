@@ -51,8 +51,6 @@ pub struct OpenedLetter {
     pub context_text: Option<String>,
     /// Whether the context came in a body envelope.
     pub enveloped: bool,
-    /// The source queue: from the context, else from native redrive.
-    pub source: Option<String>,
 }
 
 impl OpenedLetter {
@@ -93,17 +91,20 @@ impl OpenedLetter {
                 }
             }
         }
-        let source = context
-            .context()
-            .and_then(|c| c.source.clone())
-            .or_else(|| message.redrive_source.clone());
         OpenedLetter {
             message,
             context,
             context_text,
             enveloped,
-            source,
         }
+    }
+
+    /// The source queue: from the context, else from native redrive.
+    pub fn source(&self) -> Option<&str> {
+        self.context
+            .context()
+            .and_then(|c| c.source.as_deref())
+            .or(self.message.redrive_source.as_deref())
     }
 
     /// The context as received, for the archive: its JSON, or its text when it is not JSON.
@@ -122,7 +123,7 @@ impl OpenedLetter {
             error_message: error.map_or("", |e| e.message.as_str()),
             status: error.and_then(|e| e.status),
             attributes: &self.message.attributes,
-            source: self.source.as_deref(),
+            source: self.source(),
             receive_count: self.message.receive_count,
             context: self.context.state(),
         }
@@ -213,7 +214,7 @@ mod tests {
             assert!(opened.enveloped);
             assert_eq!(opened.message.body, body);
             assert_eq!(opened.context.state(), ContextState::Valid);
-            assert_eq!(opened.source.as_deref(), Some("orders"));
+            assert_eq!(opened.source(), Some("orders"));
         }
     }
 
@@ -226,10 +227,7 @@ mod tests {
         assert_eq!(opened.context.state(), ContextState::Corrupt);
         assert_eq!(opened.raw_context(), Some(Value::String("{broken".into())));
         assert_eq!(opened.attributes().len(), 1);
-        assert_eq!(
-            opened.source.as_deref(),
-            Some("arn:aws:sqs:us-east-1:1:orders")
-        );
+        assert_eq!(opened.source(), Some("arn:aws:sqs:us-east-1:1:orders"));
 
         let plain = OpenedLetter::open(message(b"{\"dlq-envelope\": nope", Attributes::new()));
         assert!(!plain.enveloped);

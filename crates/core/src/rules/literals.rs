@@ -42,9 +42,9 @@ pub(crate) struct LiteralMatcher {
     literals: Vec<Literal>,
     /// Literal indices by the hash of their lowercased first word.
     by_first_word: HashMap<u64, Vec<u32>, BuildHasherDefault<AlreadyHashed>>,
-    /// Bit `n` of entry `shape_slot(word)` is set when some first word has `n` bytes and the
-    /// same first and last bytes as `word` (up to ASCII case): most words of an error text are
-    /// skipped with this, without hashing.
+    /// Bit `n` of entry `shape_slot(first, last)` is set when some first word has `n` bytes and
+    /// begins with `first` and ends with `last` (up to ASCII case): most words of an error text
+    /// are skipped with this, without hashing.
     first_word_shapes: Box<[u64; 1024]>,
     /// The literals that are not found by word, and their indices.
     automaton: Option<(AhoCorasick, Vec<u32>)>,
@@ -87,7 +87,8 @@ impl LiteralMatcher {
             let index = u32::try_from(index).expect("fewer than 2^32 literals");
             if by_first_word {
                 let first_word = &bytes[first_word_at..first_word_end];
-                matcher.first_word_shapes[shape_slot(first_word)] |= 1 << first_word.len();
+                let slot = shape_slot(first_word[0], first_word[first_word.len() - 1]);
+                matcher.first_word_shapes[slot] |= 1 << first_word.len();
                 matcher
                     .by_first_word
                     .entry(lowercase_hash(&bytes[first_word_at..first_word_end]))
@@ -137,39 +138,53 @@ impl LiteralMatcher {
 
     fn by_words(&self, bytes: &[u8], found: &mut impl FnMut(Occurrence)) {
         for_each_word(bytes, |word_start, word_end| {
+            // Most words are no literal's first word; this test, kept small so that it stays in
+            // the word loop, skips them.
             let length = word_end - word_start;
-            let word = &bytes[word_start..word_end];
-            if length > MAX_FIRST_WORD
-                || self.first_word_shapes[shape_slot(word)] & (1 << length) == 0
-            {
-                return;
-            }
-            let Some(candidates) = self.by_first_word.get(&lowercase_hash(word)) else {
-                return;
-            };
-            for &literal in candidates {
-                let literal = literal as usize;
-                let Literal {
-                    bytes: pattern,
-                    first_word_at,
-                    ..
-                } = &self.literals[literal];
-                let Some(start) = word_start.checked_sub(*first_word_at) else {
-                    continue;
-                };
-                let end = start + pattern.len();
-                let matches = bytes
-                    .get(start..end)
-                    .is_some_and(|candidate| candidate.eq_ignore_ascii_case(pattern));
-                if matches && self.bounded(literal, bytes, start, end) {
-                    found(Occurrence {
-                        literal,
-                        start,
-                        end,
-                    });
-                }
+            let slot = shape_slot(bytes[word_start], bytes[word_end - 1]);
+            if length <= MAX_FIRST_WORD && self.first_word_shapes[slot] & (1 << length) != 0 {
+                self.literals_at_word(bytes, word_start, word_end, found);
             }
         });
+    }
+
+    /// Report the literals whose first word is the word at `word_start..word_end` of `bytes`.
+    #[inline(never)]
+    fn literals_at_word(
+        &self,
+        bytes: &[u8],
+        word_start: usize,
+        word_end: usize,
+        found: &mut impl FnMut(Occurrence),
+    ) {
+        let Some(candidates) = self
+            .by_first_word
+            .get(&lowercase_hash(&bytes[word_start..word_end]))
+        else {
+            return;
+        };
+        for &literal in candidates {
+            let literal = literal as usize;
+            let Literal {
+                bytes: pattern,
+                first_word_at,
+                ..
+            } = &self.literals[literal];
+            let Some(start) = word_start.checked_sub(*first_word_at) else {
+                continue;
+            };
+            let end = start + pattern.len();
+            let matches = bytes
+                .get(start..end)
+                .is_some_and(|candidate| candidate.eq_ignore_ascii_case(pattern));
+            if matches && self.bounded(literal, bytes, start, end) {
+                found(Occurrence {
+                    literal,
+                    start,
+                    end,
+                });
+            }
+        }
     }
 
     /// Whether an occurrence of `literal` at `start..end` of `bytes` is word-bounded where the
@@ -297,10 +312,9 @@ const WORD_BYTES: [bool; 256] = {
     table
 };
 
-/// Where a word's lengths are kept in [`LiteralMatcher::first_word_shapes`]: by its first and
-/// last bytes, the same slot for both cases of an ASCII letter.
-fn shape_slot(word: &[u8]) -> usize {
-    let (first, last) = (word[0], word[word.len() - 1]);
+/// Where the lengths of words with these first and last bytes are kept in
+/// [`LiteralMatcher::first_word_shapes`]: the same slot for both cases of an ASCII letter.
+fn shape_slot(first: u8, last: u8) -> usize {
     usize::from(first & 0x1F) << 5 | usize::from(last & 0x1F)
 }
 
