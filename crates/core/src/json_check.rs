@@ -348,10 +348,13 @@ fn digits_end(b: &[u8], mut i: usize) -> usize {
 /// The grammar is then two checks. Which token may follow which is local, so it is checked on
 /// masks: for each token, whether the previous token was `{`/`[`, a key or a `,` (masks
 /// carried from each such token to the next one by an addition through the bytes between), and
-/// so on. What depends on the container is checked at the brackets only, walking them with the
-/// nesting kept in a 128-bit word as [`check_scalar`] does: brackets match, the nesting stays
-/// within [`MAX_JSON_DEPTH`], arrays hold no keys, objects hold no values that do not follow a
-/// key, and the top-level value is the only one.
+/// so on. What depends on the container comes from walking the brackets only, with the nesting
+/// kept in a 64-bit word: brackets match, and each bracket marks whether the innermost
+/// container after it is an object (or the top level). An addition carries those marks through
+/// the bytes up to the next bracket, which gives every token its container at once: arrays
+/// hold no keys, objects hold no values that do not follow a key, and the top-level value is
+/// the only one. Nesting deeper than `SIMD_DEPTH` (62) is left to [`check_scalar`], which
+/// enforces [`MAX_JSON_DEPTH`].
 ///
 /// A grammar error hands the input to [`check_scalar`] for the verdict: only there can a key
 /// with whitespace before its `:` that is in a later block have been taken for a value. (So
@@ -427,6 +430,11 @@ mod simd {
             _ => false,
         }
     }
+
+    /// The deepest nesting that the SIMD check follows itself (the nesting stack is one 64-bit
+    /// word with a sentinel); deeper inputs go to [`check_scalar`], which also enforces
+    /// [`MAX_JSON_DEPTH`].
+    const SIMD_DEPTH: usize = 62;
 
     /// Bits set at odd positions.
     const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
@@ -772,24 +780,38 @@ mod simd {
         sum & tokens
     }
 
+    /// The sentinel of the nesting stack at the top level (see [`check_blocks`]).
+    const TOP: u64 = 2;
+    const _: () = assert!(SIMD_DEPTH + 2 == u64::BITS as usize && SIMD_DEPTH < MAX_JSON_DEPTH);
+
+    /// For each byte, whether it is after a byte of `from` with no byte of `stops` in between
+    /// (the byte of `stops` that ends a run counts as in it); `carry` 1 counts as a byte of
+    /// `from` just before the block. Bytes of `from` must be in `stops`.
+    #[inline(always)]
+    fn fill_after(from: u64, stops: u64, carry: u64) -> u64 {
+        // Adding a bit just after each byte of `from` to the bytes that are not stops carries
+        // it through them, flipping them, up to (and setting) the next stop.
+        !stops ^ (!stops).wrapping_add(from << 1 | carry)
+    }
+
     /// Checks the escapes whose backslashes are the bits of `escapes` (in the block at `base`),
-    /// except those before `checked_to`; the new `checked_to`, or `None` for a bad escape.
+    /// except those before `checked_to`, and moves `checked_to` past them; `false` for a bad
+    /// escape. (`checked_to` is behind a reference so that it stays out of the registers of
+    /// the block loop, which rarely needs it.)
     #[cold]
     #[inline(never)]
-    fn check_escapes(
-        b: &[u8],
-        mut escapes: u64,
-        base: usize,
-        mut checked_to: usize,
-    ) -> Option<usize> {
+    fn check_escapes(b: &[u8], mut escapes: u64, base: usize, checked_to: &mut usize) -> bool {
         while escapes != 0 {
             let at = base + escapes.trailing_zeros() as usize;
             escapes &= escapes - 1;
-            if at >= checked_to {
-                checked_to = escape_end(b, at + 1)?;
+            if at >= *checked_to {
+                match escape_end(b, at + 1) {
+                    Some(end) => *checked_to = end,
+                    None => return false,
+                }
             }
         }
-        Some(checked_to)
+        true
     }
 
     /// The check with AVX2 (see the module docs).
@@ -826,19 +848,21 @@ mod simd {
         let mut escapes_checked_to = 0usize;
         // SAFETY: the caller promises the features of `B`.
         let mut or_all = unsafe { B::load(&[0; 64]) };
-        // Marks on their way to the next token, from the tokens after which a `,` may not come
-        // (`{`, `[`, key, `,`), a closing bracket may not (key, `,`), a key may not (key). The
-        // start of the input counts as a key.
-        let (mut after_open_key_comma, mut after_key_comma, mut after_key) = (1, 1, 1);
+        // Marks on their way to the next token: from `{`, `[` and `,`, and from keys and `,`.
+        // Together they tell the previous token's kind: `{`/`[` (first only), key (second
+        // only), `,` (both), or a value or closing bracket (neither). The start of the input
+        // counts as a key.
+        let (mut after_open_comma, mut after_key_comma) = (0u64, 1u64);
 
-        // The nesting as in `check_scalar`, as a shift register: bit 0 is set when the
-        // innermost container is an object.
-        let mut stack: u128 = 0;
-        let mut depth = 0usize;
-        // Tokens so far, and how many there are up to the end of the top-level container (0
-        // until it ends): the top-level value must be the only one.
-        let mut token_count = 0u64;
-        let mut top_level_end = 0u64;
+        // The nesting as in `check_scalar`, as a shift register with a sentinel: bit 0 is set
+        // when the innermost container is an object, and the sentinel bit above the
+        // containers' bits is at bit `depth + 1`, so that the top level (`stack == TOP`)
+        // counts as an array (which holds no keys). Deeper than `SIMD_DEPTH` the input goes
+        // to `check_scalar`.
+        let mut stack: u64 = TOP;
+        // Tokens at the top level (outside all containers) so far: the top-level value must
+        // be the only one.
+        let mut top_tokens = 0u64;
 
         let mut base = 0usize;
         while base < b.len() {
@@ -865,11 +889,8 @@ mod simd {
                 let escapes = code & backslash;
                 let escaped = code ^ (backslash | escaped_carry);
                 escaped_carry = escapes >> 63;
-                if escapes != 0 {
-                    match check_escapes(b, escapes, base, escapes_checked_to) {
-                        Some(to) => escapes_checked_to = to,
-                        None => return false,
-                    }
+                if escapes != 0 && !check_escapes(b, escapes, base, &mut escapes_checked_to) {
+                    return false;
                 }
                 escaped
             };
@@ -924,121 +945,107 @@ mod simd {
             if tokens != 0 {
                 // Which token may follow which.
                 let last_shift = tokens.leading_zeros();
-                let prev_open_key_comma = follows(
-                    open | colon | comma,
-                    tokens,
-                    last_shift,
-                    &mut after_open_key_comma,
-                );
+                let prev_open_comma =
+                    follows(open | comma, tokens, last_shift, &mut after_open_comma);
                 let prev_key_comma =
                     follows(colon | comma, tokens, last_shift, &mut after_key_comma);
-                let prev_key = follows(colon, tokens, last_shift, &mut after_key);
-                // After a value or a closing bracket only `,` or a closing bracket.
+                let prev_open_key_comma = prev_open_comma | prev_key_comma;
+                let prev_key = prev_key_comma & !prev_open_comma;
+                // After a value or a closing bracket only `,` or a closing bracket; a key only
+                // after `{`/`[` or `,` (a key in an array is refused below).
                 let misplaced = (comma & prev_open_key_comma)
                     | (close & prev_key_comma)
-                    | (colon & prev_key)
-                    | ((open | colon | value) & !prev_open_key_comma);
+                    | (colon & !prev_open_comma)
+                    | ((open | value) & !prev_open_key_comma);
                 if misplaced != 0 {
                     grammar_error!();
                 }
-
-                let tokens_before = token_count;
-                token_count += u64::from(tokens.count_ones());
 
                 // Scalar runs. When all those that start in this block are digits only and end in
                 // it, they are checked here on the masks; otherwise one by one (a run that reaches
                 // the end of the block may go on).
-                let mut scalars = scalar_start;
-                // Adding each run's first bit to the digits carries it through the run's leading
-                // digits; it stops inside the run at a byte that is not a digit.
-                let digits = scalar & block.digit();
-                let stopped = digits.wrapping_add(scalar_start) & scalar & !digits;
-                if stopped == 0 && scalar_carry == 0 {
-                    // Every run that starts here is digits only and ends in this block (at a
-                    // byte that may end a number): valid unless it has a leading zero.
-                    if scalar_start & block.zero() & scalar >> 1 != 0 {
-                        return false;
-                    }
-                    scalars = 0;
-                }
-                while scalars != 0 {
-                    if !scalar_ok(b, base + scalars.trailing_zeros() as usize) {
-                        return false;
-                    }
-                    scalars &= scalars - 1;
-                }
-
-                // The brackets, in order, with what depends on the container between them: no
-                // keys in arrays (or at the top level), and no values in objects that do not
-                // follow a key.
-                let mut bad_in_array = colon;
-                let mut bad_in_object = (value | open) & !prev_key;
-                let mut brackets = open | close;
-                while brackets != 0 {
-                    // The tokens up to and including this bracket are in the current container (an
-                    // opening bracket is a value of its parent).
-                    let upto = brackets ^ (brackets - 1);
-                    let misplaced = if stack & 1 == 1 {
-                        bad_in_object
-                    } else {
-                        bad_in_array
-                    };
-                    if misplaced & upto != 0 {
-                        grammar_error!();
-                    }
-                    bad_in_object &= !upto;
-                    bad_in_array &= !upto;
-                    let at = base + brackets.trailing_zeros() as usize;
-                    brackets &= brackets - 1;
-                    debug_assert!(at < b.len());
-                    // SAFETY: token bits are only set for bytes of the input: the padding of the
-                    // last block is whitespace, which is never a token.
-                    let c = unsafe { *b.get_unchecked(at) };
-                    let is_object = c & 0x20 != 0;
-                    if c & 2 != 0 {
-                        // `{` or `[`.
-                        if depth == MAX_JSON_DEPTH {
+                if scalar_start != 0 {
+                    // Adding each run's first bit to the digits carries it through the run's
+                    // leading digits; it stops inside the run at a byte that is not a digit.
+                    let digits = scalar & block.digit();
+                    let stopped = digits.wrapping_add(scalar_start) & scalar & !digits;
+                    if stopped == 0 && scalar_carry == 0 {
+                        // Every run that starts here is digits only and ends in this block (at
+                        // a byte that may end a number): valid unless it has a leading zero.
+                        if scalar_start & block.zero() & scalar >> 1 != 0 {
                             return false;
                         }
-                        // The top-level container must be the first token.
-                        if depth == 0
-                            && tokens_before + u64::from((tokens & upto >> 1).count_ones()) != 0
-                        {
-                            grammar_error!();
-                        }
-                        depth += 1;
-                        stack = stack << 1 | u128::from(is_object);
                     } else {
-                        // `}` or `]`.
-                        if depth == 0 || is_object != (stack & 1 == 1) {
-                            grammar_error!();
-                        }
-                        depth -= 1;
-                        stack >>= 1;
-                        if depth == 0 {
-                            top_level_end = tokens_before + u64::from((tokens & upto).count_ones());
+                        let mut scalars = scalar_start;
+                        while scalars != 0 {
+                            if !scalar_ok(b, base + scalars.trailing_zeros() as usize) {
+                                return false;
+                            }
+                            scalars &= scalars - 1;
                         }
                     }
                 }
-                let misplaced = if stack & 1 == 1 {
-                    bad_in_object
-                } else {
-                    bad_in_array
-                };
-                if misplaced != 0 {
+
+                // The brackets, in order: they match, and the nesting stays within
+                // `SIMD_DEPTH`. `inner_object` marks the brackets after which the innermost
+                // container is an object, `inner_top` those after which it is the top level.
+                let at_top = stack == TOP;
+                let in_object_before = stack & 1;
+                let mut inner_object = 0u64;
+                let mut inner_top = 0u64;
+                let brackets = open | close;
+                // SAFETY: `base` is within the input (or at its end, for no bytes).
+                let block_bytes = unsafe { b.as_ptr().add(base) };
+                let mut rest = brackets;
+                while rest != 0 {
+                    let at = rest.trailing_zeros();
+                    rest &= rest - 1;
+                    debug_assert!(base + (at as usize) < b.len());
+                    // SAFETY: token bits are only set for bytes of the input: the padding of the
+                    // last block is whitespace, which is never a token.
+                    let c = unsafe { *block_bytes.add(at as usize) };
+                    let is_object = u64::from(c >> 5 & 1);
+                    if c & 2 != 0 {
+                        // `{` or `[`; past `SIMD_DEPTH` (the sentinel in bit 63) the scalar
+                        // check decides.
+                        if stack >> 63 != 0 {
+                            return check_scalar(b);
+                        }
+                        stack = stack << 1 | is_object;
+                    } else {
+                        // `}` or `]`.
+                        if (stack ^ is_object) & 1 != 0 {
+                            grammar_error!();
+                        }
+                        stack >>= 1;
+                        // Closing the top level leaves only half the sentinel.
+                        if stack <= TOP {
+                            if stack < TOP {
+                                grammar_error!();
+                            }
+                            inner_top |= 1 << at;
+                        }
+                    }
+                    inner_object |= (stack & 1) << at;
+                }
+                // Each token is in the container that is innermost after the last bracket
+                // before it (an opening bracket is a value of its parent; a closing one is in
+                // the container it closes). No keys in arrays (or at the top level), no values
+                // in objects that do not follow a key.
+                let in_object = fill_after(inner_object, brackets, in_object_before);
+                if (colon & !in_object) | ((value | open) & !prev_key & in_object) != 0 {
                     grammar_error!();
+                }
+                if at_top || inner_top != 0 {
+                    let at_top = fill_after(inner_top, brackets, u64::from(at_top));
+                    top_tokens += u64::from((tokens & at_top).count_ones());
                 }
             }
             base += 64;
         }
-        let one_value = if top_level_end == 0 {
-            token_count == 1
-        } else {
-            token_count == top_level_end
-        };
-        one_value
-            && depth == 0
-            && after_open_key_comma == 0
+        top_tokens == 1
+            && stack == TOP
+            && after_open_comma | after_key_comma == 0
             && in_string_carry == 0
             && (or_all.is_ascii() || std::str::from_utf8(b).is_ok())
     }
@@ -1438,6 +1445,73 @@ mod tests {
                     let shifted = [" ".repeat(offset).into_bytes(), text].concat();
                     assert_agrees(&shifted);
                     assert_eq!(is_valid_json(&shifted), levels <= MAX_JSON_DEPTH);
+                }
+            }
+        }
+    }
+
+    /// Nesting around the depth past which the SIMD check hands the input to the scalar one
+    /// (its nesting stack is one 64-bit word), at every alignment: still valid, and the same
+    /// verdicts for unbalanced and mismatched brackets there.
+    #[test]
+    fn nesting_around_the_simd_stack_depth_at_every_offset() {
+        for offset in 0..66 {
+            let pad = " ".repeat(offset).into_bytes();
+            for levels in 58..=66 {
+                for text in [nested(levels), nested_objects(levels)] {
+                    let shifted = [pad.clone(), text].concat();
+                    assert!(is_valid_json(&shifted), "{levels} levels at {offset}");
+                }
+                let mismatched =
+                    [pad.clone(), "[".repeat(levels).into_bytes(), b"}".to_vec()].concat();
+                assert!(!is_valid_json(&mismatched));
+                let extra_close = [pad.clone(), nested(levels), b"]".to_vec()].concat();
+                assert!(!is_valid_json(&extra_close));
+                // Down and up again past the depth, twice.
+                let twice = [
+                    pad.clone(),
+                    b"[".to_vec(),
+                    nested(levels),
+                    b",".to_vec(),
+                    nested_objects(levels),
+                    b"]".to_vec(),
+                ]
+                .concat();
+                assert!(is_valid_json(&twice));
+            }
+        }
+    }
+
+    /// Whatever follows the top-level value, or the end of its container, at every alignment
+    /// (the top level is followed across blocks by where the brackets leave it).
+    #[test]
+    fn only_one_top_level_value_at_every_offset() {
+        let invalid: &[&[u8]] = &[
+            b"[1],[2]",
+            b"{},{}",
+            b"1,2",
+            b"\"a\",1",
+            b"[1]]",
+            b"[1]}",
+            b"{\"a\":1}}",
+            b"]",
+            b"}[",
+            b"[1],",
+            b",[1]",
+            b"\"k\":1",
+            b"{\"a\":[1]},\"b\":2}",
+            b"[[1],[2]],[3]",
+        ];
+        let valid: &[&[u8]] = &[b"[1]", b"{}", b"1", b"\"a\"", b"[[1],[2]]", b"{\"a\":[{}]}"];
+        for offset in 0..130 {
+            let pad = " ".repeat(offset).into_bytes();
+            for (cases, expected) in [(invalid, false), (valid, true)] {
+                for &case in cases {
+                    let shifted = [pad.as_slice(), case, b" "].concat();
+                    assert_eq!(is_valid_json(&shifted), expected, "{offset} {case:?}");
+                    // The same inside a long first string, so that it starts in a later block.
+                    let late = [b"[\"".as_slice(), &pad, b"\",", case, b"]"].concat();
+                    assert_agrees(&late);
                 }
             }
         }
