@@ -493,20 +493,45 @@ mod simd {
         fn any_backslash(self) -> bool {
             self.backslash() != 0
         }
-        fn backslash(self) -> u64;
-        fn quote(self) -> u64;
+        /// The bytes equal to `c`.
+        fn eq(self, c: u8) -> u64;
+        /// The bytes that equal `c` once bit 5 is set (`{` and `[` for `{`).
+        fn eq_folded(self, c: u8) -> u64;
+        #[inline(always)]
+        fn backslash(self) -> u64 {
+            self.eq(b'\\')
+        }
+        #[inline(always)]
+        fn quote(self) -> u64 {
+            self.eq(b'"')
+        }
         /// `{` and `[`.
-        fn open(self) -> u64;
+        #[inline(always)]
+        fn open(self) -> u64 {
+            self.eq_folded(b'{')
+        }
         /// `}` and `]`.
-        fn close(self) -> u64;
-        fn comma(self) -> u64;
-        fn colon(self) -> u64;
+        #[inline(always)]
+        fn close(self) -> u64 {
+            self.eq_folded(b'}')
+        }
+        #[inline(always)]
+        fn comma(self) -> u64 {
+            self.eq(b',')
+        }
+        #[inline(always)]
+        fn colon(self) -> u64 {
+            self.eq(b':')
+        }
         /// Space, tab, line feed and carriage return.
         fn whitespace(self) -> u64;
         /// `0` to `9`.
         fn digit(self) -> u64;
         /// `0`.
-        fn zero(self) -> u64;
+        #[inline(always)]
+        fn zero(self) -> u64 {
+            self.eq(b'0')
+        }
         /// The bytes below 0x20 (it may give 0 at once when there are none).
         fn control(self) -> u64;
         /// The bytes of both blocks OR-ed together, for [`Block::is_ascii`] (the accumulator
@@ -533,14 +558,15 @@ mod simd {
                 lo | hi << 32
             }
         }
+    }
 
+    impl Block for Avx2 {
         #[inline(always)]
         fn eq(self, c: u8) -> u64 {
             // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
             self.bits(|x| unsafe { _mm256_cmpeq_epi8(x, _mm256_set1_epi8(c as i8)) })
         }
 
-        /// Equality with `c` of each byte with bit 5 set.
         #[inline(always)]
         fn eq_folded(self, c: u8) -> u64 {
             // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
@@ -549,9 +575,7 @@ mod simd {
                 _mm256_cmpeq_epi8(folded, _mm256_set1_epi8(c as i8))
             })
         }
-    }
 
-    impl Block for Avx2 {
         #[inline(always)]
         unsafe fn load(block: &[u8; 64]) -> Self {
             let p = block.as_ptr().cast::<__m256i>();
@@ -576,30 +600,6 @@ mod simd {
             }
         }
         #[inline(always)]
-        fn backslash(self) -> u64 {
-            self.eq(b'\\')
-        }
-        #[inline(always)]
-        fn quote(self) -> u64 {
-            self.eq(b'"')
-        }
-        #[inline(always)]
-        fn open(self) -> u64 {
-            self.eq_folded(b'{')
-        }
-        #[inline(always)]
-        fn close(self) -> u64 {
-            self.eq_folded(b'}')
-        }
-        #[inline(always)]
-        fn comma(self) -> u64 {
-            self.eq(b',')
-        }
-        #[inline(always)]
-        fn colon(self) -> u64 {
-            self.eq(b':')
-        }
-        #[inline(always)]
         fn whitespace(self) -> u64 {
             // SAFETY: `self` exists, so the CPU has AVX2 (see `Block`).
             self.bits(|x| unsafe {
@@ -615,10 +615,6 @@ mod simd {
                 let value = _mm256_sub_epi8(x, _mm256_set1_epi8(b'0' as i8));
                 _mm256_cmpeq_epi8(_mm256_max_epu8(value, nine), nine)
             })
-        }
-        #[inline(always)]
-        fn zero(self) -> u64 {
-            self.eq(b'0')
         }
         #[inline(always)]
         fn control(self) -> u64 {
@@ -656,14 +652,13 @@ mod simd {
     #[derive(Clone, Copy)]
     struct Avx512(__m512i);
 
-    impl Avx512 {
+    impl Block for Avx512 {
         #[inline(always)]
         fn eq(self, c: u8) -> u64 {
             // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
             unsafe { _mm512_cmpeq_epi8_mask(self.0, _mm512_set1_epi8(c as i8)) }
         }
 
-        /// Equality with `c` of each byte with bit 5 set.
         #[inline(always)]
         fn eq_folded(self, c: u8) -> u64 {
             // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
@@ -672,9 +667,7 @@ mod simd {
                 _mm512_cmpeq_epi8_mask(folded, _mm512_set1_epi8(c as i8))
             }
         }
-    }
 
-    impl Block for Avx512 {
         #[inline(always)]
         unsafe fn load(block: &[u8; 64]) -> Self {
             // SAFETY: `block` has 64 readable bytes, unaligned loads are allowed, and the
@@ -699,30 +692,6 @@ mod simd {
         }
 
         #[inline(always)]
-        fn backslash(self) -> u64 {
-            self.eq(b'\\')
-        }
-        #[inline(always)]
-        fn quote(self) -> u64 {
-            self.eq(b'"')
-        }
-        #[inline(always)]
-        fn open(self) -> u64 {
-            self.eq_folded(b'{')
-        }
-        #[inline(always)]
-        fn close(self) -> u64 {
-            self.eq_folded(b'}')
-        }
-        #[inline(always)]
-        fn comma(self) -> u64 {
-            self.eq(b',')
-        }
-        #[inline(always)]
-        fn colon(self) -> u64 {
-            self.eq(b':')
-        }
-        #[inline(always)]
         fn whitespace(self) -> u64 {
             // SAFETY: `self` exists, so the CPU has AVX-512BW (see `Block`).
             unsafe {
@@ -737,10 +706,6 @@ mod simd {
                 let value = _mm512_sub_epi8(self.0, _mm512_set1_epi8(b'0' as i8));
                 _mm512_cmplt_epu8_mask(value, _mm512_set1_epi8(10))
             }
-        }
-        #[inline(always)]
-        fn zero(self) -> u64 {
-            self.eq(b'0')
         }
         #[inline(always)]
         fn control(self) -> u64 {
