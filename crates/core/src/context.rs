@@ -6,6 +6,7 @@
 //! of a version we do not know is reported as such and becomes a fact the rules can match.
 
 use crate::class::FailureClass;
+use crate::json_check::{HIGHS, string_stops};
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use memchr::{memchr, memchr2};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -875,20 +876,6 @@ fn first_time(seen: &mut u32, key: u32) -> Option<()> {
     }
     *seen |= bit;
     Some(())
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// A mask whose lowest set bit is the high bit of the first byte of `word` (little-endian)
-/// that is `"`, `\` or a control character. Bits above it may be false positives.
-#[inline(always)]
-fn string_stops(word: u64) -> u64 {
-    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let quote = zero_in(word ^ (ONES * u64::from(b'"')));
-    let backslash = zero_in(word ^ (ONES * u64::from(b'\\')));
-    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    quote | backslash | control
 }
 
 /// Strings are read eight bytes at a time up to this length, then with `memchr`.

@@ -176,18 +176,27 @@ fn check_scalar(b: &[u8]) -> bool {
     }
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
+/// Every byte 0x01: `ONES * b` repeats byte `b` eight times (SWAR, eight bytes in a `u64`).
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of every byte.
+pub(crate) const HIGHS: u64 = 0x8080_8080_8080_8080;
 
 /// A mask whose lowest set bit is the high bit of the first byte of `word` (little-endian)
-/// that is `"`, `\`, a control character or not ASCII. Bits above it may be false positives.
+/// that is `"`, `\` or a control character: a byte that ends the plain run of a JSON string.
+/// Bits above it may be false positives.
+#[inline(always)]
+pub(crate) fn string_stops(word: u64) -> u64 {
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let quote = zero_in(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_in(word ^ (ONES * u64::from(b'\\')));
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    quote | backslash | control
+}
+
+/// [`string_stops`], and also the first byte that is not ASCII.
 #[inline(always)]
 fn special_bytes(word: u64) -> u64 {
-    let quote = word ^ (ONES * u64::from(b'"'));
-    let backslash = word ^ (ONES * u64::from(b'\\'));
-    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    zero_in(quote) | zero_in(backslash) | control | (word & HIGHS)
+    string_stops(word) | (word & HIGHS)
 }
 
 /// Short strings are scanned eight bytes at a time; after this many bytes the scan switches to
@@ -404,7 +413,7 @@ mod simd {
     /// Whether the scalar run starting at `at` is exactly one number or literal.
     #[inline(always)]
     fn scalar_ok(b: &[u8], at: usize) -> bool {
-        const ONES: u64 = 0x0101_0101_0101_0101;
+        use super::ONES;
         // The common case first: one to seven digits without a leading zero.
         if let Some(chunk) = b.get(at..at + 8) {
             let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));

@@ -181,12 +181,6 @@ pub fn body_digest(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn body_digests_are_the_first_half_of_sha256_in_lowercase_hex() {
-        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
-        assert_eq!(body_digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223");
-    }
     use crate::context::{ContextState, ErrorInfo};
     use crate::message::Attribute;
     use chrono::Utc;
@@ -248,5 +242,11 @@ mod tests {
         );
         let opened = OpenedLetter::open(message(b"{}", attributes));
         assert_eq!(opened.context.state(), ContextState::Corrupt);
+    }
+
+    #[test]
+    fn body_digests_are_the_first_half_of_sha256_in_lowercase_hex() {
+        // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
+        assert_eq!(body_digest(b"abc"), "ba7816bf8f01cfea414140de5dae2223");
     }
 }

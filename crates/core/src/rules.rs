@@ -903,8 +903,7 @@ pub fn statuses_in_text(text: &str) -> Vec<u16> {
 /// The index of the first ASCII digit at or after `i`, or `bytes.len()`. Error texts are mostly
 /// letters, so it skips eight bytes at a time.
 fn next_digit(bytes: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    use crate::json_check::{HIGHS, ONES};
     while let Some(chunk) = bytes.get(i..i + 8) {
         // Digits become 0..=9; the lowest flagged byte of `value < 10` is exact (the borrows of
         // the subtraction only flag bytes above it).

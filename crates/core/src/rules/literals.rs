@@ -272,8 +272,7 @@ fn word_byte_mask_sse2(sixteen: &[u8; 16]) -> u32 {
 /// Bit i is set when byte i (little-endian) of `eight` is a word byte.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn word_byte_mask_swar(eight: &[u8; 8]) -> u32 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    use crate::json_check::{HIGHS, ONES};
     let eight = u64::from_le_bytes(*eight);
     // Each byte of `ascii` is below 0x80, so adding up to 0x80 to it never carries into the
     // next byte: the high bit of `ascii + (0x80 - low)` says `byte >= low`.
