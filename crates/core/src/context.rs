@@ -6,7 +6,7 @@
 //! of a version we do not know is reported as such and becomes a fact the rules can match.
 
 use crate::class::FailureClass;
-use crate::json_check::{HIGHS, string_stops};
+use crate::json_check::{HIGHS, hex4, no_control_bytes, string_stops};
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use memchr::{memchr, memchr2};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
@@ -671,7 +671,7 @@ impl<'a> FastReader<'a> {
         if b[stop] == b'\\' {
             return self.escaped_str(start, plain, stop);
         }
-        if least_byte(&b[plain..stop]) < 0x20 {
+        if !no_control_bytes(&b[plain..stop]) {
             return None;
         }
         self.at = stop + 1;
@@ -684,7 +684,7 @@ impl<'a> FastReader<'a> {
     fn escaped_str(&mut self, start: usize, plain: usize, escape: usize) -> Option<Cow<'a, str>> {
         let b = self.text.as_bytes();
         let end = closing_quote(b, escape)?;
-        if least_byte(&b[plain..end]) < 0x20 {
+        if !no_control_bytes(&b[plain..end]) {
             return None;
         }
         self.at = end + 1;
@@ -900,12 +900,6 @@ fn closing_quote(b: &[u8], mut from: usize) -> Option<usize> {
     }
 }
 
-/// The least byte of `bytes` (255 if empty); branch-free, so that it vectorizes.
-#[inline(always)]
-fn least_byte(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(u8::MAX, |least, &c| least.min(c))
-}
-
 /// The text of a string's contents `raw` with escapes, the first at `at`, decoded as
 /// serde_json decodes them; `None` for an escape serde_json refuses (unknown, short, a lone
 /// surrogate). Every quote in `raw` is escaped (see [`closing_quote`]).
@@ -927,13 +921,13 @@ fn unescape(raw: &str, mut at: usize) -> Option<String> {
             b'r' => ('\r', 2),
             b't' => ('\t', 2),
             b'u' => {
-                let unit = hex4(b.get(at + 2..at + 6)?)?;
+                let unit = u32::from(hex4(b, at + 2)?);
                 if (0xD800..0xDC00).contains(&unit) {
                     // A high surrogate, which must be followed by an escaped low one.
                     if b.get(at + 6..at + 8)? != b"\\u" {
                         return None;
                     }
-                    let low = hex4(b.get(at + 8..at + 12)?)?;
+                    let low = u32::from(hex4(b, at + 8)?);
                     if !(0xDC00..0xE000).contains(&low) {
                         return None;
                     }
@@ -961,20 +955,6 @@ fn unescape(raw: &str, mut at: usize) -> Option<String> {
     }
     text.push_str(&raw[plain..]);
     Some(text)
-}
-
-/// Four hex digits.
-#[inline(always)]
-fn hex4(digits: &[u8]) -> Option<u32> {
-    digits.iter().try_fold(0u32, |value, &d| {
-        let nibble = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            b'A'..=b'F' => d - b'A' + 10,
-            _ => return None,
-        };
-        Some(value << 4 | u32::from(nibble))
-    })
 }
 
 /// What reading a message's context found.

@@ -249,7 +249,7 @@ fn string_end_long(b: &[u8], start: usize, mut i: usize) -> Option<usize> {
 }
 
 /// Whether no byte is below 0x20; written as a branch-free reduction so that it vectorizes.
-fn no_control_bytes(bytes: &[u8]) -> bool {
+pub(crate) fn no_control_bytes(bytes: &[u8]) -> bool {
     bytes.iter().fold(u8::MAX, |least, &c| least.min(c)) >= 0x20
 }
 
@@ -279,7 +279,8 @@ fn unicode_escape_end(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-fn hex4(b: &[u8], i: usize) -> Option<u16> {
+/// The value of the four hex digits at `i`.
+pub(crate) fn hex4(b: &[u8], i: usize) -> Option<u16> {
     let digits = b.get(i..i + 4)?;
     let mut value = 0u16;
     for &d in digits {
