@@ -133,9 +133,15 @@ impl LocalArchive {
         })
     }
 
-    /// Write `contents` to `path` so that readers see the old file or the new one, never half:
-    /// a temporary file, fsynced, renamed into place. Syncing the directory, which makes the
-    /// rename durable, is left to the caller.
+    /// Write `contents` to `path`, durably, so that readers see the old file or the new one,
+    /// never half: a temporary file, written in full, renamed into place; then the file and its
+    /// directory synced.
+    ///
+    /// Renaming before the syncs lets one journal commit carry the data and the rename (syncing
+    /// the file first and the directory after the rename takes two, each a disk flush). A crash
+    /// before the syncs finish can leave the file short; nothing points to it yet, since the
+    /// index and the ledger are written only after this returns, and the messages it holds are
+    /// still in the DLQ, to be archived again.
     fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), LocalError> {
         let io = |operation: &str, path: &Path| {
             let operation = operation.to_string();
@@ -159,21 +165,26 @@ impl LocalArchive {
         let written = (|| {
             let mut file = std::fs::File::create(&temporary).map_err(io("create", &temporary))?;
             file.write_all(contents).map_err(io("write", &temporary))?;
-            file.sync_all().map_err(io("sync", &temporary))?;
-            std::fs::rename(&temporary, path).map_err(io("rename into place", path))
+            std::fs::rename(&temporary, path).map_err(io("rename into place", path))?;
+            Ok(file)
         })();
         if written.is_err() {
             // Best effort: the error that matters is the one being returned.
             let _ = std::fs::remove_file(&temporary);
         }
-        written
+        written?.sync_all().map_err(io("sync", path))?;
+        // Not every platform can open a directory to sync it; failing to is not an error.
+        if let Ok(directory) = std::fs::File::open(directory) {
+            let _ = directory.sync_all();
+        }
+        Ok(())
     }
 
-    /// Write each batch as one JSON Lines object, atomically and fsynced, all at once; then hand
-    /// the written ones to the store, whose next write transaction syncs their directories and
-    /// indexes their lines. One result per batch, in order.
+    /// Write each batch as one JSON Lines object, atomically and durably, all at once; then hand
+    /// the written ones to the store, whose next write transaction indexes their lines. One
+    /// result per batch, in order.
     fn store_objects(&self, batches: &[ArchiveBatch]) -> EntryResults<()> {
-        let written: Vec<Result<PathBuf, PortError>> = {
+        let written: Vec<Result<(), PortError>> = {
             let write = |batch: &ArchiveBatch| {
                 let target = batch.object.as_str();
                 let path = self
@@ -181,8 +192,7 @@ impl LocalArchive {
                     .map_err(|e| e.into_port("store archive", target))?;
                 let contents = encode_lines(batch)?;
                 LocalArchive::write_atomically(&path, &contents)
-                    .map_err(|e| e.into_port("store archive", target))?;
-                Ok(path)
+                    .map_err(|e| e.into_port("store archive", target))
             };
             each_at_once(batches, write)
                 .into_iter()
@@ -201,12 +211,11 @@ impl LocalArchive {
             .iter()
             .zip(written)
             .map(|(batch, written)| {
-                let path = written?;
-                // The directory sync and the index lines go with the next write transaction of
-                // the store — in the engine, before the ledger records the batch — once for all
-                // the objects of a batch.
+                written?;
+                // The index lines go with the next write transaction of the store — in the
+                // engine, before the ledger records the batch — once for all the objects of a
+                // batch.
                 self.store.defer_archive(PendingObject {
-                    directory: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                     object: batch.object.clone(),
                     rows: batch
                         .records

@@ -2,7 +2,6 @@
 //! clock, and the time encodings every table shares.
 
 use crate::error::LocalError;
-use crate::parallel::each_at_once;
 use chrono::{DateTime, SecondsFormat, Utc};
 use dlq_healer_core::ports::{Clock, SystemClock};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -190,36 +189,21 @@ pub(crate) struct IndexRow {
     pub(crate) source: Option<String>,
 }
 
-/// An archive object whose file is written, fsynced and renamed into place, but whose directory
-/// entry is not yet synced and whose lines are not yet indexed.
+/// An archive object whose file and directory entry are durable, but whose lines are not yet
+/// indexed.
 #[derive(Debug)]
 pub(crate) struct PendingObject {
-    pub(crate) directory: PathBuf,
     pub(crate) object: String,
     pub(crate) rows: Vec<IndexRow>,
 }
 
-/// Archive objects waiting for [`LocalStore::write`] to settle them: the next write transaction
-/// (the alerter's or the ledger's, in the engine) first syncs their directories, once per
-/// directory, then indexes their lines in the same transaction. So a ledger record never
-/// commits before the files it points to are durable, and an index line never points to a file
-/// whose directory entry could still be lost.
+/// Archive objects waiting for [`LocalStore::write`] to index their lines, in the next write
+/// transaction (the alerter's or the ledger's, in the engine), before anything else it does.
+/// The objects are durable before they get here, so a ledger record never commits before the
+/// files it points to are durable, and an index line never points to a file that could be lost.
 #[derive(Debug, Default)]
 struct PendingArchive {
     objects: Vec<PendingObject>,
-}
-
-/// Sync directories so that the renames into them are durable, in parallel (concurrent syncs
-/// share the disk's cache flushes). Not every platform can open a directory for this; as before,
-/// failing to is not an error.
-fn sync_directories(mut directories: Vec<&Path>) {
-    directories.sort_unstable();
-    directories.dedup();
-    each_at_once(&directories, |directory| {
-        if let Ok(dir) = std::fs::File::open(directory) {
-            let _ = dir.sync_all();
-        }
-    });
 }
 
 fn index_objects(tx: &Transaction<'_>, objects: &[PendingObject]) -> rusqlite::Result<()> {
@@ -261,7 +245,6 @@ impl Drop for Inner {
         if objects.is_empty() {
             return;
         }
-        sync_directories(objects.iter().map(|o| o.directory.as_path()).collect());
         let connection = self.connection.get_mut().unwrap_or_else(|e| e.into_inner());
         let indexed = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -433,13 +416,13 @@ impl LocalStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Hand an archive object, written and fsynced and renamed into place, to the next write
-    /// transaction, which syncs its directory and indexes it before doing anything else.
+    /// Hand an archive object, durable in its place, to the next write transaction, which
+    /// indexes it before doing anything else.
     pub(crate) fn defer_archive(&self, object: PendingObject) {
         self.pending_archive().objects.push(object);
     }
 
-    /// Sync the directories of archive objects stored since the last write and index them now.
+    /// Index the archive objects stored since the last write now.
     pub(crate) fn settle_archive(&self) -> Result<(), LocalError> {
         if self.pending_archive().objects.is_empty() {
             return Ok(());
@@ -449,7 +432,7 @@ impl LocalStore {
 
     /// Run `work` in a write transaction (taken at once, so two processes never deadlock on
     /// upgrading a read lock), committing if it succeeds. Archive objects stored since the last
-    /// write are settled first: their directories synced, their lines indexed in this transaction.
+    /// write are indexed first, in this transaction.
     pub(crate) fn write<T>(
         &self,
         operation: &str,
@@ -458,7 +441,6 @@ impl LocalStore {
     ) -> Result<T, LocalError> {
         let mut connection = self.connection();
         let pending = std::mem::take(&mut self.pending_archive().objects);
-        sync_directories(pending.iter().map(|o| o.directory.as_path()).collect());
         let outcome = (|| {
             let fail = |e| LocalError::sql(operation, target, &self.inner.path, e);
             let tx = connection
