@@ -116,6 +116,26 @@ pub fn queue_name(reference: &str) -> &str {
     reference.strip_prefix(URL_PREFIX).unwrap_or(reference)
 }
 
+/// A fresh receipt handle for a delivery of the message in row `seq`: the row number, so that
+/// the handle finds its row by primary key, and a random part, so that each delivery's differs.
+fn receipt_handle(seq: i64) -> String {
+    format!("{seq}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The row a receipt handle of [`receipt_handle`]'s shape points to. The whole handle is still
+/// compared with the row's, so a forged or stale one finds nothing.
+fn seq_of_handle(handle: &str) -> Option<i64> {
+    handle.split_once('-')?.0.parse().ok()
+}
+
+fn not_issued_here(operation: &str, queue: &str, handle: &str) -> PortError {
+    PortError::permanent(
+        operation,
+        queue,
+        format!("receipt handle {handle:?} was not issued by this queue"),
+    )
+}
+
 fn valid_name(name: &str) -> bool {
     (1..=80).contains(&name.len())
         && name
@@ -584,8 +604,7 @@ impl LocalQueue {
                         seen.insert(candidate.seq);
                         continue;
                     }
-                    // Time-ordered, like message ids, so the receipt index grows at one end.
-                    let handle = uuid::Uuid::now_v7().simple().to_string();
+                    let handle = receipt_handle(candidate.seq);
                     tx.prepare_cached(
                         "UPDATE messages SET receive_count = receive_count + 1,
                              receipt_handle = ?2, visible_at_ms = ?3
@@ -722,12 +741,16 @@ impl MessageSource for LocalQueue {
         let name = self.name.as_str();
         self.store
             .write("delete from", name, |tx| {
-                let mut statement =
-                    tx.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND receipt_handle = ?2")?;
+                let mut statement = tx.prepare_cached(
+                    "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt_handle = ?3",
+                )?;
                 receipt_handles
                     .iter()
                     .map(|handle| {
-                        Ok(match statement.execute(params![name, handle])? {
+                        let Some(seq) = seq_of_handle(handle) else {
+                            return Ok(Err(not_issued_here("delete", name, handle)));
+                        };
+                        Ok(match statement.execute(params![seq, name, handle])? {
                             0 => Err(PortError::permanent(
                                 "delete",
                                 name,
@@ -753,7 +776,8 @@ impl MessageSource for LocalQueue {
         self.store
             .write("change visibility in", name, |tx| {
                 let mut find = tx.prepare_cached(
-                    "SELECT seq, visible_at_ms FROM messages WHERE queue = ?1 AND receipt_handle = ?2",
+                    "SELECT seq, visible_at_ms FROM messages
+                     WHERE seq = ?1 AND queue = ?2 AND receipt_handle = ?3",
                 )?;
                 let mut update =
                     tx.prepare_cached("UPDATE messages SET visible_at_ms = ?2 WHERE seq = ?1")?;
@@ -768,8 +792,12 @@ impl MessageSource for LocalQueue {
                         )));
                         continue;
                     }
+                    let Some(seq) = seq_of_handle(handle) else {
+                        results.push(Err(not_issued_here("change visibility", name, handle)));
+                        continue;
+                    };
                     let found: Option<(i64, i64)> = find
-                        .query_row(params![name, handle], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .query_row(params![seq, name, handle], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?;
                     results.push(match found {
                         None => refuse(format!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The newest schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Schema version 1: queues, messages, ledger, archive index, alert windows and log, metrics.
 const SCHEMA_V1: &str = r#"
@@ -115,6 +115,13 @@ const SCHEMA_V2: &str = r#"
 DROP INDEX IF EXISTS ledger_by_digest;
 CREATE INDEX IF NOT EXISTS ledger_retried_by_digest ON ledger(body_digest, at)
     WHERE action IN ('requeued', 'parked');
+"#;
+
+/// Schema version 3: receipt handles start with the message's row number (`<seq>-<uuid>`), so a
+/// delete or visibility change finds its row by primary key and compares the handle; the unique
+/// index on handles, which every receive, send and delete paid for, is gone.
+const SCHEMA_V3: &str = r#"
+DROP INDEX IF EXISTS messages_by_receipt;
 "#;
 
 struct Inner {
@@ -364,6 +371,9 @@ impl LocalStore {
             }
             if found < 2 {
                 tx.execute_batch(SCHEMA_V2)?;
+            }
+            if found < 3 {
+                tx.execute_batch(SCHEMA_V3)?;
             }
             if found < SCHEMA_VERSION {
                 tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;

@@ -325,3 +325,80 @@ async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
     assert_eq!(queues.depth("orders").unwrap().total(), 0);
     assert_eq!(queues.depth("dlq").unwrap().visible, 150);
 }
+
+#[tokio::test]
+async fn a_handle_is_honoured_only_for_its_own_delivery_on_its_own_queue() {
+    let fixture = Fixture::new();
+    let queues = fixture.queue_with_dlq("orders", 30, 5);
+    queues
+        .create_queue("other", QueueSettings::default())
+        .unwrap();
+    let batch: Vec<OutgoingMessage> = (0..2)
+        .map(|i| OutgoingMessage::new(format!("{i}"), format!("m{i}")))
+        .collect();
+    queues.send("orders", &batch).await.unwrap();
+    let source = queues.queue("orders").unwrap();
+    let got = source.receive(10, NOW).await.unwrap();
+    assert_eq!(got.len(), 2);
+    let (first, second) = (&got[0].receipt_handle, &got[1].receipt_handle);
+    let (first_row, first_random) = first.split_once('-').expect("row-random");
+    let (second_row, _) = second.split_once('-').expect("row-random");
+    assert_ne!(first_row, second_row);
+
+    let refused = |results: Vec<Result<(), dlq_healer_core::ports::PortError>>| {
+        results
+            .into_iter()
+            .map(|r| r.expect_err("refused").to_string())
+            .collect::<Vec<_>>()
+    };
+    // Another row's number with this delivery's random part, a handle without a row number, and
+    // a real handle on another queue: each finds nothing.
+    let forged = format!("{second_row}-{first_random}");
+    let errors = refused(
+        source
+            .delete(&[forged.clone(), "no-row-number".into(), "42".into()])
+            .await
+            .unwrap(),
+    );
+    assert!(errors[0].contains("is stale"), "{}", errors[0]);
+    assert!(
+        errors[1].contains("was not issued by this queue"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains("was not issued by this queue"),
+        "{}",
+        errors[2]
+    );
+    let elsewhere = queues.queue("other").unwrap();
+    assert!(
+        refused(elsewhere.delete(std::slice::from_ref(first)).await.unwrap())[0]
+            .contains("is stale")
+    );
+    let errors = refused(
+        source
+            .change_visibility(&[(forged, 60), ("no-row-number".into(), 60)])
+            .await
+            .unwrap(),
+    );
+    assert!(errors[0].contains("is stale"), "{}", errors[0]);
+    assert!(
+        errors[1].contains("was not issued by this queue"),
+        "{}",
+        errors[1]
+    );
+    assert_eq!(
+        queues.depth("orders").unwrap().in_flight,
+        2,
+        "nothing deleted"
+    );
+
+    // The real handles still work.
+    let deleted = source
+        .delete(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+    assert_eq!(queues.depth("orders").unwrap().total(), 0);
+}

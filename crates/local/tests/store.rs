@@ -89,7 +89,10 @@ async fn a_version_1_file_is_migrated_and_finds_retried_records_by_digest() {
     .unwrap();
     drop(raw);
     let reopened = fixture.reopen();
-    assert_eq!(reopened.schema_version().unwrap(), 2);
+    assert_eq!(
+        reopened.schema_version().unwrap(),
+        dlq_healer_local::store::SCHEMA_VERSION
+    );
     let ledger = reopened.ledger();
     ledger
         .record(&[
@@ -220,4 +223,62 @@ async fn two_connections_share_one_file_at_once() {
     bodies.dedup();
     assert_eq!(bodies.len(), 200, "every message received exactly once");
     assert_eq!(fixture.store.queues().depth("orders").unwrap().total(), 0);
+}
+
+#[tokio::test]
+async fn a_version_2_file_loses_its_receipt_index_and_its_old_handles_expire_safely() {
+    let fixture = Fixture::new();
+    let queues = fixture.queue_with_dlq("orders", 30, 5);
+    queues
+        .send("orders", &[OutgoingMessage::new("m-1", "order 1")])
+        .await
+        .unwrap();
+    // Turn the fresh file back into what version 2 wrote: the receipt index, and a message in
+    // flight under a handle of version 2's shape (a bare uuid).
+    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
+    raw.execute_batch(
+        "CREATE UNIQUE INDEX messages_by_receipt ON messages(receipt_handle);
+         UPDATE messages SET receipt_handle = '0190c3a1f4e27c3a9b1d2e3f4a5b6c7d',
+             receive_count = 1, visible_at_ms = visible_at_ms + 30000;
+         PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(raw);
+    let reopened = fixture.reopen();
+    assert_eq!(
+        reopened.schema_version().unwrap(),
+        dlq_healer_local::store::SCHEMA_VERSION
+    );
+    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
+    let receipt_indexes: i64 = raw
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_by_receipt'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(receipt_indexes, 0);
+    let queue = reopened.queues().queue("orders").unwrap();
+    let refused = queue
+        .delete(&["0190c3a1f4e27c3a9b1d2e3f4a5b6c7d".into()])
+        .await
+        .unwrap();
+    assert!(
+        refused[0]
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("was not issued by this queue")),
+        "{refused:?}"
+    );
+    // The message is not lost: once its visibility timeout passes it is delivered again, under
+    // a handle of the new shape, which deletes it.
+    fixture.clock.advance(chrono::Duration::seconds(31));
+    let again = queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].receive_count, 2);
+    let deleted = queue
+        .delete(&[again[0].receipt_handle.clone()])
+        .await
+        .unwrap();
+    assert!(deleted[0].is_ok(), "{deleted:?}");
+    assert_eq!(reopened.queues().depth("orders").unwrap().total(), 0);
 }
