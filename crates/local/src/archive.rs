@@ -58,6 +58,16 @@ fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<ArchiveEntry> {
 
 const ENTRY_COLUMNS: &str = "key, attempt, class, object, line, archived_at, source";
 
+/// The statement of [`LocalArchive::query`]: class, since, until, limit.
+fn query_sql() -> String {
+    format!(
+        "SELECT {ENTRY_COLUMNS} FROM archive_index
+         WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR archived_at >= ?2)
+           AND (?3 IS NULL OR archived_at < ?3)
+         ORDER BY archived_at DESC, object, line LIMIT ?4"
+    )
+}
+
 impl LocalArchive {
     /// An archive writing under `root` (created now if missing) and indexing into `store`.
     pub fn new(store: LocalStore, root: impl Into<PathBuf>) -> Result<Self, LocalError> {
@@ -113,12 +123,7 @@ impl LocalArchive {
         let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
         self.store.settle_archive()?;
         self.store.read("search", "the archive index", |tx| {
-            let mut statement = tx.prepare_cached(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM archive_index
-                 WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR archived_at >= ?2)
-                   AND (?3 IS NULL OR archived_at < ?3)
-                 ORDER BY archived_at DESC, object, line LIMIT ?4"
-            ))?;
+            let mut statement = tx.prepare_cached(&query_sql())?;
             statement
                 .query_map(
                     params![
@@ -324,4 +329,30 @@ fn encode_lines(batch: &ArchiveBatch) -> Result<Vec<u8>, PortError> {
         contents.push(b'\n');
     }
     Ok(contents)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_query_by_class_and_time_reads_the_time_index_instead_of_sorting_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::LocalStore::open(dir.path().join("healer.db")).unwrap();
+        let plan = store
+            .query_plan(
+                &super::query_sql(),
+                rusqlite::params!["auth", None::<String>, None::<String>, 10],
+            )
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX archive_by_time")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.contains("TEMP B-TREE FOR ORDER BY")),
+            "{plan:?}"
+        );
+    }
 }

@@ -57,6 +57,16 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<LedgerRecord> {
     })
 }
 
+/// The statement of [`LocalLedger::query`]: class, since, until, limit.
+fn query_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM ledger
+         WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR at >= ?2)
+           AND (?3 IS NULL OR at < ?3)
+         ORDER BY at DESC, key, attempt LIMIT ?4"
+    )
+}
+
 /// A list as JSON text, to pass it to SQLite's `json_each` in one parameter.
 fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())
@@ -84,12 +94,7 @@ impl LocalLedger {
             .limit
             .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
         self.store.read("query", "the ledger", |tx| {
-            let mut statement = tx.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM ledger
-                 WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR at >= ?2)
-                   AND (?3 IS NULL OR at < ?3)
-                 ORDER BY at DESC, key, attempt LIMIT ?4"
-            ))?;
+            let mut statement = tx.prepare_cached(&query_sql())?;
             statement
                 .query_map(
                     params![
@@ -206,5 +211,31 @@ impl Ledger for LocalLedger {
                 Ok(())
             })
             .map_err(|e| e.into_port("write", "ledger"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_query_by_class_and_time_reads_the_time_index_instead_of_sorting_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::LocalStore::open(dir.path().join("healer.db")).unwrap();
+        let plan = store
+            .query_plan(
+                &super::query_sql(),
+                rusqlite::params!["auth", None::<String>, None::<String>, 10],
+            )
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX ledger_by_time")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|step| step.contains("TEMP B-TREE FOR ORDER BY")),
+            "{plan:?}"
+        );
     }
 }

@@ -226,7 +226,7 @@ async fn two_connections_share_one_file_at_once() {
 }
 
 #[tokio::test]
-async fn a_version_2_file_loses_its_receipt_index_and_its_old_handles_expire_safely() {
+async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_safely() {
     let fixture = Fixture::new();
     let queues = fixture.queue_with_dlq("orders", 30, 5);
     queues
@@ -238,6 +238,9 @@ async fn a_version_2_file_loses_its_receipt_index_and_its_old_handles_expire_saf
     let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
     raw.execute_batch(
         "CREATE UNIQUE INDEX messages_by_receipt ON messages(receipt_handle);
+         CREATE INDEX ledger_by_class ON ledger(class, at);
+         CREATE INDEX archive_by_class ON archive_index(class, archived_at);
+         DROP INDEX archive_by_time;
          UPDATE messages SET receipt_handle = '0190c3a1f4e27c3a9b1d2e3f4a5b6c7d',
              receive_count = 1, visible_at_ms = visible_at_ms + 30000;
          PRAGMA user_version = 2;",
@@ -249,15 +252,18 @@ async fn a_version_2_file_loses_its_receipt_index_and_its_old_handles_expire_saf
         reopened.schema_version().unwrap(),
         dlq_healer_local::store::SCHEMA_VERSION
     );
-    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
-    let receipt_indexes: i64 = raw
-        .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'messages_by_receipt'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    assert_eq!(receipt_indexes, 0);
+    assert_eq!(
+        index_names(fixture.store.path()),
+        [
+            "alerts_by_time",
+            "archive_by_key",
+            "archive_by_time",
+            "ledger_by_time",
+            "ledger_retried_by_digest",
+            "messages_by_visibility"
+        ],
+        "the receipt and class indexes are gone, the archive has a time index"
+    );
     let queue = reopened.queues().queue("orders").unwrap();
     let refused = queue
         .delete(&["0190c3a1f4e27c3a9b1d2e3f4a5b6c7d".into()])
@@ -281,4 +287,20 @@ async fn a_version_2_file_loses_its_receipt_index_and_its_old_handles_expire_saf
         .unwrap();
     assert!(deleted[0].is_ok(), "{deleted:?}");
     assert_eq!(reopened.queues().depth("orders").unwrap().total(), 0);
+}
+
+/// The indexes the file has, by name, leaving out SQLite's own (primary keys).
+fn index_names(path: &std::path::Path) -> Vec<String> {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    let mut statement = raw
+        .prepare(
+            "SELECT name FROM sqlite_master
+             WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY name",
+        )
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
 }
