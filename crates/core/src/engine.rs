@@ -13,8 +13,8 @@ use crate::message::{
 use crate::metrics as m;
 use crate::policy::{Disposition, Verdict, decide};
 use crate::ports::{
-    Alerter, Archive, Clock, DigestMatch, HistoryRequest, Ledger, MessageSource, MetricEvent,
-    Metrics, PortError, QueueSender,
+    Alerter, Archive, Clock, DigestMatch, EntryResults, HistoryRequest, Ledger, MessageSource,
+    MetricEvent, Metrics, PortError, QueueSender,
 };
 use crate::records::{
     ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction, archive_object_path,
@@ -26,6 +26,7 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 /// The adapters the engine drives.
 #[derive(Clone)]
@@ -287,9 +288,19 @@ impl Engine {
             }
         }
 
-        self.requeue(&mut plans, now).await;
+        // Archiving waits on the disk or the network; the re-queue goes on meanwhile.
+        let archiving = self.archive_objects(&mut plans, now);
+        let (stored, ()) = both(
+            self.store_archive(&archiving),
+            self.requeue(&mut plans, now),
+        )
+        .await;
+        self.settle_archive(&mut plans, archiving, stored, now);
         self.park(&mut plans, now).await;
-        self.archive(&mut plans, now).await;
+        // Messages whose source queue turned out to be gone are archived now.
+        let late = self.archive_objects(&mut plans, now);
+        let stored = self.store_archive(&late).await;
+        self.settle_archive(&mut plans, late, stored, now);
         self.raise_alerts(&mut plans, now).await;
         self.record(&mut plans).await;
 
@@ -618,10 +629,11 @@ impl Engine {
         }
     }
 
-    async fn archive(&self, plans: &mut [Plan], now: DateTime<Utc>) {
+    /// The archive objects, one per class, of the messages to archive that are not archived yet.
+    fn archive_objects(&self, plans: &mut [Plan], now: DateTime<Utc>) -> ArchiveObjects {
         let mut by_class: BTreeMap<FailureClass, Vec<usize>> = BTreeMap::new();
         for (index, plan) in plans.iter_mut().enumerate() {
-            if let Step::Archive { .. } = plan.step {
+            if let (Step::Archive { .. }, None) = (&plan.step, &plan.outcome) {
                 if plan.classification.is_none() {
                     plan.classification = Some(Classification {
                         class: FailureClass::Unknown,
@@ -636,7 +648,7 @@ impl Engine {
                 by_class.entry(class).or_default().push(index);
             }
         }
-        let mut objects: Vec<(ArchiveBatch, Vec<usize>)> = Vec::with_capacity(by_class.len());
+        let mut objects = ArchiveObjects::default();
         for (class, indices) in by_class {
             // The batch id is derived from the messages, so storing the same batch again after a
             // crash overwrites the object instead of adding a second copy.
@@ -654,23 +666,41 @@ impl Engine {
                 .iter()
                 .map(|&i| plans[i].archive_record(now))
                 .collect();
-            objects.push((ArchiveBatch { object, records }, indices));
+            objects.batches.push(ArchiveBatch { object, records });
+            objects.owners.push(indices);
         }
-        if objects.is_empty() {
-            return;
+        objects
+    }
+
+    /// Store the objects; one result per object.
+    async fn store_archive(&self, objects: &ArchiveObjects) -> EntryResults<()> {
+        if objects.batches.is_empty() {
+            return Vec::new();
         }
-        let (batches, owners): (Vec<ArchiveBatch>, Vec<Vec<usize>>) = objects.into_iter().unzip();
-        let mut results = self.ports.archive.store_all(&batches).await;
+        let mut results = self.ports.archive.store_all(&objects.batches).await;
         // An adapter that answers for fewer objects than it was given stored the rest, if at
         // all, without saying so: those messages stay in the DLQ.
-        results.resize_with(batches.len(), || {
+        results.resize_with(objects.batches.len(), || {
             Err(PortError::retryable(
                 "store archive",
                 &self.config.archive_prefix,
                 "the archive gave no result for this object",
             ))
         });
-        for ((batch, indices), stored) in batches.into_iter().zip(owners).zip(results) {
+        results
+    }
+
+    /// Mark the messages of stored objects archived, with their ledger records, and those of
+    /// objects not stored failed.
+    fn settle_archive(
+        &self,
+        plans: &mut [Plan],
+        objects: ArchiveObjects,
+        results: EntryResults<()>,
+        now: DateTime<Utc>,
+    ) {
+        let owned = objects.batches.into_iter().zip(objects.owners);
+        for ((batch, indices), stored) in owned.zip(results) {
             let object = batch.object;
             for (line, &index) in indices.iter().enumerate() {
                 let plan = &mut plans[index];
@@ -884,6 +914,41 @@ impl Engine {
             .await?
             .sent)
     }
+}
+
+/// A batch's archive objects and, for each, the indices of the plans whose records it holds,
+/// in line order.
+#[derive(Default)]
+struct ArchiveObjects {
+    batches: Vec<ArchiveBatch>,
+    owners: Vec<Vec<usize>>,
+}
+
+/// Run two futures at once, polling `first` first, so that work it hands to another thread
+/// starts before `second` runs.
+async fn both<A: Future, B: Future>(first: A, second: B) -> (A::Output, B::Output) {
+    let (mut first, mut second) = (std::pin::pin!(first), std::pin::pin!(second));
+    let (mut first_out, mut second_out) = (None, None);
+    std::future::poll_fn(|cx| {
+        if first_out.is_none()
+            && let Poll::Ready(out) = first.as_mut().poll(cx)
+        {
+            first_out = Some(out);
+        }
+        if second_out.is_none()
+            && let Poll::Ready(out) = second.as_mut().poll(cx)
+        {
+            second_out = Some(out);
+        }
+        match (first_out.take(), second_out.take()) {
+            (Some(a), Some(b)) => Poll::Ready((a, b)),
+            (a, b) => {
+                (first_out, second_out) = (a, b);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 fn short_error(error: &str) -> String {

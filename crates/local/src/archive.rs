@@ -188,30 +188,63 @@ impl LocalArchive {
     /// Write each batch as one JSON Lines object, atomically and durably, all at once; then hand
     /// the written ones to the store, whose next write transaction indexes their lines. One
     /// result per batch, in order.
-    fn store_objects(&self, batches: &[ArchiveBatch]) -> EntryResults<()> {
-        let written: Vec<Result<(), PortError>> = {
-            let write = |batch: &ArchiveBatch| {
+    ///
+    /// Inside a tokio runtime the files are written on its blocking threads, so that the caller's
+    /// task yields while the disk syncs and other work of the batch goes on; elsewhere, on
+    /// threads of their own while the caller waits.
+    async fn store_objects(&self, batches: &[ArchiveBatch]) -> EntryResults<()> {
+        let encoded: Vec<Result<(PathBuf, Vec<u8>), PortError>> = batches
+            .iter()
+            .map(|batch| {
                 let target = batch.object.as_str();
                 let path = self
                     .object_path(target)
                     .map_err(|e| e.into_port("store archive", target))?;
-                let contents = encode_lines(batch)?;
-                LocalArchive::write_atomically(&path, &contents)
-                    .map_err(|e| e.into_port("store archive", target))
-            };
-            each_at_once(batches, write)
-                .into_iter()
-                .map(|result| {
-                    result.unwrap_or_else(|_| {
-                        Err(PortError::retryable(
-                            "store archive",
-                            "the archive",
-                            "the thread writing an archive object panicked",
-                        ))
-                    })
-                })
-                .collect()
+                Ok((path, encode_lines(batch)?))
+            })
+            .collect();
+        let write = |(path, contents): (PathBuf, Vec<u8>)| {
+            move || LocalArchive::write_atomically(&path, &contents)
         };
+        // One outcome per object: refused before writing, or the writer's (`None` if it panicked).
+        let outcomes: Vec<Result<Option<Result<(), LocalError>>, PortError>> =
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let writing: Vec<_> = encoded
+                        .into_iter()
+                        .map(|job| job.map(|job| runtime.spawn_blocking(write(job))))
+                        .collect();
+                    let mut outcomes = Vec::with_capacity(writing.len());
+                    for job in writing {
+                        outcomes.push(match job {
+                            Ok(writer) => Ok(writer.await.ok()),
+                            Err(refused) => Err(refused),
+                        });
+                    }
+                    outcomes
+                }
+                Err(_) => {
+                    let jobs: Vec<_> = encoded.into_iter().map(|job| job.map(write)).collect();
+                    each_at_once(&jobs, |job| match job {
+                        Ok(writer) => Ok(Some(writer())),
+                        Err(refused) => Err(refused.clone()),
+                    })
+                    .into_iter()
+                    .map(|outcome| outcome.unwrap_or(Ok(None)))
+                    .collect()
+                }
+            };
+        let written = batches
+            .iter()
+            .zip(outcomes)
+            .map(|(batch, outcome)| match outcome? {
+                Some(result) => result.map_err(|e| e.into_port("store archive", &batch.object)),
+                None => Err(PortError::retryable(
+                    "store archive",
+                    &batch.object,
+                    "the thread writing the archive object panicked",
+                )),
+            });
         batches
             .iter()
             .zip(written)
@@ -300,14 +333,16 @@ impl LocalArchive {
 impl Archive for LocalArchive {
     async fn store(&self, batch: &ArchiveBatch) -> Result<(), PortError> {
         self.store_objects(std::slice::from_ref(batch))
+            .await
             .pop()
             .unwrap_or(Ok(()))
     }
 
     /// The objects are written on threads of their own, so that their fsyncs overlap (the disk
-    /// flushes once for all of them) instead of queueing one behind the other.
+    /// flushes once for all of them) instead of queueing one behind the other, and, inside a
+    /// tokio runtime, the caller's other work goes on while they are written.
     async fn store_all(&self, batches: &[ArchiveBatch]) -> EntryResults<()> {
-        self.store_objects(batches)
+        self.store_objects(batches).await
     }
 
     async fn fetch(&self, reference: &ArchiveRef) -> Result<ArchiveRecord, PortError> {

@@ -150,7 +150,22 @@ fn an_archive_root_that_cannot_be_created_is_a_clear_error() {
 
 #[tokio::test]
 async fn store_all_writes_every_object_and_answers_for_each() {
-    let fixture = Fixture::new();
+    store_all_answers_for_each_object(Fixture::new()).await;
+}
+
+#[test]
+fn store_all_works_outside_a_tokio_runtime_too() {
+    // Polled by hand: without a runtime the objects are written on threads of their own, and
+    // the future is ready at its first poll.
+    let mut future = std::pin::pin!(store_all_answers_for_each_object(Fixture::new()));
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        future.as_mut().poll(&mut context).is_ready(),
+        "store_all waited on something without a runtime"
+    );
+}
+
+async fn store_all_answers_for_each_object(fixture: Fixture) {
     let archive = archive(&fixture);
     let day = Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap();
     let batch = |class, key: &str| ArchiveBatch {

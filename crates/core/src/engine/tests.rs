@@ -700,3 +700,29 @@ async fn a_body_seen_again_after_its_key_was_archived_starts_a_new_key() {
         again.messages[0].outcome
     );
 }
+
+#[tokio::test]
+async fn both_runs_the_second_future_while_the_first_waits() {
+    let log = std::sync::Mutex::new(Vec::new());
+    let note = |what: &'static str| log.lock().unwrap().push(what);
+    let mut waited = false;
+    let first = std::future::poll_fn(|cx| {
+        if waited {
+            note("first done");
+            return Poll::Ready(1);
+        }
+        note("first waits");
+        waited = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    });
+    let second = async {
+        note("second done");
+        "two"
+    };
+    assert_eq!(both(first, second).await, (1, "two"));
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["first waits", "second done", "first done"]
+    );
+}
