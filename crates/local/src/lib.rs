@@ -26,6 +26,7 @@ pub mod metrics;
 mod parallel;
 pub mod queue;
 pub mod store;
+mod stored_attributes;
 
 pub use alerts::{AlertSettings, LocalAlerter, SentAlert, WebhookStats};
 pub use archive::{ArchiveEntry, LocalArchive};

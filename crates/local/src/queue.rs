@@ -4,6 +4,7 @@
 
 use crate::error::LocalError;
 use crate::store::{LocalStore, from_millis, to_millis};
+use crate::stored_attributes::{self, StoredAttributes};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dlq_healer_core::message::{Attributes, MAX_ATTRIBUTES, OutgoingMessage, ReceivedMessage};
@@ -413,13 +414,9 @@ impl QueueSender for LocalQueues {
     ) -> Result<EntryResults<String>, PortError> {
         let name = queue_name(queue);
         let now = to_millis(self.store.now());
-        let encoded: Vec<Result<String, PortError>> = messages
+        let encoded: Vec<Vec<u8>> = messages
             .iter()
-            .map(|m| {
-                serde_json::to_string(&m.attributes).map_err(|e| {
-                    PortError::permanent("send", name, format!("entry {}: {e}", m.entry_id))
-                })
-            })
+            .map(|m| stored_attributes::encode(&m.attributes))
             .collect();
         let outcome = self.store.write("send to", name, |tx| {
             let Some(row) = load_queue(tx, name)? else {
@@ -432,15 +429,10 @@ impl QueueSender for LocalQueues {
             }
             let mut results = Vec::with_capacity(messages.len());
             for (message, attributes) in messages.iter().zip(&encoded) {
-                let checked = LocalQueues::check_entry(name, row.fifo, message)
-                    .and_then(|()| attributes.clone());
-                let attributes = match checked {
-                    Ok(attributes) => attributes,
-                    Err(e) => {
-                        results.push(Err(e));
-                        continue;
-                    }
-                };
+                if let Err(e) = LocalQueues::check_entry(name, row.fifo, message) {
+                    results.push(Err(e));
+                    continue;
+                }
                 let dedup = message.deduplication_id.as_deref().filter(|_| row.fifo);
                 if let Some(dedup) = dedup {
                     let earlier: Option<String> = tx
@@ -509,6 +501,13 @@ struct Candidate {
     group_id: Option<String>,
 }
 
+/// A message delivered by a receive, with the columns read after the transaction.
+struct Delivery {
+    message: ReceivedMessage,
+    attributes: StoredAttributes,
+    sent_at_ms: i64,
+}
+
 impl LocalQueue {
     /// The queue's name.
     pub fn name(&self) -> &str {
@@ -527,6 +526,7 @@ impl LocalQueue {
             };
             let invisible_until = now + i64::from(row.visibility_timeout_seconds) * 1000;
             let mut delivered = Vec::new();
+            let mut out = Vec::with_capacity(max);
             // Groups with a message in flight are blocked (FIFO); groups already served in
             // this batch keep their order.
             let mut blocked_groups: Vec<String> = Vec::new();
@@ -605,16 +605,31 @@ impl LocalQueue {
                         continue;
                     }
                     let handle = receipt_handle(candidate.seq);
-                    tx.prepare_cached(
-                        "UPDATE messages SET receive_count = receive_count + 1,
-                             receipt_handle = ?2, visible_at_ms = ?3
-                         WHERE seq = ?1",
-                    )?
-                    .execute(params![
-                        candidate.seq,
-                        handle,
-                        invisible_until
-                    ])?;
+                    let message = tx
+                        .prepare_cached(
+                            "UPDATE messages SET receive_count = receive_count + 1,
+                                 receipt_handle = ?2, visible_at_ms = ?3
+                             WHERE seq = ?1
+                             RETURNING message_id, body, attributes, receive_count,
+                                 redrive_source, sent_at_ms, group_id",
+                        )?
+                        .query_row(params![candidate.seq, handle, invisible_until], |r| {
+                            Ok(Delivery {
+                                message: ReceivedMessage {
+                                    message_id: r.get(0)?,
+                                    receipt_handle: handle.clone(),
+                                    body: r.get(1)?,
+                                    attributes: Attributes::new(),
+                                    receive_count: r.get(3)?,
+                                    redrive_source: r.get(4)?,
+                                    sent_at: None,
+                                    group_id: r.get(6)?,
+                                },
+                                attributes: StoredAttributes::column(r, 2)?,
+                                sent_at_ms: r.get(5)?,
+                            })
+                        })?;
+                    out.push(message);
                     delivered.push(candidate.seq);
                     seen.insert(candidate.seq);
                 }
@@ -633,41 +648,19 @@ impl LocalQueue {
                     }
                 }
             }
-            let mut statement = tx.prepare_cached(
-                "SELECT message_id, receipt_handle, body, attributes, receive_count,
-                        redrive_source, sent_at_ms, group_id
-                 FROM messages WHERE seq = ?1",
-            )?;
-            let mut out = Vec::with_capacity(delivered.len());
-            for seq in delivered {
-                let (message, attributes, sent_at) = statement.query_row([seq], |r| {
-                    let attributes: String = r.get(3)?;
-                    let sent_at: i64 = r.get(6)?;
-                    Ok((
-                        ReceivedMessage {
-                            message_id: r.get(0)?,
-                            receipt_handle: r.get(1)?,
-                            body: r.get(2)?,
-                            attributes: Attributes::new(),
-                            receive_count: r.get(4)?,
-                            redrive_source: r.get(5)?,
-                            sent_at: None,
-                            group_id: r.get(7)?,
-                        },
-                        attributes,
-                        sent_at,
-                    ))
-                })?;
-                out.push((message, attributes, sent_at));
-            }
             Ok(Some(out))
         })?;
         let Some(rows) = outcome else {
             return Err(LocalError::NoSuchQueue(self.name.clone()));
         };
         rows.into_iter()
-            .map(|(mut message, attributes, sent_at)| {
-                message.attributes = serde_json::from_str(&attributes).map_err(|e| {
+            .map(|delivery| {
+                let Delivery {
+                    mut message,
+                    attributes,
+                    sent_at_ms: sent_at,
+                } = delivery;
+                message.attributes = attributes.decode().map_err(|e| {
                     self.store.corrupt(
                         format!("the attributes of message {}", message.message_id),
                         e,

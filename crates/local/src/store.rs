@@ -124,6 +124,8 @@ CREATE INDEX IF NOT EXISTS ledger_retried_by_digest ON ledger(body_digest, at)
 /// - The ledger's and the archive index's class indexes are gone: no query used them (a query
 ///   by class with an optional time range reads the newest first, through the time index).
 /// - The archive index gets the time index its queries lacked (they sorted the whole table).
+/// - Messages' attributes are written as a BLOB of length-prefixed fields (see
+///   [`crate::stored_attributes`]); rows of earlier versions keep their JSON text, still read.
 const SCHEMA_V3: &str = r#"
 DROP INDEX IF EXISTS messages_by_receipt;
 DROP INDEX IF EXISTS ledger_by_class;

@@ -226,6 +226,41 @@ async fn two_connections_share_one_file_at_once() {
 }
 
 #[tokio::test]
+async fn attributes_are_stored_as_a_blob_and_read_back() {
+    use dlq_healer_core::message::Attribute;
+    let fixture = Fixture::new();
+    let queues = fixture.queue_with_dlq("orders", 30, 5);
+    let context = r#"{"v":1,"error":{"type":"ValueError","message":"a \"quoted\" word"}}"#;
+    let mut message = OutgoingMessage::new("m-1", "order 1");
+    message
+        .attributes
+        .insert("dlq-context".into(), Attribute::string(context));
+    message.attributes.insert(
+        "raw".into(),
+        Attribute {
+            data_type: "Binary".into(),
+            string_value: None,
+            binary_value: Some(vec![0, 159, 146, 150]),
+        },
+    );
+    queues.send("orders", &[message.clone()]).await.unwrap();
+    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
+    let stored: String = raw
+        .query_row("SELECT typeof(attributes) FROM messages", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(stored, "blob");
+    let got = queues
+        .queue("orders")
+        .unwrap()
+        .receive(10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(got[0].attributes, message.attributes);
+}
+
+#[tokio::test]
 async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_safely() {
     let fixture = Fixture::new();
     let queues = fixture.queue_with_dlq("orders", 30, 5);
@@ -234,7 +269,7 @@ async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_sa
         .await
         .unwrap();
     // Turn the fresh file back into what version 2 wrote: the receipt index, and a message in
-    // flight under a handle of version 2's shape (a bare uuid).
+    // flight under a handle of version 2's shape (a bare uuid), its attributes JSON text.
     let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
     raw.execute_batch(
         "CREATE UNIQUE INDEX messages_by_receipt ON messages(receipt_handle);
@@ -242,7 +277,8 @@ async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_sa
          CREATE INDEX archive_by_class ON archive_index(class, archived_at);
          DROP INDEX archive_by_time;
          UPDATE messages SET receipt_handle = '0190c3a1f4e27c3a9b1d2e3f4a5b6c7d',
-             receive_count = 1, visible_at_ms = visible_at_ms + 30000;
+             receive_count = 1, visible_at_ms = visible_at_ms + 30000,
+             attributes = '{\"tenant\":{\"data_type\":\"String\",\"string_value\":\"a \\\"quoted\\\" name\"}}';
          PRAGMA user_version = 2;",
     )
     .unwrap();
@@ -281,6 +317,11 @@ async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_sa
     let again = queue.receive(10, Duration::ZERO).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].receive_count, 2);
+    assert_eq!(
+        again[0].attributes["tenant"].string_value.as_deref(),
+        Some("a \"quoted\" name"),
+        "attributes written as JSON text are still read"
+    );
     let deleted = queue
         .delete(&[again[0].receipt_handle.clone()])
         .await
