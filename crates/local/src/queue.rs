@@ -526,7 +526,6 @@ impl LocalQueue {
             };
             let invisible_until = now + i64::from(row.visibility_timeout_seconds) * 1000;
             let mut delivered = Vec::new();
-            let mut out = Vec::with_capacity(max);
             // Groups with a message in flight are blocked (FIFO); groups already served in
             // this batch keep their order.
             let mut blocked_groups: Vec<String> = Vec::new();
@@ -604,32 +603,16 @@ impl LocalQueue {
                         seen.insert(candidate.seq);
                         continue;
                     }
-                    let handle = receipt_handle(candidate.seq);
-                    let message = tx
-                        .prepare_cached(
-                            "UPDATE messages SET receive_count = receive_count + 1,
-                                 receipt_handle = ?2, visible_at_ms = ?3
-                             WHERE seq = ?1
-                             RETURNING message_id, body, attributes, receive_count,
-                                 redrive_source, sent_at_ms, group_id",
-                        )?
-                        .query_row(params![candidate.seq, handle, invisible_until], |r| {
-                            Ok(Delivery {
-                                message: ReceivedMessage {
-                                    message_id: r.get(0)?,
-                                    receipt_handle: handle.clone(),
-                                    body: r.get(1)?,
-                                    attributes: Attributes::new(),
-                                    receive_count: r.get(3)?,
-                                    redrive_source: r.get(4)?,
-                                    sent_at: None,
-                                    group_id: r.get(6)?,
-                                },
-                                attributes: StoredAttributes::column(r, 2)?,
-                                sent_at_ms: r.get(5)?,
-                            })
-                        })?;
-                    out.push(message);
+                    tx.prepare_cached(
+                        "UPDATE messages SET receive_count = receive_count + 1,
+                             receipt_handle = ?2, visible_at_ms = ?3
+                         WHERE seq = ?1",
+                    )?
+                    .execute(params![
+                        candidate.seq,
+                        receipt_handle(candidate.seq),
+                        invisible_until
+                    ])?;
                     delivered.push(candidate.seq);
                     seen.insert(candidate.seq);
                 }
@@ -648,7 +631,32 @@ impl LocalQueue {
                     }
                 }
             }
-            Ok(Some(out))
+            // Read after the updates (`UPDATE ... RETURNING` costs more: SQLite collects the
+            // returned rows in a temporary table).
+            let mut statement = tx.prepare_cached(
+                "SELECT message_id, receipt_handle, body, attributes, receive_count,
+                        redrive_source, sent_at_ms, group_id
+                 FROM messages WHERE seq = ?1",
+            )?;
+            let out = delivered.iter().map(|&seq| {
+                statement.query_row([seq], |r| {
+                    Ok(Delivery {
+                        message: ReceivedMessage {
+                            message_id: r.get(0)?,
+                            receipt_handle: r.get(1)?,
+                            body: r.get(2)?,
+                            attributes: Attributes::new(),
+                            receive_count: r.get(4)?,
+                            redrive_source: r.get(5)?,
+                            sent_at: None,
+                            group_id: r.get(7)?,
+                        },
+                        attributes: StoredAttributes::column(r, 3)?,
+                        sent_at_ms: r.get(6)?,
+                    })
+                })
+            });
+            Ok(Some(out.collect::<rusqlite::Result<Vec<_>>>()?))
         })?;
         let Some(rows) = outcome else {
             return Err(LocalError::NoSuchQueue(self.name.clone()));
