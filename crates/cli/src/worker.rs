@@ -120,33 +120,74 @@ impl Default for KeepAlive {
     }
 }
 
-/// Heal one batch, extending its visibility while the engine works on it. An extension that
-/// lands after the engine parked a message only shortens the park: the ledger re-parks it.
-async fn heal_with_keep_alive(
+/// Heal one batch, extending its visibility while the engine works on it, and meanwhile receive
+/// the next one (unless `receive_next` is false): its receive goes on while the batch waits on
+/// the disk or the network, instead of after it. The next batch's visibility is extended too,
+/// from its arrival until this batch is done. An extension that lands after the engine parked a
+/// message only shortens the park: the ledger re-parks it.
+async fn heal_and_receive_next(
     engine: &Engine,
     batch: Vec<ReceivedMessage>,
-    keep_alive: Option<KeepAlive>,
-) -> BatchReport {
-    let Some(keep_alive) = keep_alive else {
-        return engine.heal_batch(batch).await;
+    settings: LoopSettings,
+    receive_next: bool,
+) -> (BatchReport, Option<Received>) {
+    let handles = |batch: &[ReceivedMessage], seconds: u32| -> Vec<(String, u32)> {
+        batch
+            .iter()
+            .map(|m| (m.receipt_handle.clone(), seconds))
+            .collect()
     };
-    let handles: Vec<(String, u32)> = batch
-        .iter()
-        .map(|m| (m.receipt_handle.clone(), keep_alive.extend_to_seconds))
-        .collect();
-    let heal = engine.heal_batch(batch);
-    tokio::pin!(heal);
+    let extend_to = settings.keep_alive.map_or(0, |k| k.extend_to_seconds);
+    // The handles to keep invisible: this batch's until it is healed, then the next one's.
+    let in_hand = std::sync::Mutex::new(handles(&batch, extend_to));
+    let in_hand = || {
+        in_hand
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    let heal = async {
+        let report = engine.heal_batch(batch).await;
+        in_hand().clear();
+        report
+    };
+    let next = async {
+        if !receive_next {
+            return None;
+        }
+        let received = engine
+            .ports()
+            .dlq
+            .receive_batch(settings.batch_size, settings.wait)
+            .await;
+        if let Ok(next) = &received {
+            in_hand().extend(handles(next, extend_to));
+        }
+        Some(received)
+    };
+    // The heal first: its work up to its first wait comes before the next receive.
+    let both = async { tokio::join!(biased; heal, next) };
+    let Some(keep_alive) = settings.keep_alive else {
+        return both.await;
+    };
+    tokio::pin!(both);
     loop {
         tokio::select! {
-            report = &mut heal => return report,
+            done = &mut both => return done,
             _ = tokio::time::sleep(keep_alive.every) => {
-                if let Err(error) = engine.ports().dlq.change_visibility(&handles).await {
-                    tracing::warn!(%error, "could not extend the visibility of a slow batch");
+                let extend = in_hand().clone();
+                if extend.is_empty() {
+                    continue;
+                }
+                if let Err(error) = engine.ports().dlq.change_visibility(&extend).await {
+                    tracing::warn!(%error, "could not extend the visibility of the batches in hand");
                 }
             }
         }
     }
 }
+
+/// What a receive from the DLQ answered.
+type Received = Result<Vec<ReceivedMessage>, dlq_healer_core::ports::PortError>;
 
 /// Run `concurrency` heal loops on one engine at once and add up their totals.
 pub async fn heal_concurrently(
@@ -171,17 +212,24 @@ pub async fn heal_concurrently(
     total
 }
 
-/// Heal batches until the DLQ is empty (with `until_empty`) or a shutdown is requested.
+/// Heal batches until the DLQ is empty (with `until_empty`) or a shutdown is requested; a batch
+/// received before the request is healed too.
 pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutdown) -> RunSummary {
     let mut summary = RunSummary::default();
     let mut backoff = Duration::from_millis(200);
-    while !shutdown.requested() {
-        let batch = match engine
-            .ports()
-            .dlq
-            .receive_batch(settings.batch_size, settings.wait)
-            .await
-        {
+    let mut received: Option<Received> = None;
+    while received.is_some() || !shutdown.requested() {
+        let answer = match received.take() {
+            Some(answer) => answer,
+            None => {
+                engine
+                    .ports()
+                    .dlq
+                    .receive_batch(settings.batch_size, settings.wait)
+                    .await
+            }
+        };
+        let batch = match answer {
             Ok(batch) => batch,
             Err(error) => {
                 summary.receive_errors += 1;
@@ -201,7 +249,9 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
             }
             continue;
         }
-        let report = heal_with_keep_alive(engine, batch, settings.keep_alive).await;
+        let (report, next) =
+            heal_and_receive_next(engine, batch, settings, !shutdown.requested()).await;
+        received = next;
         for failed in report.not_settled() {
             if let dlq_healer_core::Outcome::Failed { reason } = &failed.outcome {
                 tracing::warn!(message_id = %failed.message_id, key = %failed.key, %reason, "not healed; it stays in the DLQ");
