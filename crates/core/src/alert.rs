@@ -3,7 +3,7 @@
 
 use crate::class::FailureClass;
 use chrono::{DateTime, Duration, Utc};
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
@@ -136,10 +136,17 @@ pub fn window_closed(state: &WindowState, now: DateTime<Utc>, window: Duration) 
     now >= state.opened_at + window
 }
 
-fn secret_patterns() -> &'static [(Regex, &'static str)] {
-    static PATTERNS: OnceLock<Vec<(Regex, &'static str)>> = OnceLock::new();
+/// The secret patterns with their replacements, applied in order, and all of them as one set,
+/// which tells in one pass over a text whether any applies (most texts hold no secret).
+struct SecretPatterns {
+    any: RegexSet,
+    each: Vec<(Regex, &'static str)>,
+}
+
+fn secret_patterns() -> &'static SecretPatterns {
+    static PATTERNS: OnceLock<SecretPatterns> = OnceLock::new();
     PATTERNS.get_or_init(|| {
-        [
+        let each: Vec<(Regex, &'static str)> = [
             (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "$1 [REDACTED]"),
             (r"\b(AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b", "[REDACTED-AWS-KEY]"),
             (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", "[REDACTED-JWT]"),
@@ -151,14 +158,26 @@ fn secret_patterns() -> &'static [(Regex, &'static str)] {
         ]
         .into_iter()
         .map(|(pattern, replacement)| (Regex::new(pattern).expect("secret patterns compile"), replacement))
-        .collect()
+        .collect();
+        let any = RegexSet::new(each.iter().map(|(pattern, _)| pattern.as_str()))
+            .expect("secret patterns compile as a set");
+        SecretPatterns { any, each }
     })
 }
 
 /// The text with bearer tokens, AWS keys, JWTs, passwords and other secrets replaced.
 pub fn redact(text: &str) -> String {
+    let patterns = secret_patterns();
+    if !patterns.any.is_match(text) {
+        return text.to_string();
+    }
+    redact_in_turn(text, &patterns.each)
+}
+
+/// Each pattern applied to what the ones before it left.
+fn redact_in_turn(text: &str, patterns: &[(Regex, &'static str)]) -> String {
     let mut out = text.to_string();
-    for (pattern, replacement) in secret_patterns() {
+    for (pattern, replacement) in patterns {
         if pattern.is_match(&out) {
             out = pattern.replace_all(&out, *replacement).into_owned();
         }
@@ -242,6 +261,27 @@ mod tests {
             assert!(redacted.contains("REDACTED"), "{text} -> {redacted}");
         }
         assert_eq!(redact("order 14013 failed"), "order 14013 failed");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_one_pass_check_changes_no_redaction(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "\\PC{0,12}",
+                    proptest::strategy::Just("Bearer abcdefgh12345".to_string()),
+                    proptest::strategy::Just("AKIAABCDEFGHIJKLMNOP".to_string()),
+                    proptest::strategy::Just("eyJabcdef.eyJabcdef.sig".to_string()),
+                    proptest::strategy::Just("password=hunter2".to_string()),
+                    proptest::strategy::Just("https://u:p@host".to_string()),
+                    proptest::strategy::Just(" ".to_string()),
+                ],
+                0..6,
+            )
+        ) {
+            let text = parts.concat();
+            proptest::prop_assert_eq!(redact(&text), redact_in_turn(&text, &secret_patterns().each));
+        }
     }
 
     #[test]
