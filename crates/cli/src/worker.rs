@@ -261,3 +261,152 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
     }
     summary
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use chrono::{TimeZone, Utc};
+    use dlq_healer_core::consumer::dead_letter_for;
+    use dlq_healer_core::context::ErrorInfo;
+    use dlq_healer_core::engine::{EngineConfig, Ports};
+    use dlq_healer_core::message::OutgoingMessage;
+    use dlq_healer_core::ports::{
+        Clock, EntryResults, ManualClock, MessageSource, PortError, QueueSender,
+    };
+    use dlq_healer_core::rules::RuleSet;
+    use dlq_healer_core::testing::{
+        MemoryAlerter, MemoryArchive, MemoryLedger, MemoryMetrics, MemoryQueue, MemoryQueues,
+    };
+    use std::sync::atomic::AtomicUsize;
+
+    /// The DLQ, counting receives and asking for a shutdown at the `stop_at`th.
+    struct CountingDlq {
+        inner: Arc<MemoryQueue>,
+        receives: AtomicUsize,
+        stop_at: usize,
+        shutdown: Shutdown,
+    }
+
+    #[async_trait]
+    impl MessageSource for CountingDlq {
+        fn queue_id(&self) -> &str {
+            self.inner.queue_id()
+        }
+        async fn receive(
+            &self,
+            max: usize,
+            wait: Duration,
+        ) -> Result<Vec<ReceivedMessage>, PortError> {
+            if self.receives.fetch_add(1, Ordering::SeqCst) + 1 == self.stop_at {
+                self.shutdown.request();
+            }
+            self.inner.receive(max, wait).await
+        }
+        async fn delete(&self, handles: &[String]) -> Result<EntryResults<()>, PortError> {
+            self.inner.delete(handles).await
+        }
+        async fn change_visibility(
+            &self,
+            entries: &[(String, u32)],
+        ) -> Result<EntryResults<()>, PortError> {
+            self.inner.change_visibility(entries).await
+        }
+    }
+
+    /// A DLQ of `messages` timeouts from `orders`, and an engine healing it.
+    async fn world(messages: usize, stop_at: usize) -> (Engine, Arc<CountingDlq>, Shutdown) {
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 12, 2, 8, 0, 0).unwrap(),
+        ));
+        let queues = MemoryQueues::new(clock.clone());
+        queues.create("orders");
+        queues.create("dlq");
+        let failed_at = clock.now();
+        let dead: Vec<OutgoingMessage> = (0..messages)
+            .map(|i| {
+                let order = ReceivedMessage {
+                    message_id: format!("order-{i}"),
+                    receipt_handle: String::new(),
+                    body: format!("{{\"order\":{i}}}").into_bytes(),
+                    attributes: Default::default(),
+                    receive_count: 1,
+                    redrive_source: None,
+                    sent_at: None,
+                    group_id: None,
+                };
+                let error = ErrorInfo::message("ReadTimeout: read timed out");
+                dead_letter_for(&order, error, "orders-consumer", "orders", failed_at)
+            })
+            .collect();
+        for chunk in dead.chunks(10) {
+            queues.send("dlq", chunk).await.unwrap();
+        }
+        let shutdown = Shutdown::default();
+        let dlq = Arc::new(CountingDlq {
+            inner: queues.queue("dlq"),
+            receives: AtomicUsize::new(0),
+            stop_at,
+            shutdown: shutdown.clone(),
+        });
+        let ports = Ports {
+            dlq: dlq.clone(),
+            queues: queues.clone(),
+            ledger: Arc::new(MemoryLedger::default()),
+            archive: Arc::new(MemoryArchive::default()),
+            alerter: Arc::new(MemoryAlerter::new(chrono::Duration::minutes(5))),
+            metrics: Arc::new(MemoryMetrics::default()),
+        };
+        let config = EngineConfig {
+            jitter_seed: Some(7),
+            ..EngineConfig::default()
+        };
+        let engine = Engine::new(Arc::new(RuleSet::defaults()), ports, clock, config);
+        (engine, dlq, shutdown)
+    }
+
+    fn settings(batch_size: usize) -> LoopSettings {
+        LoopSettings {
+            batch_size,
+            wait: Duration::ZERO,
+            until_empty: true,
+            keep_alive: Some(KeepAlive::default()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_loop_drains_the_dlq_receiving_each_batch_while_healing_the_one_before() {
+        let (engine, dlq, shutdown) = world(25, usize::MAX).await;
+        let summary = heal_loop(&engine, settings(10), &shutdown).await;
+        assert_eq!(summary.batches, 3);
+        assert_eq!(summary.tally.requeued, 25);
+        // Three batches and the empty receive that ends the run, nothing more.
+        assert_eq!(dlq.receives.load(Ordering::SeqCst), 4);
+        assert!(
+            dlq.inner
+                .receive(10, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_received_before_a_shutdown_is_healed_before_the_loop_stops() {
+        // The shutdown comes with the second receive: the one made while the first batch heals.
+        let (engine, dlq, shutdown) = world(25, 2).await;
+        let summary = heal_loop(&engine, settings(10), &shutdown).await;
+        assert_eq!(
+            summary.batches, 2,
+            "the batch in hand and the one received with it"
+        );
+        assert_eq!(summary.tally.requeued, 20);
+        assert_eq!(
+            dlq.receives.load(Ordering::SeqCst),
+            2,
+            "no receive after the request"
+        );
+        let left = dlq.inner.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(left.len(), 5, "the rest stays in the DLQ, none in flight");
+    }
+}
