@@ -63,10 +63,19 @@ fn start() -> Emulator {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port();
-    // The shell keeps moto_server alive while our stdin pipe is open, and kills it when the
+    // moto_server's own application, with DynamoDB requests one at a time (see the script).
+    let server =
+        std::env::temp_dir().join(format!("dlq-healer-moto-{}-{port}.py", std::process::id()));
+    std::fs::write(
+        &server,
+        include_str!("moto_one_dynamodb_request_at_a_time.py"),
+    )
+    .expect("write the emulator's start script to the temporary directory");
+    // The shell keeps the emulator alive while our stdin pipe is open, and kills it when the
     // test process exits and the pipe closes.
     let script = format!(
-        "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; echo started; cat >/dev/null; kill $m"
+        "python3 '{0}' {port} >/dev/null 2>&1 & m=$!; echo started; cat >/dev/null; kill $m; rm -f '{0}'",
+        server.display()
     );
     let mut process = Command::new("sh")
         .args(["-c", &script])
@@ -82,7 +91,8 @@ fn start() -> Emulator {
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             Instant::now() < deadline,
-            "moto_server did not listen on port {port} within 30 s"
+            "the emulator (moto_server's application, run by python3) did not listen on port {port} within 30 s: \
+             does `python3 -c 'import moto.server'` work? scripts/test.sh installs moto[server]"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
