@@ -142,8 +142,10 @@ impl LocalArchive {
     /// never half: a temporary file, written in full, renamed into place; then the file and its
     /// directory synced.
     ///
-    /// Renaming before the syncs lets one journal commit carry the data and the rename (syncing
-    /// the file first and the directory after the rename takes two, each a disk flush). A crash
+    /// Renaming before the syncs lets the file's sync carry the rename too where the file system
+    /// syncs a new entry with its file (ext4 does, with a journal or without), so the directory's
+    /// sync finds little left; syncing the file before the rename and the directory after it
+    /// takes two rounds, each a disk flush (measured: about 16k against 18k msg/s). A crash
     /// before the syncs finish can leave the file short; nothing points to it yet, since the
     /// index and the ledger are written only after this returns, and the messages it holds are
     /// still in the DLQ, to be archived again.
