@@ -1,7 +1,7 @@
 //! The healer's polling loop, shared by `run` and `demo`: receive a batch from the DLQ
 //! ([`MessageSource::receive_batch`]: several receives of up to 10 on SQS, one transaction on the
-//! local backend), heal it, repeat; stop between batches when asked to, so the batch in hand is
-//! always finished.
+//! local backend), heal it while receiving the next, repeat; stop between batches when asked to,
+//! so the batches in hand are always finished.
 
 use dlq_healer_core::engine::{BatchReport, Engine, Tally};
 use dlq_healer_core::message::ReceivedMessage;
