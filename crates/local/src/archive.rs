@@ -375,24 +375,6 @@ fn encode_lines(batch: &ArchiveBatch) -> Result<Vec<u8>, PortError> {
 mod tests {
     #[test]
     fn a_query_by_class_and_time_reads_the_time_index_instead_of_sorting_the_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::LocalStore::open(dir.path().join("healer.db")).unwrap();
-        let plan = store
-            .query_plan(
-                &super::query_sql(),
-                rusqlite::params!["auth", None::<String>, None::<String>, 10],
-            )
-            .unwrap();
-        assert!(
-            plan.iter()
-                .any(|step| step.contains("USING INDEX archive_by_time")),
-            "{plan:?}"
-        );
-        assert!(
-            !plan
-                .iter()
-                .any(|step| step.contains("TEMP B-TREE FOR ORDER BY")),
-            "{plan:?}"
-        );
+        crate::LocalStore::assert_query_reads_in_order(&super::query_sql(), "archive_by_time");
     }
 }

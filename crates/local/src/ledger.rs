@@ -218,24 +218,6 @@ impl Ledger for LocalLedger {
 mod tests {
     #[test]
     fn a_query_by_class_and_time_reads_the_time_index_instead_of_sorting_the_ledger() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::LocalStore::open(dir.path().join("healer.db")).unwrap();
-        let plan = store
-            .query_plan(
-                &super::query_sql(),
-                rusqlite::params!["auth", None::<String>, None::<String>, 10],
-            )
-            .unwrap();
-        assert!(
-            plan.iter()
-                .any(|step| step.contains("USING INDEX ledger_by_time")),
-            "{plan:?}"
-        );
-        assert!(
-            !plan
-                .iter()
-                .any(|step| step.contains("TEMP B-TREE FOR ORDER BY")),
-            "{plan:?}"
-        );
+        crate::LocalStore::assert_query_reads_in_order(&super::query_sql(), "ledger_by_time");
     }
 }

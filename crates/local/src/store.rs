@@ -497,19 +497,24 @@ impl LocalStore {
         Ok(value)
     }
 
-    /// How SQLite would run `sql` with `params` (the detail column of `EXPLAIN QUERY PLAN`),
-    /// for tests that check a query uses its index.
+    /// Assert that SQLite runs `sql`, a query by class (`?1`), time range (`?2`, `?3`) and limit
+    /// (`?4`), through `index`, in the index's order rather than sorting what it finds.
     #[cfg(test)]
-    pub(crate) fn query_plan(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<Vec<String>, LocalError> {
-        self.read("explain", "a query", |tx| {
-            tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
-                .query_map(params, |row| row.get(3))?
-                .collect()
-        })
+    pub(crate) fn assert_query_reads_in_order(sql: &str, index: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().join("healer.db")).unwrap();
+        let plan: Vec<String> = store
+            .read("explain", "a query", |tx| {
+                let params = rusqlite::params!["auth", None::<String>, None::<String>, 10];
+                tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
+                    .query_map(params, |row| row.get(3))?
+                    .collect()
+            })
+            .unwrap();
+        let uses = format!("USING INDEX {index}");
+        assert!(plan.iter().any(|step| step.contains(&uses)), "{plan:?}");
+        let sorts = |step: &String| step.contains("TEMP B-TREE FOR ORDER BY");
+        assert!(!plan.iter().any(sorts), "{plan:?}");
     }
 
     /// A [`LocalError::Corrupt`] about this database.

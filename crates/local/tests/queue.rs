@@ -360,21 +360,18 @@ async fn a_handle_is_honoured_only_for_its_own_delivery_on_its_own_queue() {
             .await
             .unwrap(),
     );
-    assert!(errors[0].contains("is stale"), "{}", errors[0]);
-    assert!(
-        errors[1].contains("was not issued by this queue"),
-        "{}",
-        errors[1]
-    );
-    assert!(
-        errors[2].contains("was not issued by this queue"),
-        "{}",
-        errors[2]
-    );
+    let (stale, not_issued) = ("is stale", "was not issued by this queue");
+    let say = |errors: &[String], expected: &[&str]| {
+        assert_eq!(errors.len(), expected.len());
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(error.contains(expected), "{error}");
+        }
+    };
+    say(&errors, &[stale, not_issued, not_issued]);
     let elsewhere = queues.queue("other").unwrap();
-    assert!(
-        refused(elsewhere.delete(std::slice::from_ref(first)).await.unwrap())[0]
-            .contains("is stale")
+    say(
+        &refused(elsewhere.delete(std::slice::from_ref(first)).await.unwrap()),
+        &[stale],
     );
     let errors = refused(
         source
@@ -382,12 +379,7 @@ async fn a_handle_is_honoured_only_for_its_own_delivery_on_its_own_queue() {
             .await
             .unwrap(),
     );
-    assert!(errors[0].contains("is stale"), "{}", errors[0]);
-    assert!(
-        errors[1].contains("was not issued by this queue"),
-        "{}",
-        errors[1]
-    );
+    say(&errors, &[stale, not_issued]);
     assert_eq!(
         queues.depth("orders").unwrap().in_flight,
         2,

@@ -80,18 +80,10 @@ async fn a_version_1_file_is_migrated_and_finds_retried_records_by_digest() {
         due_at: None,
     };
     // Turn the fresh file back into what version 1 wrote: every record in the digest index.
-    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
-    raw.execute_batch(
+    let reopened = fixture.reopen_after(
         "DROP INDEX ledger_retried_by_digest;
          CREATE INDEX ledger_by_digest ON ledger(body_digest, at);
          PRAGMA user_version = 1;",
-    )
-    .unwrap();
-    drop(raw);
-    let reopened = fixture.reopen();
-    assert_eq!(
-        reopened.schema_version().unwrap(),
-        dlq_healer_local::store::SCHEMA_VERSION
     );
     let ledger = reopened.ledger();
     ledger
@@ -270,8 +262,7 @@ async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_sa
         .unwrap();
     // Turn the fresh file back into what version 2 wrote: the receipt index, and a message in
     // flight under a handle of version 2's shape (a bare uuid), its attributes JSON text.
-    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
-    raw.execute_batch(
+    let reopened = fixture.reopen_after(
         "CREATE UNIQUE INDEX messages_by_receipt ON messages(receipt_handle);
          CREATE INDEX ledger_by_class ON ledger(class, at);
          CREATE INDEX archive_by_class ON archive_index(class, archived_at);
@@ -280,13 +271,6 @@ async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_sa
              receive_count = 1, visible_at_ms = visible_at_ms + 30000,
              attributes = '{\"tenant\":{\"data_type\":\"String\",\"string_value\":\"a \\\"quoted\\\" name\"}}';
          PRAGMA user_version = 2;",
-    )
-    .unwrap();
-    drop(raw);
-    let reopened = fixture.reopen();
-    assert_eq!(
-        reopened.schema_version().unwrap(),
-        dlq_healer_local::store::SCHEMA_VERSION
     );
     assert_eq!(
         index_names(fixture.store.path()),

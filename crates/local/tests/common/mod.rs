@@ -53,6 +53,21 @@ impl Fixture {
         queues
     }
 
+    /// Run `sql` on the file (to make it what an older version wrote), then open it again as this
+    /// build does, which upgrades it.
+    pub fn reopen_after(&self, sql: &str) -> LocalStore {
+        let raw = rusqlite::Connection::open(self.store.path()).expect("open the file");
+        raw.execute_batch(sql).expect("rewrite the file");
+        drop(raw);
+        let reopened = self.reopen();
+        assert_eq!(
+            reopened.schema_version().unwrap(),
+            dlq_healer_local::store::SCHEMA_VERSION,
+            "upgraded when opened"
+        );
+        reopened
+    }
+
     /// Another connection to the same file, as a second process would open it.
     pub fn reopen(&self) -> LocalStore {
         LocalStore::open_with_clock(self.store.path(), self.clock.clone()).expect("reopen store")
