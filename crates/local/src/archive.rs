@@ -208,48 +208,52 @@ impl LocalArchive {
                 Ok((path, encode_lines(batch)?))
             })
             .collect();
-        let write = |(path, contents): (PathBuf, Vec<u8>)| {
-            move || LocalArchive::write_atomically(&path, &contents)
+        let written_as = |batch: &ArchiveBatch, written: Result<(), LocalError>| {
+            written.map_err(|e| e.into_port("store archive", &batch.object))
         };
-        // One outcome per object: refused before writing, or the writer's (`None` if it panicked).
-        let outcomes: Vec<Result<Option<Result<(), LocalError>>, PortError>> =
-            match tokio::runtime::Handle::try_current() {
-                Ok(runtime) => {
-                    let writing: Vec<_> = encoded
-                        .into_iter()
-                        .map(|job| job.map(|job| runtime.spawn_blocking(write(job))))
-                        .collect();
-                    let mut outcomes = Vec::with_capacity(writing.len());
-                    for job in writing {
-                        outcomes.push(match job {
-                            Ok(writer) => Ok(writer.await.ok()),
-                            Err(refused) => Err(refused),
-                        });
-                    }
-                    outcomes
-                }
-                Err(_) => {
-                    let jobs: Vec<_> = encoded.into_iter().map(|job| job.map(write)).collect();
-                    each_at_once(&jobs, |job| match job {
-                        Ok(writer) => Ok(Some(writer())),
-                        Err(refused) => Err(refused.clone()),
-                    })
+        let panicked = |batch: &ArchiveBatch| {
+            PortError::retryable(
+                "store archive",
+                &batch.object,
+                "the thread writing the archive object panicked",
+            )
+        };
+        let written: Vec<Result<(), PortError>> = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let writers: Vec<_> = encoded
                     .into_iter()
-                    .map(|outcome| outcome.unwrap_or(Ok(None)))
-                    .collect()
+                    .map(|job| {
+                        job.map(|(path, contents)| {
+                            runtime.spawn_blocking(move || {
+                                LocalArchive::write_atomically(&path, &contents)
+                            })
+                        })
+                    })
+                    .collect();
+                let mut written = Vec::with_capacity(writers.len());
+                for (batch, writer) in batches.iter().zip(writers) {
+                    written.push(match writer {
+                        Ok(writer) => match writer.await {
+                            Ok(result) => written_as(batch, result),
+                            Err(_) => Err(panicked(batch)),
+                        },
+                        Err(refused) => Err(refused),
+                    });
                 }
-            };
-        let written = batches
-            .iter()
-            .zip(outcomes)
-            .map(|(batch, outcome)| match outcome? {
-                Some(result) => result.map_err(|e| e.into_port("store archive", &batch.object)),
-                None => Err(PortError::retryable(
-                    "store archive",
-                    &batch.object,
-                    "the thread writing the archive object panicked",
-                )),
-            });
+                written
+            }
+            Err(_) => {
+                let jobs: Vec<_> = batches.iter().zip(encoded).collect();
+                each_at_once(&jobs, |(batch, job)| {
+                    let (path, contents) = job.as_ref().map_err(Clone::clone)?;
+                    written_as(batch, LocalArchive::write_atomically(path, contents))
+                })
+                .into_iter()
+                .zip(batches)
+                .map(|(outcome, batch)| outcome.unwrap_or_else(|_| Err(panicked(batch))))
+                .collect()
+            }
+        };
         batches
             .iter()
             .zip(written)
