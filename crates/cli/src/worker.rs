@@ -138,7 +138,9 @@ async fn heal_and_receive_next(
             .collect()
     };
     let extend_to = settings.keep_alive.map_or(0, |k| k.extend_to_seconds);
-    // The handles to keep invisible: this batch's until it is healed, then the next one's.
+    // The handles to keep invisible: this batch's (first) until it is healed, and the next
+    // one's from its arrival.
+    let healing = batch.len();
     let in_hand = std::sync::Mutex::new(handles(&batch, extend_to));
     let in_hand = || {
         in_hand
@@ -147,7 +149,7 @@ async fn heal_and_receive_next(
     };
     let heal = async {
         let report = engine.heal_batch(batch).await;
-        in_hand().clear();
+        in_hand().drain(..healing);
         report
     };
     let next = async {
