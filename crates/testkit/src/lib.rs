@@ -82,11 +82,11 @@ fn start() -> Emulator {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("cannot start moto_server: run scripts/test.sh, which installs it (pip install 'moto[server]')");
+        .expect("cannot start the shell that runs the emulator (sh)");
     let mut line = String::new();
     BufReader::new(process.stdout.take().expect("stdout"))
         .read_line(&mut line)
-        .expect("moto_server wrapper output");
+        .expect("the output of the shell that runs the emulator");
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
