@@ -342,6 +342,11 @@ impl LocalQueues {
                     return Ok(None);
                 }
                 tx.execute("DELETE FROM fifo_dedup WHERE queue = ?1", [name])?;
+                tx.execute(
+                    "DELETE FROM message_payloads
+                     WHERE seq IN (SELECT seq FROM messages WHERE queue = ?1)",
+                    [name],
+                )?;
                 Ok(Some(
                     tx.execute("DELETE FROM messages WHERE queue = ?1", [name])? as u64,
                 ))
@@ -451,20 +456,22 @@ impl QueueSender for LocalQueues {
                 // Time-ordered ids (UUIDv7): they become ledger and archive keys, and B-tree
                 // inserts of ordered keys touch the index's last page instead of a random one.
                 let message_id = uuid::Uuid::now_v7().to_string();
-                tx.prepare_cached("INSERT INTO messages (queue, message_id, body, attributes, group_id,
+                tx.prepare_cached("INSERT INTO messages (queue, message_id, group_id,
                          deduplication_id, sent_at_ms, visible_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?.execute(
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
                     params![
                         name,
                         message_id,
-                        message.body,
-                        attributes,
                         message.group_id,
                         dedup,
                         now,
                         now + i64::from(message.delay_seconds) * 1000,
                     ],
                 )?;
+                tx.prepare_cached(
+                    "INSERT INTO message_payloads (seq, body, attributes) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![tx.last_insert_rowid(), message.body, attributes])?;
                 if let Some(dedup) = dedup {
                     tx.prepare_cached("INSERT OR REPLACE INTO fifo_dedup (queue, deduplication_id, message_id, sent_at_ms)
                          VALUES (?1, ?2, ?3, ?4)")?.execute(
@@ -634,9 +641,10 @@ impl LocalQueue {
             // Read after the updates (`UPDATE ... RETURNING` costs more: SQLite collects the
             // returned rows in a temporary table).
             let mut statement = tx.prepare_cached(
-                "SELECT message_id, receipt_handle, body, attributes, receive_count,
-                        redrive_source, sent_at_ms, group_id
-                 FROM messages WHERE seq = ?1",
+                "SELECT m.message_id, m.receipt_handle, p.body, p.attributes, m.receive_count,
+                        m.redrive_source, m.sent_at_ms, m.group_id
+                 FROM messages AS m JOIN message_payloads AS p ON p.seq = m.seq
+                 WHERE m.seq = ?1",
             )?;
             let out = delivered.iter().map(|&seq| {
                 statement.query_row([seq], |r| {
@@ -745,6 +753,8 @@ impl MessageSource for LocalQueue {
                 let mut statement = tx.prepare_cached(
                     "DELETE FROM messages WHERE seq = ?1 AND queue = ?2 AND receipt_handle = ?3",
                 )?;
+                let mut payload =
+                    tx.prepare_cached("DELETE FROM message_payloads WHERE seq = ?1")?;
                 receipt_handles
                     .iter()
                     .map(|handle| {
@@ -759,7 +769,10 @@ impl MessageSource for LocalQueue {
                                     "receipt handle {handle:?} is stale: the message was deleted or received again since"
                                 ),
                             )),
-                            _ => Ok(()),
+                            _ => {
+                                payload.execute([seq])?;
+                                Ok(())
+                            }
                         })
                     })
                     .collect()

@@ -88,13 +88,26 @@ impl Harness {
     /// Where the database says each message is.
     fn actual_places(&self) -> BTreeMap<String, (Place, u32)> {
         let connection = rusqlite::Connection::open(self.fixture.store.path()).unwrap();
+        // Each message has its payload, and no payload outlives its message.
+        let orphans: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM message_payloads WHERE seq NOT IN (SELECT seq FROM messages)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0, "payloads left behind by deleted messages");
         let mut statement = connection
-            .prepare("SELECT body, queue, receive_count FROM messages")
+            .prepare(
+                "SELECT p.body, m.queue, m.receive_count
+                 FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq",
+            )
             .unwrap();
         let rows = statement
             .query_map([], |r| {
-                let body: Vec<u8> = r.get(0)?;
+                let body: Option<Vec<u8>> = r.get(0)?;
                 let queue: String = r.get(1)?;
+                let body = body.expect("every message has its payload");
                 Ok((String::from_utf8(body).unwrap(), queue, r.get(2)?))
             })
             .unwrap();

@@ -80,11 +80,13 @@ async fn a_version_1_file_is_migrated_and_finds_retried_records_by_digest() {
         due_at: None,
     };
     // Turn the fresh file back into what version 1 wrote: every record in the digest index.
-    let reopened = fixture.reopen_after(
-        "DROP INDEX ledger_retried_by_digest;
+    let reopened = fixture.reopen_after(&format!(
+        "{}
+         DROP INDEX ledger_retried_by_digest;
          CREATE INDEX ledger_by_digest ON ledger(body_digest, at);
          PRAGMA user_version = 1;",
-    );
+        Fixture::PAYLOADS_IN_MESSAGES
+    ));
     let ledger = reopened.ledger();
     ledger
         .record(&[
@@ -238,9 +240,11 @@ async fn attributes_are_stored_as_a_blob_and_read_back() {
     queues.send("orders", &[message.clone()]).await.unwrap();
     let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
     let stored: String = raw
-        .query_row("SELECT typeof(attributes) FROM messages", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT typeof(attributes) FROM message_payloads",
+            [],
+            |row| row.get(0),
+        )
         .unwrap();
     assert_eq!(stored, "blob");
     let got = queues
@@ -253,24 +257,49 @@ async fn attributes_are_stored_as_a_blob_and_read_back() {
 }
 
 #[tokio::test]
-async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_safely() {
+async fn a_version_2_file_loses_its_unused_indexes_moves_its_payloads_and_expires_old_handles_safely()
+ {
     let fixture = Fixture::new();
     let queues = fixture.queue_with_dlq("orders", 30, 5);
     queues
         .send("orders", &[OutgoingMessage::new("m-1", "order 1")])
         .await
         .unwrap();
-    // Turn the fresh file back into what version 2 wrote: the receipt index, and a message in
-    // flight under a handle of version 2's shape (a bare uuid), its attributes JSON text.
-    let reopened = fixture.reopen_after(
-        "CREATE UNIQUE INDEX messages_by_receipt ON messages(receipt_handle);
+    // Turn the fresh file back into what version 2 wrote: bodies and attributes in the message
+    // rows, the receipt index, and a message in flight under a handle of version 2's shape (a
+    // bare uuid), its attributes JSON text.
+    let reopened = fixture.reopen_after(&format!(
+        "{}
+         CREATE UNIQUE INDEX messages_by_receipt ON messages(receipt_handle);
          CREATE INDEX ledger_by_class ON ledger(class, at);
          CREATE INDEX archive_by_class ON archive_index(class, archived_at);
          DROP INDEX archive_by_time;
          UPDATE messages SET receipt_handle = '0190c3a1f4e27c3a9b1d2e3f4a5b6c7d',
              receive_count = 1, visible_at_ms = visible_at_ms + 30000,
-             attributes = '{\"tenant\":{\"data_type\":\"String\",\"string_value\":\"a \\\"quoted\\\" name\"}}';
+             attributes = '{{\"tenant\":{{\"data_type\":\"String\",\"string_value\":\"a \\\"quoted\\\" name\"}}}}';
          PRAGMA user_version = 2;",
+        Fixture::PAYLOADS_IN_MESSAGES
+    ));
+    assert_eq!(
+        message_columns(fixture.store.path()),
+        [
+            "seq",
+            "queue",
+            "message_id",
+            "group_id",
+            "deduplication_id",
+            "sent_at_ms",
+            "visible_at_ms",
+            "receive_count",
+            "receipt_handle",
+            "redrive_source"
+        ],
+        "bodies and attributes moved out of the message rows"
+    );
+    assert_eq!(
+        payload_count(fixture.store.path()),
+        1,
+        "into message_payloads"
     );
     assert_eq!(
         index_names(fixture.store.path()),
@@ -312,6 +341,33 @@ async fn a_version_2_file_loses_its_unused_indexes_and_its_old_handles_expire_sa
         .unwrap();
     assert!(deleted[0].is_ok(), "{deleted:?}");
     assert_eq!(reopened.queues().depth("orders").unwrap().total(), 0);
+    assert_eq!(
+        payload_count(fixture.store.path()),
+        0,
+        "the payload goes with its message"
+    );
+}
+
+/// The columns of the message table, in order.
+fn message_columns(path: &std::path::Path) -> Vec<String> {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    let mut statement = raw
+        .prepare("SELECT name FROM pragma_table_info('messages')")
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// How many message payloads the file holds.
+fn payload_count(path: &std::path::Path) -> i64 {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    raw.query_row("SELECT count(*) FROM message_payloads", [], |row| {
+        row.get(0)
+    })
+    .unwrap()
 }
 
 /// The indexes the file has, by name, leaving out SQLite's own (primary keys).

@@ -53,6 +53,16 @@ impl Fixture {
         queues
     }
 
+    /// SQL that gives a fresh file the message table of versions 1 to 3, before
+    /// `message_payloads` (version 4): each message's body and attributes in its own row.
+    pub const PAYLOADS_IN_MESSAGES: &'static str = "
+        ALTER TABLE messages ADD COLUMN body BLOB NOT NULL DEFAULT x'';
+        ALTER TABLE messages ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}';
+        UPDATE messages SET
+            body = (SELECT p.body FROM message_payloads AS p WHERE p.seq = messages.seq),
+            attributes = (SELECT p.attributes FROM message_payloads AS p WHERE p.seq = messages.seq);
+        DROP TABLE message_payloads;";
+
     /// Run `sql` on the file (to make it what an older version wrote), then open it again as this
     /// build does, which upgrades it.
     pub fn reopen_after(&self, sql: &str) -> LocalStore {
