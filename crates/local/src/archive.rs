@@ -198,16 +198,13 @@ impl LocalArchive {
     /// the healer's peak memory at batch 500 grew from about 35 to 46 MiB, for no measurable
     /// speed.
     async fn store_objects(&self, batches: &[ArchiveBatch]) -> EntryResults<()> {
-        let encoded: Vec<Result<(PathBuf, Vec<u8>), PortError>> = batches
-            .iter()
-            .map(|batch| {
-                let target = batch.object.as_str();
-                let path = self
-                    .object_path(target)
-                    .map_err(|e| e.into_port("store archive", target))?;
-                Ok((path, encode_lines(batch)?))
-            })
-            .collect();
+        let encode = |batch: &ArchiveBatch| -> Result<(PathBuf, Vec<u8>), PortError> {
+            let target = batch.object.as_str();
+            let path = self
+                .object_path(target)
+                .map_err(|e| e.into_port("store archive", target))?;
+            Ok((path, encode_lines(batch)?))
+        };
         let written_as = |batch: &ArchiveBatch, written: Result<(), LocalError>| {
             written.map_err(|e| e.into_port("store archive", &batch.object))
         };
@@ -220,10 +217,12 @@ impl LocalArchive {
         };
         let written: Vec<Result<(), PortError>> = match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                let writers: Vec<_> = encoded
-                    .into_iter()
-                    .map(|job| {
-                        job.map(|(path, contents)| {
+                // Each object goes to its writer as soon as it is encoded, so that the first
+                // file is on its way to the disk while the others are encoded.
+                let writers: Vec<_> = batches
+                    .iter()
+                    .map(|batch| {
+                        encode(batch).map(|(path, contents)| {
                             runtime.spawn_blocking(move || {
                                 LocalArchive::write_atomically(&path, &contents)
                             })
@@ -243,7 +242,7 @@ impl LocalArchive {
                 written
             }
             Err(_) => {
-                let jobs: Vec<_> = batches.iter().zip(encoded).collect();
+                let jobs: Vec<_> = batches.iter().map(|batch| (batch, encode(batch))).collect();
                 each_at_once(&jobs, |(batch, job)| {
                     let (path, contents) = job.as_ref().map_err(Clone::clone)?;
                     written_as(batch, LocalArchive::write_atomically(path, contents))
