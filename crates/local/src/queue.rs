@@ -511,7 +511,8 @@ struct Candidate {
 /// A message delivered by a receive, with the columns read after the transaction.
 struct Delivery {
     message: ReceivedMessage,
-    attributes: StoredAttributes,
+    /// The body and attributes; `None` when the payload row is missing (a damaged file).
+    payload: Option<(Vec<u8>, StoredAttributes)>,
     sent_at_ms: i64,
 }
 
@@ -643,23 +644,27 @@ impl LocalQueue {
             let mut statement = tx.prepare_cached(
                 "SELECT m.message_id, m.receipt_handle, p.body, p.attributes, m.receive_count,
                         m.redrive_source, m.sent_at_ms, m.group_id
-                 FROM messages AS m JOIN message_payloads AS p ON p.seq = m.seq
+                 FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq
                  WHERE m.seq = ?1",
             )?;
             let out = delivered.iter().map(|&seq| {
                 statement.query_row([seq], |r| {
+                    let body: Option<Vec<u8>> = r.get(2)?;
                     Ok(Delivery {
                         message: ReceivedMessage {
                             message_id: r.get(0)?,
                             receipt_handle: r.get(1)?,
-                            body: r.get(2)?,
+                            body: Vec::new(),
                             attributes: Attributes::new(),
                             receive_count: r.get(4)?,
                             redrive_source: r.get(5)?,
                             sent_at: None,
                             group_id: r.get(7)?,
                         },
-                        attributes: StoredAttributes::column(r, 3)?,
+                        payload: match body {
+                            Some(body) => Some((body, StoredAttributes::column(r, 3)?)),
+                            None => None,
+                        },
                         sent_at_ms: r.get(6)?,
                     })
                 })
@@ -673,9 +678,16 @@ impl LocalQueue {
             .map(|delivery| {
                 let Delivery {
                     mut message,
-                    attributes,
+                    payload,
                     sent_at_ms: sent_at,
                 } = delivery;
+                let Some((body, attributes)) = payload else {
+                    return Err(self.store.corrupt(
+                        format!("message {}", message.message_id),
+                        "its body and attributes are missing from message_payloads",
+                    ));
+                };
+                message.body = body;
                 message.attributes = attributes.decode().map_err(|e| {
                     self.store.corrupt(
                         format!("the attributes of message {}", message.message_id),

@@ -348,6 +348,35 @@ async fn a_version_2_file_loses_its_unused_indexes_moves_its_payloads_and_expire
     );
 }
 
+#[tokio::test]
+async fn a_message_whose_payload_is_gone_is_a_clear_error_and_stays_queued() {
+    let fixture = Fixture::new();
+    let queues = fixture.queue_with_dlq("orders", 30, 5);
+    queues
+        .send("orders", &[OutgoingMessage::new("m-1", "order 1")])
+        .await
+        .unwrap();
+    let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
+    raw.execute("DELETE FROM message_payloads", []).unwrap();
+    let error = queues
+        .queue("orders")
+        .unwrap()
+        .receive(10, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("its body and attributes are missing from message_payloads"),
+        "{error}"
+    );
+    assert_eq!(
+        queues.depth("orders").unwrap().total(),
+        1,
+        "the message is not dropped"
+    );
+}
+
 /// The columns of the message table, in order.
 fn message_columns(path: &std::path::Path) -> Vec<String> {
     let raw = rusqlite::Connection::open(path).unwrap();
