@@ -260,11 +260,7 @@ async fn attributes_are_stored_as_a_blob_and_read_back() {
 async fn a_version_2_file_loses_its_unused_indexes_moves_its_payloads_and_expires_old_handles_safely()
  {
     let fixture = Fixture::new();
-    let queues = fixture.queue_with_dlq("orders", 30, 5);
-    queues
-        .send("orders", &[OutgoingMessage::new("m-1", "order 1")])
-        .await
-        .unwrap();
+    orders_holding_one_message(&fixture).await;
     // Turn the fresh file back into what version 2 wrote: bodies and attributes in the message
     // rows, the receipt index, and a message in flight under a handle of version 2's shape (a
     // bare uuid), its attributes JSON text.
@@ -351,11 +347,7 @@ async fn a_version_2_file_loses_its_unused_indexes_moves_its_payloads_and_expire
 #[tokio::test]
 async fn a_message_whose_payload_is_gone_is_a_clear_error_and_stays_queued() {
     let fixture = Fixture::new();
-    let queues = fixture.queue_with_dlq("orders", 30, 5);
-    queues
-        .send("orders", &[OutgoingMessage::new("m-1", "order 1")])
-        .await
-        .unwrap();
+    let queues = orders_holding_one_message(&fixture).await;
     let raw = rusqlite::Connection::open(fixture.store.path()).unwrap();
     raw.execute("DELETE FROM message_payloads", []).unwrap();
     let error = queues
@@ -375,6 +367,16 @@ async fn a_message_whose_payload_is_gone_is_a_clear_error_and_stays_queued() {
         1,
         "the message is not dropped"
     );
+}
+
+/// The queue "orders" (visibility 30 s, to "dlq" after 5 receives) with one message, "order 1".
+async fn orders_holding_one_message(fixture: &Fixture) -> dlq_healer_local::LocalQueues {
+    let queues = fixture.queue_with_dlq("orders", 30, 5);
+    queues
+        .send("orders", &[OutgoingMessage::new("m-1", "order 1")])
+        .await
+        .unwrap();
+    queues
 }
 
 /// The columns of the message table, in order.
