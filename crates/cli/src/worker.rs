@@ -156,11 +156,7 @@ async fn heal_and_receive_next(
         if !receive_next {
             return None;
         }
-        let received = engine
-            .ports()
-            .dlq
-            .receive_batch(settings.batch_size, settings.wait)
-            .await;
+        let received = receive_batch(engine, &settings).await;
         if let Ok(next) = &received {
             in_hand().extend(handles(next, extend_to));
         }
@@ -190,6 +186,15 @@ async fn heal_and_receive_next(
 
 /// What a receive from the DLQ answered.
 type Received = Result<Vec<ReceivedMessage>, dlq_healer_core::ports::PortError>;
+
+/// Receive a batch of the loop's size from the DLQ, waiting as the loop's settings say.
+async fn receive_batch(engine: &Engine, settings: &LoopSettings) -> Received {
+    engine
+        .ports()
+        .dlq
+        .receive_batch(settings.batch_size, settings.wait)
+        .await
+}
 
 /// Run `concurrency` heal loops on one engine at once and add up their totals.
 pub async fn heal_concurrently(
@@ -223,13 +228,7 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
     while received.is_some() || !shutdown.requested() {
         let answer = match received.take() {
             Some(answer) => answer,
-            None => {
-                engine
-                    .ports()
-                    .dlq
-                    .receive_batch(settings.batch_size, settings.wait)
-                    .await
-            }
+            None => receive_batch(engine, &settings).await,
         };
         let batch = match answer {
             Ok(batch) => batch,
