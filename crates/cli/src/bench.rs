@@ -111,6 +111,8 @@ pub struct HealingFigures {
     pub messages: usize,
     /// Messages per engine batch.
     pub batch_size: usize,
+    /// Batches healed at once (`run --concurrency`).
+    pub concurrency: usize,
     /// Dead letters fully handled per second (receive, classify, act, record, delete).
     pub healed_per_second: f64,
     /// Rows per second of batched inserts into a table shaped like the queue table.
@@ -119,11 +121,16 @@ pub struct HealingFigures {
     pub peak_rss_mib: f64,
 }
 
-/// Fill a fresh store's DLQ with the realistic mix, then heal it with the `run` loop; then, in the
-/// same run, measure batched inserts into the same kind of table.
-pub fn healing_figures(messages: usize, batch_size: usize) -> Result<HealingFigures> {
+/// Fill a fresh store's DLQ with the realistic mix, then heal it with the `run` loop on `run`'s
+/// runtime, `concurrency` batches at once; then, in the same run, measure batched inserts into the
+/// same kind of table.
+pub fn healing_figures(
+    messages: usize,
+    batch_size: usize,
+    concurrency: usize,
+) -> Result<HealingFigures> {
     use crate::local::{LocalBackend, LocalSettings};
-    use crate::worker::{LoopSettings, Shutdown, heal_loop};
+    use crate::worker::{LoopSettings, Shutdown, heal_concurrently};
     use dlq_healer_core::message::OutgoingMessage;
     use dlq_healer_core::ports::{QueueSender, SystemClock};
     use std::sync::Arc;
@@ -137,9 +144,7 @@ pub fn healing_figures(messages: usize, batch_size: usize) -> Result<HealingFigu
         webhook_url: None,
         alert_window: dlq_healer_core::engine::DEFAULT_ALERT_WINDOW,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     let backend = LocalBackend::open(&settings, Arc::new(SystemClock))?;
     backend
         .queues
@@ -165,14 +170,14 @@ pub fn healing_figures(messages: usize, batch_size: usize) -> Result<HealingFigu
         }
         anyhow::Ok(())
     })?;
-    let engine = backend.engine(
+    let engine = Arc::new(backend.engine(
         "orders-dlq",
         Arc::new(RuleSet::defaults()),
         dlq_healer_core::engine::EngineConfig::default(),
-    )?;
+    )?);
     let started = Instant::now();
-    let summary = runtime.block_on(heal_loop(
-        &engine,
+    let summary = runtime.block_on(heal_concurrently(
+        engine.clone(),
         LoopSettings {
             batch_size,
             wait: std::time::Duration::ZERO,
@@ -180,6 +185,7 @@ pub fn healing_figures(messages: usize, batch_size: usize) -> Result<HealingFigu
             keep_alive: None,
         },
         &Shutdown::default(),
+        concurrency,
     ));
     let healed = summary.tally.requeued + summary.tally.archived + summary.tally.parked;
     let healed_per_second = healed as f64 / started.elapsed().as_secs_f64();
@@ -196,6 +202,7 @@ pub fn healing_figures(messages: usize, batch_size: usize) -> Result<HealingFigu
     Ok(HealingFigures {
         messages,
         batch_size,
+        concurrency,
         healed_per_second,
         raw_inserts_per_second,
         peak_rss_mib,
@@ -242,7 +249,12 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 /// Run every benchmark and print the table.
-pub fn run(classify_messages: usize, healing_messages: usize, batch_sizes: &[usize]) -> Result<()> {
+pub fn run(
+    classify_messages: usize,
+    healing_messages: usize,
+    batch_sizes: &[usize],
+    concurrencies: &[usize],
+) -> Result<()> {
     if std::env::var("BREAKDOWN").is_ok() {
         breakdown();
     }
@@ -265,30 +277,40 @@ pub fn run(classify_messages: usize, healing_messages: usize, batch_sizes: &[usi
         thousands(rate)
     );
     for &batch_size in batch_sizes {
-        let healing = healing_in_child(healing_messages, batch_size)?;
-        println!(
-            "| local healing end to end (receive, classify, act, record, delete; WAL, archive files fsynced), batch {batch_size} | {} msg/s | >= 20,000 msg/s |",
-            thousands(healing.healed_per_second)
-        );
-        println!(
-            "| raw SQLite ceiling: batched inserts into the queue table, {batch_size} per transaction | {} rows/s | (reference) |",
-            thousands(healing.raw_inserts_per_second)
-        );
-        println!(
-            "| healing / raw ceiling, batch {batch_size} | {:.2} | (report) |",
-            healing.healed_per_second / healing.raw_inserts_per_second
-        );
-        println!(
-            "| peak RSS of the healing process ({} messages, batch {batch_size}) | {:.1} MiB | < 50 MB |",
-            healing.messages, healing.peak_rss_mib
-        );
+        let mut raw_ceiling = None;
+        for &concurrency in concurrencies {
+            let healing = healing_in_child(healing_messages, batch_size, concurrency)?;
+            println!(
+                "| local healing end to end (receive, classify, act, record, delete; WAL, archive files fsynced), batch {batch_size}, concurrency {concurrency} | {} msg/s | >= 20,000 msg/s |",
+                thousands(healing.healed_per_second)
+            );
+            let raw = *raw_ceiling.get_or_insert(healing.raw_inserts_per_second);
+            println!(
+                "| healing / raw ceiling, batch {batch_size}, concurrency {concurrency} | {:.2} | (report) |",
+                healing.healed_per_second / raw
+            );
+            println!(
+                "| peak RSS of the healing process ({} messages, batch {batch_size}, concurrency {concurrency}) | {:.1} MiB | < 50 MB |",
+                healing.messages, healing.peak_rss_mib
+            );
+        }
+        if let Some(raw) = raw_ceiling {
+            println!(
+                "| raw SQLite ceiling: batched inserts into the queue table, {batch_size} per transaction | {} rows/s | (reference) |",
+                thousands(raw)
+            );
+        }
     }
     Ok(())
 }
 
 /// Run [`healing_figures`] in a child process (`bench --healing-only`), so that the peak memory is
 /// the healer's alone.
-fn healing_in_child(messages: usize, batch_size: usize) -> Result<HealingFigures> {
+fn healing_in_child(
+    messages: usize,
+    batch_size: usize,
+    concurrency: usize,
+) -> Result<HealingFigures> {
     let output = std::process::Command::new(std::env::current_exe()?)
         .args([
             "bench",
@@ -297,6 +319,8 @@ fn healing_in_child(messages: usize, batch_size: usize) -> Result<HealingFigures
             &messages.to_string(),
             "--batch-size",
             &batch_size.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
         ])
         .output()?;
     anyhow::ensure!(

@@ -100,6 +100,12 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_values_t = [100, 500],
               value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch_size: Vec<u32>,
+        /// Batches healed at once in the healing benchmark, as `run --concurrency`; several
+        /// values separated by commas give one set of healing rows each, for every batch size
+        /// (`--healing-only` uses the first).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2],
+              value_parser = clap::value_parser!(u32).range(1..=64))]
+        concurrency: Vec<u32>,
         /// Run only the healing benchmark and print its figures as JSON (used by `bench` itself,
         /// to measure the healer's peak memory in a process of its own).
         #[arg(long, hide = true)]
@@ -441,6 +447,7 @@ fn dispatch(command: Command) -> Result<i32> {
             classify_messages,
             healing_messages,
             batch_size,
+            concurrency,
             healing_only,
             aws,
             aws_only,
@@ -448,7 +455,11 @@ fn dispatch(command: Command) -> Result<i32> {
             endpoint_url,
         } => {
             if healing_only {
-                let figures = bench::healing_figures(healing_messages, batch_size[0] as usize)?;
+                let figures = bench::healing_figures(
+                    healing_messages,
+                    batch_size[0] as usize,
+                    concurrency[0] as usize,
+                )?;
                 println!("{}", serde_json::to_string(&figures)?);
                 return Ok(0);
             }
@@ -457,7 +468,13 @@ fn dispatch(command: Command) -> Result<i32> {
                 println!("| --- | --- | --- |");
             } else {
                 let batch_sizes: Vec<usize> = batch_size.iter().map(|&b| b as usize).collect();
-                bench::run(classify_messages, healing_messages, &batch_sizes)?;
+                let concurrencies: Vec<usize> = concurrency.iter().map(|&c| c as usize).collect();
+                bench::run(
+                    classify_messages,
+                    healing_messages,
+                    &batch_sizes,
+                    &concurrencies,
+                )?;
             }
             if aws || aws_only {
                 let args = aws::AwsArgs {

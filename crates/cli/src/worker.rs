@@ -392,6 +392,33 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loops_healing_at_once_heal_every_message_once_and_add_up_their_totals() {
+        let (engine, dlq, shutdown) = world(95, usize::MAX).await;
+        let summary = heal_concurrently(Arc::new(engine), settings(10), &shutdown, 3).await;
+        assert_eq!(summary.tally.requeued, 95, "{summary:?}");
+        assert_eq!(
+            summary.tally.failed + summary.tally.duplicates,
+            0,
+            "{summary:?}"
+        );
+        assert_eq!(
+            summary.batches, 10,
+            "nine batches of ten and one of five, whichever loop took them"
+        );
+        assert!(
+            dlq.receives.load(Ordering::SeqCst) >= 13,
+            "each of the three loops ends on an empty receive of its own"
+        );
+        assert!(
+            dlq.inner
+                .receive(10, Duration::ZERO)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     #[tokio::test]
     async fn a_batch_received_before_a_shutdown_is_healed_before_the_loop_stops() {
         // The shutdown comes with the second receive: the one made while the first batch heals.

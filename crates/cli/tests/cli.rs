@@ -322,3 +322,48 @@ fn a_configuration_file_says_what_the_environment_would() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_healing_benchmark_heals_every_message_with_batches_healed_at_once() {
+    for concurrency in ["1", "2"] {
+        let output = run_ok(bin().args([
+            "bench",
+            "--healing-only",
+            "--healing-messages",
+            "450",
+            "--batch-size",
+            "40",
+            "--concurrency",
+            concurrency,
+        ]));
+        let figures: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        // The benchmark itself fails unless every message was re-queued, archived or parked.
+        assert_eq!(figures["messages"], 450);
+        assert_eq!(figures["batch_size"], 40);
+        assert_eq!(figures["concurrency"].to_string(), concurrency);
+        for figure in [
+            "healed_per_second",
+            "raw_inserts_per_second",
+            "peak_rss_mib",
+        ] {
+            let value = figures[figure].as_f64().unwrap();
+            assert!(value.is_finite() && value > 0.0, "{figure} = {value}");
+        }
+    }
+}
+
+#[test]
+fn the_benchmark_refuses_a_concurrency_run_does_not_accept() {
+    for bad in ["0", "65", "two"] {
+        let output = bin()
+            .args(["bench", "--healing-only", "--concurrency", bad])
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "--concurrency {bad} was accepted");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--concurrency"),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
