@@ -5,6 +5,14 @@
 //! crate's allocator asks for every block through `mi_malloc_aligned`, whose general path costs
 //! about 100 instructions even for the alignment every block has anyway; this one uses
 //! `mi_malloc` for those, about 660 fewer instructions per classified message (callgrind).
+//!
+//! mimalloc 3 keeps freed pages for a second before it gives them back to the system; the healer
+//! frees a batch's memory as the next one arrives, so that delay added up to 8–10 MiB of peak
+//! resident memory at 500 messages per batch. [`return_freed_memory_promptly`] sets it to 100 ms:
+//! peak memory at batch 500 fell from 45–55 to 37–45 MiB for no measurable loss of speed (`bench`).
+//! At 10 ms (mimalloc 2's delay) it fell a little further, but pages were given back and faulted
+//! in again all the time: the classification loop took 80,000 page faults per 210,000 messages,
+//! against 220 at a second and 7,000 at 100 ms.
 
 use libmimalloc_sys as mi;
 use std::alloc::{GlobalAlloc, Layout};
@@ -15,6 +23,22 @@ const WORD_ALIGNED: usize = std::mem::size_of::<usize>();
 
 /// mimalloc as the global allocator.
 pub struct Mimalloc;
+
+/// `mi_option_purge_delay` in the `mi_option_e` enum of the mimalloc 3 sources that
+/// `libmimalloc-sys` builds (`c_src/mimalloc/v3/include/mimalloc.h`); its Rust bindings predate it.
+const PURGE_DELAY_OPTION: mi::mi_option_t = 15;
+
+/// The purge delay, in milliseconds, unless `MIMALLOC_PURGE_DELAY` sets one.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
+/// Give freed memory back to the system after [`PURGE_DELAY_MS`] instead of mimalloc 3's second,
+/// unless the environment's `MIMALLOC_PURGE_DELAY` says otherwise. Call it first thing in `main`.
+pub fn return_freed_memory_promptly() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: a plain FFI call; mimalloc options may be set at any time.
+        unsafe { mi::mi_option_set(PURGE_DELAY_OPTION, PURGE_DELAY_MS) }
+    }
+}
 
 // SAFETY: every block comes from mimalloc with at least the layout's size and alignment (plain
 // `mi_malloc` only where the alignment is at most a word, which every mimalloc block has), and
@@ -66,6 +90,19 @@ unsafe impl GlobalAlloc for Mimalloc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freed_memory_goes_back_after_a_tenth_of_a_second_instead_of_a_second() {
+        // SAFETY: plain FFI calls reading an option.
+        let purge_delay = || unsafe { mi::mi_option_get(PURGE_DELAY_OPTION) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
+        }
+        // mimalloc 3's default purge delay: the option number is the one meant.
+        assert_eq!(purge_delay(), 1000);
+        return_freed_memory_promptly();
+        assert_eq!(purge_delay(), PURGE_DELAY_MS);
+    }
 
     #[test]
     fn blocks_have_their_layouts_alignment_and_keep_their_bytes() {

@@ -281,6 +281,7 @@ impl LocalArgs {
 static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 fn main() {
+    allocator::return_freed_memory_promptly();
     restore_default_sigpipe();
     keep_memory_in_small_pages();
     if let Err(error) = config::load_into_environment() {
