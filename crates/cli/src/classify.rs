@@ -132,7 +132,7 @@ pub fn classify_message(rules: &RuleSet, message: ReceivedMessage) -> Value {
         false,
         0.0,
     );
-    json!({"class": classification.class, "action": verdict.action_name(), "rule": classification.rule})
+    json!({"class": classification.class, "action": verdict.action_name(), "rule": &*classification.rule})
 }
 
 /// Run `classify` over a reader, writing one line per input line.
@@ -238,7 +238,7 @@ fn explain_message(
         Value::Object(Map::from_iter([
             ("class".to_string(), json!(classification.class)),
             ("action".to_string(), json!(verdict.action_name())),
-            ("rule".to_string(), json!(classification.rule)),
+            ("rule".to_string(), json!(&*classification.rule)),
         ]))
     )?;
     Ok(())

@@ -66,7 +66,7 @@ impl Examined {
                 .unwrap_or(&message.message_id)
                 .to_string(),
             class: classification.class,
-            rule: classification.rule,
+            rule: classification.rule.to_string(),
             error,
             fingerprint,
             at,

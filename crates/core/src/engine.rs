@@ -406,7 +406,7 @@ impl Engine {
         {
             plan.classification = Some(Classification {
                 class: done.class,
-                rule: done.rule.clone(),
+                rule: done.rule.as_str().into(),
                 signal: None,
             });
             plan.step = match (done.action, done.due_at) {
@@ -984,7 +984,7 @@ impl Plan {
                 |v| v.attempt,
             ),
             class: classification.map_or(FailureClass::Unknown, |c| c.class),
-            rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.clone()),
+            rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.to_string()),
             action,
             alerted: false,
             at: now,
@@ -1012,7 +1012,7 @@ impl Plan {
             key: self.key.clone(),
             attempt: self.verdict.map_or(1, |v| v.attempt),
             class: classification.map_or(FailureClass::Unknown, |c| c.class),
-            rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.clone()),
+            rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.to_string()),
             reason,
             body: text,
             body_b64: b64,
@@ -1050,7 +1050,7 @@ impl Plan {
             receipt_handle: self.letter.message.receipt_handle,
             key: self.key,
             class: self.classification.as_ref().map(|c| c.class),
-            rule: self.classification.map(|c| c.rule),
+            rule: self.classification.map(|c| c.rule.to_string()),
             alerted: self.alerted,
             outcome,
             deleted: false,

@@ -16,10 +16,12 @@ use crate::policy::{ClassPolicy, PolicyTable};
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
+use smallvec::{SmallVec, smallvec};
 use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 mod literals;
 
@@ -65,17 +67,17 @@ pub struct Facts<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signal {
     /// The error type equals, or the text names, one of the rule's error types.
-    ErrorType(String),
+    ErrorType(Arc<str>),
     /// The HTTP status is one of the rule's statuses.
     Status(u16),
     /// A literal text appears in the error text.
-    Text(String),
+    Text(Arc<str>),
     /// A regex matches the error text.
-    Regex(String),
+    Regex(Arc<str>),
     /// The body is not valid for the source's body format.
     BodyInvalid(BodyFormat),
     /// A JSON pointer is missing or null in the body.
-    JsonMissing(String),
+    JsonMissing(Arc<str>),
     /// The listed attributes have the listed values.
     Attributes,
     /// The context is in one of the listed states.
@@ -116,7 +118,7 @@ pub struct Classification {
     /// The class.
     pub class: FailureClass,
     /// The name of the rule that matched, or `"(none)"`.
-    pub rule: String,
+    pub rule: Arc<str>,
     /// Why it matched.
     pub signal: Option<Signal>,
 }
@@ -225,7 +227,7 @@ struct RuleSpec {
 #[derive(Debug, Clone)]
 struct LiteralOwner {
     rule: usize,
-    text: String,
+    text: Arc<str>,
     is_error_type: bool,
 }
 
@@ -242,14 +244,14 @@ struct LiteralHit {
 
 #[derive(Debug, Clone)]
 struct Rule {
-    name: String,
+    name: Arc<str>,
     class: FailureClass,
     sources: Vec<String>,
     min_receive_count: Option<u32>,
     statuses: Vec<u16>,
-    regexes: Vec<(usize, String)>,
+    regexes: Vec<(usize, Arc<str>)>,
     body_invalid: bool,
-    json_missing: Vec<String>,
+    json_missing: Vec<Arc<str>>,
     attributes: BTreeMap<String, String>,
     context: Vec<ContextState>,
     has_literals: bool,
@@ -289,9 +291,14 @@ enum Miss {
 }
 
 /// Per-message scratch state, so each expensive fact is computed at most once.
+/// Rule sets of up to this many rules (the defaults have 8) keep the per-message evaluation
+/// off the heap.
+const INLINE_RULES: usize = 16;
+
 struct Evaluation<'f, 'a> {
     facts: &'f Facts<'a>,
-    literal_hits: Vec<Option<LiteralHit>>,
+    /// The best hit of each rule, by rule index.
+    literal_hits: SmallVec<[Option<LiteralHit>; INLINE_RULES]>,
     regex_hits: OnceCell<Vec<bool>>,
     statuses: OnceCell<Vec<u16>>,
     body_valid: OnceCell<(BodyFormat, bool)>,
@@ -408,7 +415,7 @@ impl RuleSet {
                         "rule {name:?}: invalid regex {pattern:?}; fix the pattern (Rust regex syntax, escape special characters with \\): {e}"
                     ))
                 })?;
-                regexes.push((regex_sources.len(), pattern.clone()));
+                regexes.push((regex_sources.len(), pattern.as_str().into()));
                 regex_sources.push(full);
             }
             let mut has_literals = false;
@@ -423,20 +430,20 @@ impl RuleSet {
                     literal_patterns.push(literal.clone());
                     literal_owners.push(LiteralOwner {
                         rule: index,
-                        text: literal.clone(),
+                        text: literal.as_str().into(),
                         is_error_type,
                     });
                 }
             }
             rules.push(Rule {
-                name,
+                name: name.into(),
                 class: spec.class,
                 sources: spec.source,
                 min_receive_count: spec.min_receive_count,
                 statuses: spec.status,
                 regexes,
                 body_invalid: spec.body_invalid,
-                json_missing: spec.json_missing,
+                json_missing: spec.json_missing.into_iter().map(Arc::from).collect(),
                 attributes: spec.attributes,
                 context: spec.context,
                 has_literals,
@@ -489,7 +496,7 @@ impl RuleSet {
 
     /// The names of the rules, in order.
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().map(|r| r.name.as_str())
+        self.rules.iter().map(|r| &*r.name)
     }
 
     /// The body format expected from a source.
@@ -518,7 +525,7 @@ impl RuleSet {
         }
         Classification {
             class: FailureClass::Unknown,
-            rule: "(none)".to_string(),
+            rule: "(none)".into(),
             signal: None,
         }
     }
@@ -530,7 +537,7 @@ impl RuleSet {
             .iter()
             .enumerate()
             .map(|(index, rule)| RuleTrial {
-                rule: rule.name.clone(),
+                rule: rule.name.to_string(),
                 class: rule.class,
                 outcome: self
                     .try_rule(index, &evaluation)
@@ -554,7 +561,8 @@ impl RuleSet {
     }
 
     fn evaluate<'f, 'a>(&self, facts: &'f Facts<'a>) -> Evaluation<'f, 'a> {
-        let mut literal_hits: Vec<Option<LiteralHit>> = vec![None; self.rules.len()];
+        let mut literal_hits: SmallVec<[Option<LiteralHit>; INLINE_RULES]> =
+            smallvec![None; self.rules.len()];
         if !self.literals.is_empty() {
             // Error types are literals too, looked for in the error type as well as in the text:
             // a type equal to the context's `error.type`, or to its last part after `.`, `:`,

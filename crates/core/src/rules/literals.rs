@@ -29,7 +29,8 @@ pub(crate) struct Occurrence {
 
 #[derive(Debug, Clone)]
 struct Literal {
-    bytes: Box<[u8]>,
+    /// Its bytes, with ASCII letters lowercased.
+    lowercase: Box<[u8]>,
     /// Where its first word starts in it.
     first_word_at: usize,
     needs_start_boundary: bool,
@@ -72,7 +73,7 @@ impl LiteralMatcher {
                     .take_while(|&&b| is_word_byte(b))
                     .count();
             let literal = Literal {
-                bytes: bytes.into(),
+                lowercase: bytes.to_ascii_lowercase().into(),
                 first_word_at,
                 needs_start_boundary: text.chars().next().is_some_and(is_word_char),
                 needs_end_boundary: text.chars().last().is_some_and(is_word_char),
@@ -159,25 +160,25 @@ impl LiteralMatcher {
     ) {
         let Some(candidates) = self
             .by_first_word
-            .get(&lowercase_hash(&bytes[word_start..word_end]))
+            .get(&lowercase_hash_in(bytes, word_start, word_end))
         else {
             return;
         };
         for &literal in candidates {
             let literal = literal as usize;
             let Literal {
-                bytes: pattern,
+                lowercase,
                 first_word_at,
                 ..
             } = &self.literals[literal];
             let Some(start) = word_start.checked_sub(*first_word_at) else {
                 continue;
             };
-            let end = start + pattern.len();
-            let matches = bytes
-                .get(start..end)
-                .is_some_and(|candidate| candidate.eq_ignore_ascii_case(pattern));
-            if matches && self.bounded(literal, bytes, start, end) {
+            let end = start + lowercase.len();
+            if end <= bytes.len()
+                && lowercases_to(bytes, start, lowercase)
+                && self.bounded(literal, bytes, start, end)
+            {
                 found(Occurrence {
                     literal,
                     start,
@@ -196,6 +197,44 @@ impl LiteralMatcher {
         let end_ok = !literal.needs_end_boundary || end == bytes.len() || !is_word_byte(bytes[end]);
         start_ok && end_ok
     }
+}
+
+/// Whether the bytes of `text` from `start` equal `lowercase` once their ASCII letters are
+/// lowercased (`text[start..]` is at least as long as `lowercase`). Eight bytes are compared at a
+/// time; a literal's last eight bytes may overlap the ones before them.
+fn lowercases_to(text: &[u8], start: usize, lowercase: &[u8]) -> bool {
+    let length = lowercase.len();
+    debug_assert!(start + length <= text.len());
+    let word_at = |bytes: &[u8], at: usize| {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+    };
+    if length >= 8 {
+        let mut at = 0;
+        while at + 8 < length {
+            if ascii_lowercase(word_at(text, start + at)) != word_at(lowercase, at) {
+                return false;
+            }
+            at += 8;
+        }
+        return ascii_lowercase(word_at(text, start + length - 8))
+            == word_at(lowercase, length - 8);
+    }
+    text[start..start + length]
+        .iter()
+        .zip(lowercase)
+        .all(|(&t, &l)| t.to_ascii_lowercase() == l)
+}
+
+/// The eight bytes of `word` with their ASCII letters lowercased.
+fn ascii_lowercase(word: u64) -> u64 {
+    use crate::json_check::{HIGHS, ONES};
+    // With the high bits cleared, adding up to 0x80 never carries into the next byte: the high
+    // bit of `ascii + (0x80 - low)` says `byte >= low`. Bytes from 0x80 up are not letters.
+    let ascii = word & !HIGHS;
+    let at_least_a = ascii.wrapping_add(ONES * (0x80 - u64::from(b'A')));
+    let past_z = ascii.wrapping_add(ONES * (0x80 - u64::from(b'Z' + 1)));
+    let upper = at_least_a & !past_z & !word & HIGHS;
+    word | upper >> 2
 }
 
 /// Call `word` with the start and end (exclusive) of every run of word bytes in `bytes`, in order.
@@ -321,21 +360,53 @@ fn shape_slot(first: u8, last: u8) -> usize {
 /// each with bit 5 set (which lowercases ASCII letters; other bytes that become equal only make
 /// more candidates, which are then compared in full).
 fn lowercase_hash(word: &[u8]) -> u64 {
-    const FOLD: u64 = 0x2020_2020_2020_2020;
-    let (head, tail) = match (word.first_chunk::<8>(), word.last_chunk::<8>()) {
-        (Some(head), Some(tail)) => (u64::from_le_bytes(*head), u64::from_le_bytes(*tail)),
+    match (word.first_chunk::<8>(), word.last_chunk::<8>()) {
+        (Some(head), Some(tail)) => mix_lowercase_hash(
+            u64::from_le_bytes(*head),
+            u64::from_le_bytes(*tail),
+            word.len(),
+        ),
         _ => {
-            // Shorter than eight bytes: the tail is the head moved to the top.
             let head = word
                 .iter()
                 .rev()
                 .fold(0u64, |value, &b| value << 8 | u64::from(b));
-            (head, head << (8 * (8 - word.len())))
+            short_lowercase_hash(head, word.len())
         }
+    }
+}
+
+/// [`lowercase_hash`] of the word at `start..end` of `text`. A word shorter than eight bytes is
+/// read with one load from the text around it when the text is long enough.
+fn lowercase_hash_in(text: &[u8], start: usize, end: usize) -> u64 {
+    let length = end - start;
+    if length >= 8 {
+        return lowercase_hash(&text[start..end]);
+    }
+    let eight_at =
+        |at: usize| u64::from_le_bytes(text[at..at + 8].try_into().expect("eight bytes"));
+    let head = if let Some(after) = text.get(start..start + 8) {
+        let word = u64::from_le_bytes(after.try_into().expect("eight bytes"));
+        word & (u64::MAX >> (8 * (8 - length)))
+    } else if end >= 8 {
+        eight_at(end - 8) >> (8 * (8 - length))
+    } else {
+        return lowercase_hash(&text[start..end]);
     };
+    short_lowercase_hash(head, length)
+}
+
+/// The hash of a word shorter than eight bytes, `head` (little-endian, zero above the word):
+/// its tail is the head moved to the top.
+fn short_lowercase_hash(head: u64, length: usize) -> u64 {
+    mix_lowercase_hash(head, head << (8 * (8 - length)), length)
+}
+
+fn mix_lowercase_hash(head: u64, tail: u64, length: usize) -> u64 {
+    const FOLD: u64 = 0x2020_2020_2020_2020;
     let mut hash = (head | FOLD)
         ^ (tail | FOLD).rotate_left(29)
-        ^ (word.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        ^ (length as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     hash = (hash ^ (hash >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
     hash ^ (hash >> 32)
 }
@@ -485,6 +556,48 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn words_are_lowercased_like_bytes(word in any::<[u8; 8]>()) {
+            let expected = u64::from_le_bytes(word.map(|b| b.to_ascii_lowercase()));
+            prop_assert_eq!(ascii_lowercase(u64::from_le_bytes(word)), expected);
+        }
+
+        #[test]
+        fn lowercased_comparison_agrees_with_ignoring_case(
+            text in prop::collection::vec(prop::sample::select(b"aAzZ@[`{_ 9\x80\xc3\xe9".to_vec()), 1..40),
+            start in any::<prop::sample::Index>(),
+            length in any::<prop::sample::Index>(),
+            flips in prop::collection::vec(any::<bool>(), 40),
+        ) {
+            let start = start.index(text.len());
+            let length = length.index(text.len() - start + 1);
+            // The text's own bytes with bit 5 flipped in some: equal up to case where only
+            // letters flip, different where `@` becomes a backtick or `[` a `{`.
+            let pattern: Vec<u8> = text[start..start + length]
+                .iter()
+                .zip(&flips)
+                .map(|(&b, &flip)| if flip { b ^ 0x20 } else { b })
+                .collect();
+            prop_assert_eq!(
+                lowercases_to(&text, start, &pattern.to_ascii_lowercase()),
+                text[start..start + length].eq_ignore_ascii_case(&pattern)
+            );
+        }
+
+        #[test]
+        fn words_hash_the_same_in_their_text_as_alone(
+            text in prop::collection::vec(any::<u8>(), 1..24),
+            start in any::<prop::sample::Index>(),
+            length in any::<prop::sample::Index>(),
+        ) {
+            let start = start.index(text.len());
+            let end = start + 1 + length.index(text.len() - start);
+            prop_assert_eq!(
+                lowercase_hash_in(&text, start, end),
+                lowercase_hash(&text[start..end])
+            );
+        }
+
         #[test]
         fn word_byte_masks_match_the_table(sixteen in any::<[u8; 16]>()) {
             let expected = sixteen

@@ -384,7 +384,7 @@ fn default_rules_classify_the_corpus() {
             Unknown => Some("unmatched"),
             _ => None,
         };
-        if got.class != *want || expected_rule.is_some_and(|rule| rule != got.rule) {
+        if got.class != *want || expected_rule.is_some_and(|rule| rule != &*got.rule) {
             wrong.push(format!(
                 "  {error_type:?} {message:?} {status:?}: want {want}, got {} ({})",
                 got.class,
@@ -442,7 +442,7 @@ fn signals_name_what_matched() {
         "",
         None,
     ));
-    assert_eq!(got.rule, "timeout");
+    assert_eq!(&*got.rule, "timeout");
     assert_eq!(
         got.signal,
         Some(Signal::ErrorType("SocketTimeoutException".into()))
@@ -457,7 +457,7 @@ fn signals_name_what_matched() {
     assert_eq!(got.reason(), "rule auth: HTTP status 401");
     let got = rules.classify(&facts(BODY, None, "", Some(503)));
     assert_eq!(
-        (got.rule.as_str(), got.signal),
+        (&*got.rule, got.signal),
         ("dependency", Some(Signal::Status(503)))
     );
     let got = rules.classify(&facts(BODY, None, "the export TOOK TOO LONG", None));
@@ -537,7 +537,7 @@ fn unreadable_bodies_on_a_json_queue_are_bad_payloads_whatever_the_error_says() 
                 for (error_type, message, status) in LOUD_ERRORS {
                     let got = rules.classify(&facts(&body, error_type, message, status));
                     assert_eq!(got.class, BadPayload, "{name} with {message:?}");
-                    assert_eq!(got.rule, "unreadable-body", "{name}");
+                    assert_eq!(&*got.rule, "unreadable-body", "{name}");
                     assert_eq!(got.signal, Some(Signal::BodyInvalid(BodyFormat::Json)));
                 }
             }
@@ -567,11 +567,7 @@ fn valid_json_bodies_are_not_bad_payloads() {
     ];
     for (name, body) in bodies {
         let got = defaults().classify(&facts(&body, None, "", None));
-        assert_eq!(
-            (got.class, got.rule.as_str()),
-            (Unknown, "unmatched"),
-            "{name}"
-        );
+        assert_eq!((got.class, &*got.rule), (Unknown, "unmatched"), "{name}");
         let got = defaults().classify(&facts(&body, None, "connection reset by peer", None));
         assert_eq!(got.class, Dependency, "{name}");
     }
@@ -634,7 +630,7 @@ fn text_and_binary_queues_do_not_judge_bodies_as_json() {
         for queue in [text_queue, binary_queue] {
             let got = classify(queue, &body, "");
             assert_eq!(
-                (got.class, got.rule.as_str()),
+                (got.class, &*got.rule),
                 (Unknown, "unmatched"),
                 "{name} on {queue}"
             );
@@ -656,7 +652,7 @@ fn text_and_binary_queues_do_not_judge_bodies_as_json() {
         b"a,b,c",
         "Expecting value: line 1 column 1 (char 0)",
     );
-    assert_eq!((got.class, got.rule.as_str()), (BadPayload, "decode-error"));
+    assert_eq!((got.class, &*got.rule), (BadPayload, "decode-error"));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -689,7 +685,7 @@ fn unreadable_contexts_are_unknown_with_a_reason() {
     for state in states {
         let got = defaults().classify(&context_facts(BODY, state));
         assert_eq!(got.class, Unknown);
-        assert_eq!(got.rule, "unreadable-context");
+        assert_eq!(&*got.rule, "unreadable-context");
         assert_eq!(got.signal, Some(Signal::Context(state)));
         assert!(
             got.reason()
@@ -697,10 +693,7 @@ fn unreadable_contexts_are_unknown_with_a_reason() {
         );
         // A body that cannot be read is still the stronger fact.
         let got = defaults().classify(&context_facts(b"{oops", state));
-        assert_eq!(
-            (got.class, got.rule.as_str()),
-            (BadPayload, "unreadable-body")
-        );
+        assert_eq!((got.class, &*got.rule), (BadPayload, "unreadable-body"));
     }
 }
 
@@ -708,7 +701,7 @@ fn unreadable_contexts_are_unknown_with_a_reason() {
 fn a_missing_context_with_a_valid_body_is_unmatched() {
     let got = defaults().classify(&context_facts(BODY, ContextState::Missing));
     assert_eq!(got.class, Unknown);
-    assert_eq!(got.rule, "unmatched");
+    assert_eq!(&*got.rule, "unmatched");
     assert_eq!(got.signal, Some(Signal::Always));
     let got = defaults().classify(&context_facts(b"", ContextState::Missing));
     assert_eq!(got.class, BadPayload);
@@ -935,7 +928,7 @@ fn json_missing_matches_missing_or_null_pointers_only() {
         let body = String::from_utf8_lossy(body);
         match missing {
             Some(pointer) => {
-                assert_eq!(got.rule, "needs-customer", "{body}");
+                assert_eq!(&*got.rule, "needs-customer", "{body}");
                 assert_eq!(
                     got.signal,
                     Some(Signal::JsonMissing(pointer.into())),
@@ -946,12 +939,12 @@ fn json_missing_matches_missing_or_null_pointers_only() {
                     format!("rule needs-customer: body has no value at {pointer}")
                 );
             }
-            None => assert_eq!(got.rule, "rest", "{body}"),
+            None => assert_eq!(&*got.rule, "rest", "{body}"),
         }
     }
     // A body that is not JSON at all has no pointers to judge: that is body_invalid's job.
     let got = rules.classify(&facts(b"not json", None, "", None));
-    assert_eq!(got.rule, "rest");
+    assert_eq!(&*got.rule, "rest");
 }
 
 #[test]
@@ -979,7 +972,7 @@ fn attributes_must_all_match() {
         let mut f = facts(BODY, None, "", None);
         f.attributes = &attributes;
         let got = rules.classify(&f);
-        assert_eq!(got.rule, want, "{attributes:?}");
+        assert_eq!(&*got.rule, want, "{attributes:?}");
         if want == "acme-orders" {
             assert_eq!(got.signal, Some(Signal::Attributes));
         }
@@ -1041,12 +1034,12 @@ class = "unknown"
         let mut f = facts(BODY, None, "", None);
         f.source = Some(source);
         let got = rules.classify(&f);
-        assert_eq!(got.rule, want, "{source}");
+        assert_eq!(&*got.rule, want, "{source}");
         assert_eq!(got.signal, Some(Signal::Always));
     }
     let mut f = facts(BODY, None, "", None);
     f.source = None;
-    assert_eq!(rules.classify(&f).rule, "rest");
+    assert_eq!(&*rules.classify(&f).rule, "rest");
 }
 
 #[test]
@@ -1057,12 +1050,12 @@ fn min_receive_count_is_a_guard() {
     for (count, want) in [(0, "boom"), (2, "boom"), (3, "stuck"), (50, "stuck")] {
         let mut f = facts(BODY, None, "it went boom", None);
         f.receive_count = count;
-        assert_eq!(rules.classify(&f).rule, want, "receive count {count}");
+        assert_eq!(&*rules.classify(&f).rule, want, "receive count {count}");
     }
     let mut f = facts(BODY, None, "quiet", None);
     f.receive_count = 9;
     assert_eq!(
-        rules.classify(&f).rule,
+        &*rules.classify(&f).rule,
         "(none)",
         "the guard is not a signal"
     );
@@ -1096,7 +1089,7 @@ regex = ['order \d+ is (?:closed|cancel+ed)', '^fatal:']
         let got = rules.classify(&facts(BODY, None, message, None));
         assert_eq!(
             got.signal,
-            matched.map(|r| Signal::Regex(r.to_string())),
+            matched.map(|r| Signal::Regex(r.into())),
             "{message}"
         );
     }
@@ -1108,10 +1101,10 @@ fn the_first_matching_rule_wins() {
     let b_then_a = "[[rule]]\nname = \"b\"\nclass = \"timeout\"\nerror_type = [\"BoomError\"]\n\n[[rule]]\nname = \"a\"\nclass = \"auth\"\ntext = [\"boom\"]\n";
     let f = facts(BODY, Some("app.BoomError"), "boom", None);
     let got = custom(a_then_b).classify(&f);
-    assert_eq!((got.class, got.rule.as_str()), (Auth, "a"));
+    assert_eq!((got.class, &*got.rule), (Auth, "a"));
     assert_eq!(got.signal, Some(Signal::Text("boom".into())));
     let got = custom(b_then_a).classify(&f);
-    assert_eq!((got.class, got.rule.as_str()), (Timeout, "b"));
+    assert_eq!((got.class, &*got.rule), (Timeout, "b"));
     assert_eq!(got.signal, Some(Signal::ErrorType("BoomError".into())));
 }
 
@@ -1127,14 +1120,11 @@ fn a_rule_without_signals_is_a_catch_all_within_its_guards() {
         rules.classify(&f)
     };
     let got = classify("audit-log", 2, "");
-    assert_eq!(
-        (got.rule.as_str(), got.signal),
-        ("audit", Some(Signal::Always))
-    );
-    assert_eq!(classify("audit-log", 2, "slow").rule, "audit");
-    assert_eq!(classify("audit-log", 1, "slow").rule, "specific");
-    assert_eq!(classify("orders", 5, "slow").rule, "specific");
-    assert_eq!(classify("orders", 5, "fine").rule, "(none)");
+    assert_eq!((&*got.rule, got.signal), ("audit", Some(Signal::Always)));
+    assert_eq!(&*classify("audit-log", 2, "slow").rule, "audit");
+    assert_eq!(&*classify("audit-log", 1, "slow").rule, "specific");
+    assert_eq!(&*classify("orders", 5, "slow").rule, "specific");
+    assert_eq!(&*classify("orders", 5, "fine").rule, "(none)");
 }
 
 #[test]
@@ -1174,7 +1164,7 @@ class = "unknown"
     );
     let f = facts(BODY, None, "Access Denied (HTTP 503)", None);
     let trials = rules.explain(&f);
-    let names: Vec<&str> = trials.iter().map(|t| t.rule.as_str()).collect();
+    let names: Vec<&str> = trials.iter().map(|t| &*t.rule).collect();
     assert_eq!(names, rules.rule_names().collect::<Vec<_>>());
     assert_eq!(trials.len(), 6);
     let outcome = |name: &str| {
@@ -1198,12 +1188,12 @@ class = "unknown"
     assert_eq!(trials[4].class, Auth);
     // classify agrees with the first Ok trial.
     let got = rules.classify(&f);
-    assert_eq!((got.rule.as_str(), got.class), ("status", Dependency));
+    assert_eq!((&*got.rule, got.class), ("status", Dependency));
     // The default rules explain themselves too.
     let trials = defaults().explain(&facts(BODY, None, "socket hang up", None));
     assert_eq!(trials.len(), defaults().rule_names().count());
     let first_ok = trials.iter().find(|t| t.outcome.is_ok()).unwrap();
-    assert_eq!(first_ok.rule, "dependency");
+    assert_eq!(&*first_ok.rule, "dependency");
     assert_eq!(trials.last().unwrap().outcome, Ok(Signal::Always));
 }
 
@@ -1225,7 +1215,7 @@ fn error_types_match_qualified_names_and_mentions_in_the_text() {
         (None, "MySocketTimeoutException", false),
     ] {
         let got = rules.classify(&facts(BODY, error_type, message, None));
-        assert_eq!(got.rule == "t", hit, "{error_type:?} {message:?}");
+        assert_eq!(&*got.rule == "t", hit, "{error_type:?} {message:?}");
     }
 }
 
@@ -1380,8 +1370,8 @@ proptest! {
         ));
         let got = rules.classify(&facts(BODY, Some(&error_type), "", None));
         if named {
-            prop_assert_eq!(got.rule.as_str(), "t", "{} names {}", error_type, rule_type);
-            prop_assert_eq!(got.signal, Some(Signal::ErrorType(rule_type.to_string())));
+            prop_assert_eq!(&*got.rule, "t", "{} names {}", error_type, rule_type);
+            prop_assert_eq!(got.signal, Some(Signal::ErrorType(rule_type.into())));
         }
     }
 
@@ -1454,12 +1444,12 @@ proptest! {
             };
             let got = rules.classify(&f);
             // The defaults end in a catch-all, so some rule always decides.
-            prop_assert!(rules.rule_names().any(|name| name == got.rule));
+            prop_assert!(rules.rule_names().any(|name| name == &*got.rule));
             prop_assert!(got.signal.is_some());
             let trials = rules.explain(&f);
             prop_assert_eq!(trials.len(), rules.rule_names().count());
             let first = trials.iter().find(|t| t.outcome.is_ok()).unwrap();
-            prop_assert_eq!(&first.rule, &got.rule);
+            prop_assert_eq!(first.rule.as_str(), &*got.rule);
         }
     }
 
@@ -1471,7 +1461,7 @@ proptest! {
         let message = parts.concat();
         let got = defaults().classify(&facts(&body, Some(&message), &message, None));
         prop_assert_eq!(
-            got.class == BadPayload && got.rule == "unreadable-body",
+            got.class == BadPayload && &*got.rule == "unreadable-body",
             !body_is_valid(&body, BodyFormat::Json)
         );
     }
