@@ -290,11 +290,11 @@ enum Miss {
     NoSignal,
 }
 
-/// Per-message scratch state, so each expensive fact is computed at most once.
 /// Rule sets of up to this many rules (the defaults have 8) keep the per-message evaluation
 /// off the heap.
 const INLINE_RULES: usize = 16;
 
+/// Per-message scratch state, so each expensive fact is computed at most once.
 struct Evaluation<'f, 'a> {
     facts: &'f Facts<'a>,
     /// The best hit of each rule, by rule index.

@@ -1109,6 +1109,27 @@ fn the_first_matching_rule_wins() {
 }
 
 #[test]
+fn rule_sets_larger_than_the_inline_hits_still_find_each_rules_text() {
+    // More rules than `INLINE_RULES`, so the per-message hits spill to the heap; each text must
+    // still decide for its own rule, and an earlier rule still win.
+    let count = INLINE_RULES + 4;
+    let toml: String = (0..count)
+        .map(|i| {
+            format!("[[rule]]\nname = \"r{i}\"\nclass = \"timeout\"\ntext = [\"marker{i}\"]\n\n")
+        })
+        .collect();
+    let rules = custom(&toml);
+    for i in [0, INLINE_RULES - 1, INLINE_RULES, count - 1] {
+        let message = format!("failed: marker{i}");
+        let got = rules.classify(&facts(BODY, None, &message, None));
+        assert_eq!(&*got.rule, format!("r{i}"), "{message}");
+        assert_eq!(got.signal, Some(Signal::Text(format!("marker{i}").into())));
+    }
+    let both = format!("marker{} then marker3", count - 1);
+    assert_eq!(&*rules.classify(&facts(BODY, None, &both, None)).rule, "r3");
+}
+
+#[test]
 fn a_rule_without_signals_is_a_catch_all_within_its_guards() {
     let rules = custom(
         "[[rule]]\nname = \"audit\"\nclass = \"bad_payload\"\nsource = [\"audit-*\"]\nmin_receive_count = 2\n\n[[rule]]\nname = \"specific\"\nclass = \"timeout\"\ntext = [\"slow\"]\n",
