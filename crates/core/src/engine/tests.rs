@@ -259,6 +259,40 @@ async fn auth_is_archived_and_alerted_once_per_fingerprint() {
 }
 
 #[tokio::test]
+async fn one_error_text_from_two_sources_in_a_batch_alerts_once_per_source() {
+    let w = world();
+    for (i, source) in ["orders", "payments", "orders", "payments", "orders"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut message = fresh(format!("{{\"order\":{i}}}").as_bytes());
+        message.message_id = format!("o{i}");
+        let error = ErrorInfo::message("401 Unauthorized");
+        let dead = dead_letter_for(&message, error, "test-consumer", source, w.clock.now());
+        w.queues
+            .send("dlq", &[dead])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+    }
+    let report = w.heal_all().await;
+    assert_eq!(report.tally().archived, 5);
+    let mut sent: Vec<(Option<String>, u64, String)> = w
+        .alerter
+        .sent()
+        .into_iter()
+        .map(|a| (a.source, a.count, a.fingerprint))
+        .collect();
+    sent.sort();
+    let expected = |source: &str, count: u64| {
+        let fingerprint = alert::fingerprint(FailureClass::Auth, "401 Unauthorized", Some(source));
+        (Some(source.to_string()), count, fingerprint)
+    };
+    assert_eq!(sent, vec![expected("orders", 3), expected("payments", 2)]);
+}
+
+#[tokio::test]
 async fn crash_before_delete_is_not_acted_on_twice() {
     let w = world();
     w.fail(
