@@ -72,11 +72,16 @@ fn fresh(body: &[u8]) -> ReceivedMessage {
 impl World {
     /// A consumer on `orders` fails `message` with `error` and dead-letters it.
     async fn fail(&self, message: &ReceivedMessage, error: &str) {
+        self.fail_from("orders", message, error).await;
+    }
+
+    /// A consumer on `source` fails `message` with `error` and dead-letters it.
+    async fn fail_from(&self, source: &str, message: &ReceivedMessage, error: &str) {
         let dead = dead_letter_for(
             message,
             ErrorInfo::message(error),
             "test-consumer",
-            "orders",
+            source,
             self.clock.now(),
         );
         self.queues
@@ -267,14 +272,7 @@ async fn one_error_text_from_two_sources_in_a_batch_alerts_once_per_source() {
     {
         let mut message = fresh(format!("{{\"order\":{i}}}").as_bytes());
         message.message_id = format!("o{i}");
-        let error = ErrorInfo::message("401 Unauthorized");
-        let dead = dead_letter_for(&message, error, "test-consumer", source, w.clock.now());
-        w.queues
-            .send("dlq", &[dead])
-            .await
-            .unwrap()
-            .remove(0)
-            .unwrap();
+        w.fail_from(source, &message, "401 Unauthorized").await;
     }
     let report = w.heal_all().await;
     assert_eq!(report.tally().archived, 5);
