@@ -728,7 +728,7 @@ impl Engine {
         let mut groups: BTreeMap<String, (Alert, Vec<usize>)> = BTreeMap::new();
         // A flood repeats one error text: its fingerprint (normalizing and hashing the text, about
         // 17,000 instructions) is worked out once per class, source and text in the batch.
-        let mut fingerprints: HashMap<(FailureClass, Option<&str>), HashMap<String, String>> =
+        let mut fingerprints: HashMap<(FailureClass, Option<&str>, String), String> =
             HashMap::new();
         for (index, plan) in plans.iter().enumerate() {
             let wants_alert = plan.verdict.is_some_and(|v| v.alert) && plan.outcome.is_some();
@@ -741,15 +741,10 @@ impl Engine {
                 .map_or(FailureClass::Unknown, |c| c.class);
             let error = plan.letter.error_text();
             let source = plan.letter.source();
-            let by_text = fingerprints.entry((class, source)).or_default();
-            let fingerprint = match by_text.get(&error) {
-                Some(fingerprint) => fingerprint.clone(),
-                None => {
-                    let fingerprint = alert::fingerprint(class, &error, source);
-                    by_text.insert(error.clone(), fingerprint.clone());
-                    fingerprint
-                }
-            };
+            let fingerprint = fingerprints
+                .entry((class, source, error.clone()))
+                .or_insert_with(|| alert::fingerprint(class, &error, source))
+                .clone();
             let entry = groups.entry(fingerprint.clone()).or_insert_with(|| {
                 (
                     Alert {

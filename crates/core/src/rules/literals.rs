@@ -205,19 +205,16 @@ impl LiteralMatcher {
 fn lowercases_to(text: &[u8], start: usize, lowercase: &[u8]) -> bool {
     let length = lowercase.len();
     debug_assert!(start + length <= text.len());
-    let word_at = |bytes: &[u8], at: usize| {
-        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
-    };
     if length >= 8 {
         let mut at = 0;
         while at + 8 < length {
-            if ascii_lowercase(word_at(text, start + at)) != word_at(lowercase, at) {
+            if ascii_lowercase(eight_bytes_at(text, start + at)) != eight_bytes_at(lowercase, at) {
                 return false;
             }
             at += 8;
         }
-        return ascii_lowercase(word_at(text, start + length - 8))
-            == word_at(lowercase, length - 8);
+        return ascii_lowercase(eight_bytes_at(text, start + length - 8))
+            == eight_bytes_at(lowercase, length - 8);
     }
     text[start..start + length]
         .iter()
@@ -227,14 +224,24 @@ fn lowercases_to(text: &[u8], start: usize, lowercase: &[u8]) -> bool {
 
 /// The eight bytes of `word` with their ASCII letters lowercased.
 fn ascii_lowercase(word: u64) -> u64 {
-    use crate::json_check::{HIGHS, ONES};
-    // With the high bits cleared, adding up to 0x80 never carries into the next byte: the high
-    // bit of `ascii + (0x80 - low)` says `byte >= low`. Bytes from 0x80 up are not letters.
-    let ascii = word & !HIGHS;
-    let at_least_a = ascii.wrapping_add(ONES * (0x80 - u64::from(b'A')));
-    let past_z = ascii.wrapping_add(ONES * (0x80 - u64::from(b'Z' + 1)));
-    let upper = at_least_a & !past_z & !word & HIGHS;
+    use crate::json_check::HIGHS;
+    // Bytes from 0x80 up are not letters, whatever their low bits say.
+    let upper = ascii_bytes_in_range(word & !HIGHS, b'A', b'Z') & !word;
     word | upper >> 2
+}
+
+/// The high bit of each byte of `ascii` (whose high bits are clear) that is in `low..=high`.
+fn ascii_bytes_in_range(ascii: u64, low: u8, high: u8) -> u64 {
+    use crate::json_check::{HIGHS, ONES};
+    // Each byte is below 0x80, so adding up to 0x80 to it never carries into the next byte: the
+    // high bit of `ascii + (0x80 - low)` says `byte >= low`.
+    let at_least = |low: u8| ascii.wrapping_add(ONES * u64::from(0x80 - low)) & HIGHS;
+    at_least(low) & !at_least(high + 1)
+}
+
+/// The eight bytes of `bytes` from `at`, little-endian.
+fn eight_bytes_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
 }
 
 /// Call `word` with the start and end (exclusive) of every run of word bytes in `bytes`, in order.
@@ -313,16 +320,12 @@ fn word_byte_mask_sse2(sixteen: &[u8; 16]) -> u32 {
 fn word_byte_mask_swar(eight: &[u8; 8]) -> u32 {
     use crate::json_check::{HIGHS, ONES};
     let eight = u64::from_le_bytes(*eight);
-    // Each byte of `ascii` is below 0x80, so adding up to 0x80 to it never carries into the
-    // next byte: the high bit of `ascii + (0x80 - low)` says `byte >= low`.
     let ascii = eight & !HIGHS;
-    let at_least = |x: u64, low: u8| x.wrapping_add(ONES * u64::from(0x80 - low)) & HIGHS;
-    let in_range = |x: u64, low: u8, high: u8| at_least(x, low) & !at_least(x, high + 1);
     let folded = ascii | (ONES * 0x20);
     let marks = (eight & HIGHS)
-        | in_range(ascii, b'0', b'9')
-        | in_range(folded, b'a', b'z')
-        | in_range(ascii, b'_', b'_');
+        | ascii_bytes_in_range(ascii, b'0', b'9')
+        | ascii_bytes_in_range(folded, b'a', b'z')
+        | ascii_bytes_in_range(ascii, b'_', b'_');
     // Gather the eight high bits into the low byte.
     (((marks >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56) as u32
 }
@@ -383,13 +386,10 @@ fn lowercase_hash_in(text: &[u8], start: usize, end: usize) -> u64 {
     if length >= 8 {
         return lowercase_hash(&text[start..end]);
     }
-    let eight_at =
-        |at: usize| u64::from_le_bytes(text[at..at + 8].try_into().expect("eight bytes"));
-    let head = if let Some(after) = text.get(start..start + 8) {
-        let word = u64::from_le_bytes(after.try_into().expect("eight bytes"));
-        word & (u64::MAX >> (8 * (8 - length)))
+    let head = if start + 8 <= text.len() {
+        eight_bytes_at(text, start) & (u64::MAX >> (8 * (8 - length)))
     } else if end >= 8 {
-        eight_at(end - 8) >> (8 * (8 - length))
+        eight_bytes_at(text, end - 8) >> (8 * (8 - length))
     } else {
         return lowercase_hash(&text[start..end]);
     };
