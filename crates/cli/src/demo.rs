@@ -132,16 +132,10 @@ pub async fn run(options: DemoOptions) -> Result<Accounting> {
             }
             dir.clone()
         }
-        None => {
-            let dir = std::env::temp_dir().join(format!(
-                "dlq-healer-demo-{}-{}",
-                std::process::id(),
-                options.seed
-            ));
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            dir
-        }
+        None => new_directory(
+            &std::env::temp_dir(),
+            &format!("dlq-healer-demo-{}-{}", std::process::id(), options.seed),
+        )?,
     };
     let start = Utc
         .with_ymd_and_hms(2026, 11, 27, 10, 0, 0)
@@ -235,6 +229,29 @@ pub async fn run(options: DemoOptions) -> Result<Accounting> {
     Ok(accounting)
 }
 
+/// A directory under `parent` that did not exist before: `stem`, or `stem-2`, `stem-3`, ... when
+/// an earlier run left one behind (a process id is reused sooner or later, and a demo that opened
+/// an old run's database would count that run's messages too).
+fn new_directory(parent: &std::path::Path, stem: &str) -> Result<PathBuf> {
+    for attempt in 1..=1000 {
+        let dir = match attempt {
+            1 => parent.join(stem),
+            n => parent.join(format!("{stem}-{n}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot create {}", dir.display()));
+            }
+        }
+    }
+    bail!(
+        "{} holds 1000 directories named {stem}-*; remove them or pass --dir",
+        parent.display()
+    )
+}
+
 /// Produce the orders to `queue`, ten per send as SQS takes them.
 pub async fn produce(
     sender: &dyn QueueSender,
@@ -272,4 +289,34 @@ pub fn depth_rows(backend: &LocalBackend, queues: &[&str]) -> Result<Vec<DepthRo
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_directory_never_reuses_one_an_earlier_run_left_behind() {
+        let parent = tempfile::tempdir().unwrap();
+        let first = new_directory(parent.path(), "dlq-healer-demo-7-5").unwrap();
+        assert_eq!(first, parent.path().join("dlq-healer-demo-7-5"));
+        std::fs::write(first.join("demo.db"), "an earlier run").unwrap();
+
+        let second = new_directory(parent.path(), "dlq-healer-demo-7-5").unwrap();
+        assert_eq!(second, parent.path().join("dlq-healer-demo-7-5-2"));
+        assert_eq!(std::fs::read_dir(&second).unwrap().count(), 0);
+        assert!(
+            first.join("demo.db").exists(),
+            "the earlier run's files stay"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_created_is_a_clear_error() {
+        let parent = tempfile::tempdir().unwrap();
+        let file = parent.path().join("not-a-directory");
+        std::fs::write(&file, "").unwrap();
+        let error = new_directory(&file, "demo").unwrap_err();
+        assert!(format!("{error:#}").contains("cannot create"), "{error:#}");
+    }
 }

@@ -162,9 +162,11 @@ async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_sen
         .send()
         .await
         .unwrap();
-    let dir = std::env::temp_dir().join(unique("faults-rules"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let rules = fast_rules(&dir);
+    let dir = tempfile::Builder::new()
+        .prefix("dlq-healer-faults-rules-")
+        .tempdir()
+        .unwrap();
+    let rules = fast_rules(dir.path());
     let inbox = alert_inbox(&clients, &env["ALERT_TOPIC_ARN"]).await;
     let expected = seed_dlq(&clients, &dlq, &main_queue).await;
     assert_eq!(expected.len(), MESSAGES);

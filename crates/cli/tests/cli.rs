@@ -1,18 +1,19 @@
 //! The `dlq-healer` binary driven as a user would: real processes, real files.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use tempfile::TempDir;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_dlq-healer"))
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dlq-healer-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory, removed with everything in it when the test is done.
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("dlq-healer-cli-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn run_ok(command: &mut Command) -> Output {
@@ -28,8 +29,24 @@ fn run_ok(command: &mut Command) -> Output {
 
 #[test]
 fn demo_accounts_for_every_order_and_is_deterministic() {
-    let a = run_ok(bin().args(["demo", "--orders", "120", "--seed", "5"]));
+    // The demo's default directory goes under the temporary directory, here one of the test's.
+    let tmp = scratch("demo-tmp");
+    let a = run_ok(
+        bin()
+            .env("TMPDIR", tmp.path())
+            .args(["demo", "--orders", "120", "--seed", "5"]),
+    );
     let text = String::from_utf8(a.stdout).unwrap();
+    let demo_dirs = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("dlq-healer-demo-")
+            })
+            .count()
+    };
+    assert_eq!(demo_dirs(), 1, "the demo's files go to a new directory");
     let accounting = text
         .lines()
         .find(|l| l.starts_with("ACCOUNTING"))
@@ -45,7 +62,12 @@ fn demo_accounts_for_every_order_and_is_deterministic() {
             "{class} missing:\n{text}"
         );
     }
-    let b = run_ok(bin().args(["demo", "--orders", "120", "--seed", "5"]));
+    let b = run_ok(
+        bin()
+            .env("TMPDIR", tmp.path())
+            .args(["demo", "--orders", "120", "--seed", "5"]),
+    );
+    assert_eq!(demo_dirs(), 2, "a second run gets a directory of its own");
     let strip = |t: &str| {
         t.lines()
             .filter(|l| {
@@ -67,11 +89,15 @@ fn demo_accounts_for_every_order_and_is_deterministic() {
 #[test]
 fn demo_refuses_a_non_empty_directory_and_a_bad_mix() {
     let dir = scratch("demo-dir");
-    std::fs::write(dir.join("precious.txt"), "keep me").unwrap();
-    let output = bin().args(["demo", "--dir"]).arg(&dir).output().unwrap();
+    std::fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
+    let output = bin()
+        .args(["demo", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not empty"));
-    assert!(dir.join("precious.txt").exists());
+    assert!(dir.path().join("precious.txt").exists());
     let output = bin()
         .args(["demo", "--mix", "auth=90,timeout=20"])
         .output()
@@ -114,7 +140,7 @@ fn classify_reads_stdin_and_answers_line_by_line() {
 #[test]
 fn an_invalid_rules_file_fails_at_start_with_file_line_and_reason() {
     let dir = scratch("rules");
-    let rules = dir.join("rules.toml");
+    let rules = dir.path().join("rules.toml");
     std::fs::write(
         &rules,
         "[[rule]]\nname = \"x\"\nclass = \"auth\"\n\n[[rule]]\nname = \"y\"\nclass = \"nope\"\n",
@@ -136,7 +162,7 @@ fn an_invalid_rules_file_fails_at_start_with_file_line_and_reason() {
 #[test]
 fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
     let dir = scratch("run");
-    let db = dir.join("q.db");
+    let db = dir.path().join("q.db");
     let queue = |args: &[&str]| {
         let mut command = bin();
         command.arg("queue").arg("--db").arg(&db).args(args);
@@ -195,7 +221,7 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
             .sum::<u64>(),
         1
     );
-    let archived = std::fs::read_dir(dir.join("q-archive"))
+    let archived = std::fs::read_dir(dir.path().join("q-archive"))
         .map(|d| d.count())
         .unwrap_or(0);
     assert!(archived > 0, "archive directory beside the database");
@@ -207,7 +233,7 @@ fn run_on_a_missing_dlq_says_what_to_do() {
     let output = bin()
         .arg("run")
         .arg("--db")
-        .arg(dir.join("x.db"))
+        .arg(dir.path().join("x.db"))
         .args(["--dlq", "nope", "--until-empty"])
         .output()
         .unwrap();
@@ -224,7 +250,7 @@ fn run_on_a_missing_dlq_says_what_to_do() {
 #[test]
 fn run_stops_gracefully_on_sigterm() {
     let dir = scratch("sigterm");
-    let db = dir.join("q.db");
+    let db = dir.path().join("q.db");
     run_ok(
         bin()
             .arg("queue")
@@ -269,7 +295,7 @@ fn run_stops_gracefully_on_sigterm() {
 #[test]
 fn a_configuration_file_says_what_the_environment_would() {
     let dir = scratch("config");
-    let db = dir.join("q.db");
+    let db = dir.path().join("q.db");
     run_ok(
         bin()
             .arg("queue")
@@ -277,7 +303,7 @@ fn a_configuration_file_says_what_the_environment_would() {
             .arg(&db)
             .args(["create", "from-config-dlq"]),
     );
-    let config = dir.join("healer.toml");
+    let config = dir.path().join("healer.toml");
     std::fs::write(
         &config,
         format!(

@@ -7,24 +7,24 @@ use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, OutgoingMessage};
 use dlq_healer_core::ports::{ManualClock, QueueSender};
 use dlq_healer_core::rules::RuleSet;
 use dlq_healer_local::{LocalAlerter, LocalArchive, LocalMetrics, LocalStore, QueueSettings};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 struct Setup {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
     store: LocalStore,
     engine: Engine,
 }
 
 fn setup(name: &str) -> Setup {
-    let dir = std::env::temp_dir().join(format!("dlq-healer-faults-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("dlq-healer-faults-{name}-"))
+        .tempdir()
+        .unwrap();
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap(),
     ));
-    let store = LocalStore::open_with_clock(dir.join("faults.db"), clock.clone()).unwrap();
+    let store = LocalStore::open_with_clock(dir.path().join("faults.db"), clock.clone()).unwrap();
     let queues = store.queues();
     queues
         .create_queue("orders", QueueSettings::default())
@@ -36,7 +36,7 @@ fn setup(name: &str) -> Setup {
         dlq: Arc::new(queues.queue("orders-dlq").unwrap()),
         queues: Arc::new(queues),
         ledger: Arc::new(store.ledger()),
-        archive: Arc::new(LocalArchive::new(store.clone(), dir.join("archive")).unwrap()),
+        archive: Arc::new(LocalArchive::new(store.clone(), dir.path().join("archive")).unwrap()),
         alerter: Arc::new(LocalAlerter::new(
             store.clone(),
             Duration::minutes(10),
@@ -109,7 +109,7 @@ async fn an_archive_write_error_as_on_a_full_disk_leaves_the_message_in_the_dlq(
     .await;
     // The archive's day directory cannot be created: the path is taken by a file.
     std::fs::write(
-        setup.dir.join("archive").join("archive"),
+        setup.dir.path().join("archive").join("archive"),
         b"not a directory",
     )
     .unwrap();
@@ -121,7 +121,7 @@ async fn an_archive_write_error_as_on_a_full_disk_leaves_the_message_in_the_dlq(
     assert_eq!(dlq_total(&setup), 1, "the message stays in the DLQ");
     assert_eq!(setup.store.ledger().count().unwrap(), 0, "nothing recorded");
 
-    std::fs::remove_file(setup.dir.join("archive").join("archive")).unwrap();
+    std::fs::remove_file(setup.dir.path().join("archive").join("archive")).unwrap();
     setup.clock.advance(Duration::seconds(31));
     let outcomes = heal_once(&setup).await;
     assert!(
@@ -158,7 +158,7 @@ async fn a_locked_database_is_an_error_that_leaves_the_message_in_the_dlq() {
         .set_busy_timeout(std::time::Duration::from_millis(50))
         .unwrap();
     // Another process holds the write lock while the healer works.
-    let blocker = rusqlite::Connection::open(setup.dir.join("faults.db")).unwrap();
+    let blocker = rusqlite::Connection::open(setup.dir.path().join("faults.db")).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let report = setup.engine.heal_batch(batch).await;
     assert!(
