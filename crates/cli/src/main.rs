@@ -51,6 +51,11 @@ use clap::{Parser, Subcommand};
 use dlq_healer_core::rules::RuleSet;
 use std::path::{Path, PathBuf};
 
+/// `run`'s messages per batch unless `--batch-size` says otherwise: at 10 (one SQS receive) the
+/// local healer managed about 1,900 messages a second in `bench`, at 100 about 9,000-15,000, and
+/// on AWS 100 makes 0.34 calls per message against 0.95.
+const RUN_BATCH_SIZE: u32 = 100;
+
 /// Classify, heal, alert on and archive dead-lettered messages. Nothing is lost.
 #[derive(Debug, Parser)]
 #[command(name = "dlq-healer", version, about, long_about = None)]
@@ -187,9 +192,13 @@ enum Command {
         /// Where to re-queue messages whose source queue is unknown.
         #[arg(long, env = "MAIN_QUEUE_URL")]
         main_queue: Option<String>,
-        /// Messages per engine batch (on SQS gathered from several receives of up to 10; the local
-        /// backend receives a whole batch in one transaction).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        /// Messages per engine batch (on SQS gathered from several receives of up to 10, without
+        /// waiting for more once a receive comes back short; the local backend receives a whole
+        /// batch in one transaction). Each batch writes one archive object per class, so larger
+        /// batches heal faster (locally about 5 times as many messages per second at 100 as at
+        /// 10) and make fewer AWS calls; a batch is held in memory, and redelivered whole if the
+        /// process dies mid-batch.
+        #[arg(long, default_value_t = RUN_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch_size: u32,
         /// Drain the DLQ, then exit 0 (for cron jobs and scripts).
         #[arg(long)]

@@ -204,6 +204,7 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
         "0",
     ]));
     let text = String::from_utf8(output.stderr).unwrap();
+    assert!(text.contains("batch_size=100"), "the default batch: {text}");
     assert!(text.contains("1 requeued"), "{text}");
     assert!(text.contains("2 archived"), "{text}");
     let list = String::from_utf8(queue(&["list"]).stdout).unwrap();
