@@ -213,6 +213,7 @@ pub fn healing_figures(
 /// queue's message table (same indexes, same pragmas).
 fn raw_insert_rate(path: &std::path::Path, rows: usize, batch_size: usize) -> Result<f64> {
     let mut connection = rusqlite::Connection::open(path)?;
+    connection.pragma_update(None, "page_size", dlq_healer_local::store::PAGE_SIZE)?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "NORMAL")?;
     connection.execute_batch(

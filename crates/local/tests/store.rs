@@ -147,6 +147,53 @@ fn reopening_keeps_the_data() {
     assert_eq!(names, vec!["orders".to_string()]);
 }
 
+#[tokio::test]
+async fn new_files_get_the_small_page_size_and_older_files_keep_theirs() {
+    let page_size = |path: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |row| row.get(0))
+            .unwrap()
+    };
+    let fixture = Fixture::new();
+    assert_eq!(
+        page_size(fixture.store.path()),
+        dlq_healer_local::store::PAGE_SIZE
+    );
+
+    // A file an earlier build made, with SQLite's default page size and a large body in it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("older.db");
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
+        .unwrap();
+    drop(raw);
+    let store = LocalStore::open(&path).unwrap();
+    assert_eq!(page_size(&path), 4096);
+    let queues = store.queues();
+    queues
+        .create_queue("orders", QueueSettings::default())
+        .unwrap();
+    let body = "x".repeat(300_000);
+    let sent = queues
+        .send("orders", &[OutgoingMessage::new("e", body.clone())])
+        .await
+        .unwrap();
+    assert!(sent[0].is_ok(), "{sent:?}");
+    drop(store);
+    let store = LocalStore::open(&path).unwrap();
+    let got = store
+        .queues()
+        .queue("orders")
+        .unwrap()
+        .receive(10, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, body.as_bytes());
+    assert_eq!(page_size(&path), 4096);
+}
+
 #[test]
 fn a_database_locked_too_long_is_a_busy_error_not_a_panic() {
     let fixture = Fixture::new();
