@@ -301,14 +301,14 @@ impl Engine {
         let late = self.archive_objects(&mut plans, now);
         let stored = self.store_archive(&late).await;
         self.settle_archive(&mut plans, late, stored, now);
-        self.raise_alerts(&mut plans, now).await;
+        let alert_events = self.raise_alerts(&mut plans, now).await;
         self.record(&mut plans).await;
 
         let mut reports: Vec<MessageReport> = plans.into_iter().map(Plan::into_report).collect();
         if self.config.delete_handled {
             self.delete_settled(&mut reports).await;
         }
-        self.emit_metrics(&reports, now, started.elapsed());
+        self.emit_metrics(&reports, alert_events, now, started.elapsed());
         BatchReport { messages: reports }
     }
 
@@ -724,7 +724,9 @@ impl Engine {
         }
     }
 
-    async fn raise_alerts(&self, plans: &mut [Plan], now: DateTime<Utc>) {
+    /// Raise the batch's alerts; the metric events about them are returned, to be recorded with
+    /// the batch's other metrics in one write.
+    async fn raise_alerts(&self, plans: &mut [Plan], now: DateTime<Utc>) -> Vec<MetricEvent> {
         let mut groups: BTreeMap<String, (Alert, Vec<usize>)> = BTreeMap::new();
         // A flood repeats one error text: its fingerprint (normalizing and hashing the text, about
         // 17,000 instructions) is worked out once per class, source and text in the batch.
@@ -768,7 +770,7 @@ impl Engine {
             entry.1.push(index);
         }
         if groups.is_empty() {
-            return;
+            return Vec::new();
         }
         // One call per class, so the dedup outcome can be counted per class.
         let mut by_class: BTreeMap<FailureClass, (Vec<Alert>, Vec<usize>)> = BTreeMap::new();
@@ -811,7 +813,7 @@ impl Engine {
                 }
             }
         }
-        self.ports.metrics.record(now, &events);
+        events
     }
 
     async fn record(&self, plans: &mut [Plan]) {
@@ -857,10 +859,12 @@ impl Engine {
     fn emit_metrics(
         &self,
         reports: &[MessageReport],
+        alert_events: Vec<MetricEvent>,
         now: DateTime<Utc>,
         took: std::time::Duration,
     ) {
-        let mut events = vec![
+        let mut events = alert_events;
+        events.extend([
             MetricEvent {
                 name: m::HEALER_INVOCATIONS,
                 class: None,
@@ -871,7 +875,7 @@ impl Engine {
                 class: None,
                 value: took.as_secs_f64() * 1000.0,
             },
-        ];
+        ]);
         let mut counts: BTreeMap<(&'static str, Option<FailureClass>), f64> = BTreeMap::new();
         let mut ages: BTreeMap<Option<FailureClass>, (f64, u32)> = BTreeMap::new();
         for report in reports {

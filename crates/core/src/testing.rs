@@ -436,10 +436,11 @@ impl Alerter for MemoryAlerter {
     }
 }
 
-/// In-memory metrics: sums by name and class.
+/// In-memory metrics: sums by name and class, and how many writes brought them.
 #[derive(Default)]
 pub struct MemoryMetrics {
     sums: Mutex<BTreeMap<(String, Option<crate::FailureClass>), f64>>,
+    writes: Mutex<usize>,
 }
 
 impl MemoryMetrics {
@@ -450,6 +451,11 @@ impl MemoryMetrics {
             .filter(|((n, _), _)| n == name)
             .map(|(_, v)| v)
             .sum()
+    }
+
+    /// How many times metrics were recorded (each a write of its own in a real store).
+    pub fn writes(&self) -> usize {
+        *lock(&self.writes)
     }
 
     /// The sum of a metric for one class.
@@ -463,6 +469,7 @@ impl MemoryMetrics {
 
 impl Metrics for MemoryMetrics {
     fn record(&self, _at: DateTime<Utc>, events: &[MetricEvent]) {
+        *lock(&self.writes) += 1;
         let mut sums = lock(&self.sums);
         for event in events {
             *sums

@@ -237,6 +237,17 @@ async fn auth_is_archived_and_alerted_once_per_fingerprint() {
             .iter()
             .all(|r| r.alerted && r.class == Some(FailureClass::Auth))
     );
+    assert_eq!(w.metrics.for_class(m::ALERTED, FailureClass::Auth), 5.0);
+    assert_eq!(
+        w.metrics
+            .for_class(m::ALERTS_SUPPRESSED, FailureClass::Auth),
+        0.0
+    );
+    assert_eq!(
+        w.metrics.writes(),
+        1,
+        "one batch, one metrics write: the alerts' counts go with the rest"
+    );
     let sent = w.alerter.sent();
     assert_eq!(
         sent.len(),
