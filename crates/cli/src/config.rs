@@ -14,7 +14,7 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 /// The variables a configuration file may set.
-pub const SETTINGS: [&str; 12] = [
+pub const SETTINGS: [&str; 13] = [
     "DLQ_URL",
     "MAIN_QUEUE_URL",
     "ARCHIVE_BUCKET",
@@ -25,6 +25,7 @@ pub const SETTINGS: [&str; 12] = [
     "DLQ_HEALER_ARCHIVE_DIR",
     "DLQ_HEALER_RULES",
     "ALERT_WEBHOOK_URL",
+    "DLQ_HEALER_RETENTION_DAYS",
     "AWS_ENDPOINT_URL",
     "AWS_REGION",
 ];

@@ -218,6 +218,11 @@ enum Command {
         /// Seconds an alert fingerprint stays quiet after firing; repeats become one digest.
         #[arg(long, default_value_t = 600)]
         alert_window_seconds: u32,
+        /// Local backend: days ledger records, sent alerts and metric minutes are kept (removed
+        /// at start and hourly, in short transactions; archived messages are always kept); 0 keeps
+        /// everything. [default: 90, as the AWS ledger's items, which DynamoDB's TTL removes]
+        #[arg(long, env = "DLQ_HEALER_RETENTION_DAYS")]
+        retention_days: Option<u32>,
     },
     /// Create what the healer needs on AWS (or an emulator), idempotently, and print one
     /// KEY=value line per environment variable: MAIN_QUEUE_URL, DLQ_URL, ARCHIVE_BUCKET,
@@ -409,6 +414,7 @@ fn dispatch(command: Command) -> Result<i32> {
             archive_prefix,
             webhook_url,
             alert_window_seconds,
+            retention_days,
         } => {
             let options = run::RunOptions {
                 backend,
@@ -422,6 +428,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 wait: std::time::Duration::from_secs(wait_seconds),
                 rules: std::sync::Arc::new(load_rules(rules.as_deref())?),
                 archive_prefix,
+                retention: run::retention(backend, retention_days)?,
             };
             let summary = runtime()?.block_on(run::run(options))?;
             Ok(if summary.tally.failed > 0 && until_empty {

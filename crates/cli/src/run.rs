@@ -5,10 +5,12 @@
 use crate::aws::{self, AwsArgs, AwsResources};
 use crate::local::{LocalBackend, LocalSettings};
 use crate::worker::{self, KeepAlive, LoopSettings, Shutdown};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use dlq_healer_core::engine::EngineConfig;
 use dlq_healer_core::ports::SystemClock;
 use dlq_healer_core::rules::RuleSet;
+use dlq_healer_local::RetentionSweeper;
+use dlq_healer_local::retention::DEFAULT_RETENTION_DAYS;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +48,25 @@ pub struct RunOptions {
     pub rules: Arc<RuleSet>,
     /// Archive object prefix.
     pub archive_prefix: String,
+    /// How long the local backend keeps ledger records, sent alerts and metrics (`None`: for
+    /// ever).
+    pub retention: Option<chrono::Duration>,
+}
+
+/// The retention of `run --retention-days` on `backend`: the local default when absent, `None`
+/// for 0. On AWS the flag is refused: DynamoDB's TTL removes the ledger's items.
+pub fn retention(backend: Backend, days: Option<u32>) -> Result<Option<chrono::Duration>> {
+    match (backend, days) {
+        (Backend::Aws, Some(_)) => anyhow::bail!(
+            "--retention-days is for the local backend; on AWS the ledger's items expire {} days \
+             after their decision (DynamoDB TTL on expires_at)",
+            dlq_healer_aws::ledger::DEFAULT_RETENTION_DAYS
+        ),
+        (Backend::Aws, None) | (Backend::Local, Some(0)) => Ok(None),
+        (Backend::Local, days) => Ok(Some(chrono::Duration::days(i64::from(
+            days.unwrap_or(DEFAULT_RETENTION_DAYS),
+        )))),
+    }
 }
 
 /// Run the worker until the DLQ is empty (with `until_empty`) or a signal arrives.
@@ -56,10 +77,17 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         ..EngineConfig::default()
     };
     let mut local_backend = None;
+    let mut retention_sweeper = None;
     let engine = match options.backend {
         Backend::Local => {
             let backend = LocalBackend::open(&options.local, Arc::new(SystemClock))?;
             let engine = backend.engine(&options.dlq, options.rules.clone(), config)?;
+            if let Some(retention) = options.retention {
+                retention_sweeper = Some(
+                    RetentionSweeper::start(backend.store.clone(), retention)
+                        .context("cannot start the retention sweeper")?,
+                );
+            }
             local_backend = Some(backend);
             engine
         }
@@ -84,6 +112,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         batch_size = options.batch_size,
         concurrency = options.concurrency,
         until_empty = options.until_empty,
+        retention_days = options.retention.map(|r| r.num_days()),
         "healer started"
     );
     let settings = LoopSettings {
@@ -94,6 +123,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
     };
     let summary =
         worker::heal_concurrently(Arc::new(engine), settings, &shutdown, options.concurrency).await;
+    drop(retention_sweeper);
     if let Some(backend) = local_backend {
         backend.alerter.wait_for_webhooks(Duration::from_secs(10));
     }

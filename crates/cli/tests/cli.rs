@@ -196,6 +196,25 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
         &format!("dlq-context={auth}"),
     ]);
     queue(&["send", "orders-dlq", "--body", "not json"]);
+    // A ledger record from long ago, past the default retention of 90 days.
+    let ledger_keys = || -> Vec<String> {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        let mut keys = connection.prepare("SELECT key FROM ledger").unwrap();
+        keys.query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO ledger (key, attempt, class, rule, action, alerted, at, error,
+                                 dlq_message_id, body_digest)
+             VALUES ('long-ago', 1, 'auth', 'auth', 'archived', 0,
+                     '2020-01-01T00:00:00.000000000Z', '401', 'm-0', 'd-0')",
+            [],
+        )
+        .unwrap();
     let output = run_ok(bin().arg("run").arg("--db").arg(&db).args([
         "--dlq",
         "orders-dlq",
@@ -205,6 +224,13 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
     ]));
     let text = String::from_utf8(output.stderr).unwrap();
     assert!(text.contains("batch_size=100"), "the default batch: {text}");
+    assert!(
+        text.contains("retention_days=90"),
+        "the default retention: {text}"
+    );
+    let keys = ledger_keys();
+    assert!(!keys.contains(&"long-ago".to_string()), "{keys:?}");
+    assert_eq!(keys.len(), 3, "this run's records stay: {keys:?}");
     assert!(text.contains("1 requeued"), "{text}");
     assert!(text.contains("2 archived"), "{text}");
     let list = String::from_utf8(queue(&["list"]).stdout).unwrap();
@@ -226,6 +252,25 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
         .map(|d| d.count())
         .unwrap_or(0);
     assert!(archived > 0, "archive directory beside the database");
+}
+
+#[test]
+fn run_refuses_a_retention_on_aws_where_dynamodb_ttl_decides() {
+    let output = bin()
+        .args(["run", "--backend", "aws", "--retention-days", "30"])
+        .args([
+            "--dlq",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-dlq",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--retention-days is for the local backend"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("90 days"), "{stderr}");
 }
 
 #[test]

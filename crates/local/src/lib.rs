@@ -12,6 +12,8 @@
 //! - [`archive`]: [`LocalArchive`], JSON Lines files written atomically, indexed by key and class.
 //! - [`alerts`]: [`LocalAlerter`], dedup windows shared through the file, log line, webhook thread.
 //! - [`metrics`]: [`LocalMetrics`], per-minute sums by name and class for dashboards.
+//! - [`retention`]: [`RetentionSweeper`], which removes ledger records, sent alerts and metric
+//!   minutes older than the retention (90 days by default); the archive is kept.
 //!
 //! Every adapter implements a port of `dlq_healer_core::ports` and passes the shared contract
 //! suite in `dlq_healer_core::contract` (see `tests/contract.rs`).
@@ -25,6 +27,7 @@ pub mod ledger;
 pub mod metrics;
 mod parallel;
 pub mod queue;
+pub mod retention;
 pub mod store;
 mod stored_attributes;
 
@@ -34,6 +37,7 @@ pub use error::LocalError;
 pub use ledger::{LedgerQuery, LocalLedger};
 pub use metrics::{LocalMetrics, MetricPoint, MetricTotal};
 pub use queue::{LocalQueue, LocalQueues, QueueDepth, QueueInfo, QueueSettings, RedrivePolicy};
+pub use retention::{Forgotten, RetentionSweeper};
 pub use store::LocalStore;
 
 impl LocalStore {
