@@ -26,6 +26,7 @@ pub mod error;
 pub mod ledger;
 pub mod metrics;
 mod parallel;
+mod periodic;
 pub mod queue;
 pub mod retention;
 pub mod store;

@@ -8,11 +8,10 @@
 //! own.
 
 use crate::error::LocalError;
+use crate::periodic::{FirstRound, Periodic, StopRequest};
 use crate::store::{LocalStore, to_text};
 use chrono::{DateTime, Utc};
 use rusqlite::ToSql;
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How long records are kept unless the user says otherwise: the AWS ledger's item lifetime.
@@ -113,54 +112,35 @@ impl LocalStore {
 /// [`SWEEP_INTERVAL`], until it is dropped (which waits for at most one transaction per kind of
 /// row).
 pub struct RetentionSweeper {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _thread: Periodic,
 }
 
 impl RetentionSweeper {
     /// Start sweeping `store`, keeping `retention` (measured on the store's clock).
     pub fn start(store: LocalStore, retention: chrono::Duration) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("dlq-healer-retention".into())
-            .spawn(move || {
-                let stop_requested = || !matches!(stopped.try_recv(), Err(TryRecvError::Empty));
-                loop {
-                    let cutoff = store.now() - retention;
-                    match store.forget_before_unless_stopped(cutoff, &stop_requested) {
-                        Ok(forgotten) if forgotten.total() > 0 => tracing::info!(
-                            ledger_records = forgotten.ledger_records,
-                            alerts = forgotten.alerts,
-                            metric_rows = forgotten.metric_rows,
-                            retention_days = retention.num_days(),
-                            "removed records older than the retention"
-                        ),
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::warn!(%error, "retention sweep failed; the next one retries")
-                        }
-                    }
-                    if !matches!(
-                        stopped.recv_timeout(SWEEP_INTERVAL),
-                        Err(RecvTimeoutError::Timeout)
-                    ) {
-                        return;
-                    }
+        let sweep = move |stop: &StopRequest| {
+            let cutoff = store.now() - retention;
+            match store.forget_before_unless_stopped(cutoff, &|| stop.is_made()) {
+                Ok(forgotten) if forgotten.total() > 0 => tracing::info!(
+                    ledger_records = forgotten.ledger_records,
+                    alerts = forgotten.alerts,
+                    metric_rows = forgotten.metric_rows,
+                    retention_days = retention.num_days(),
+                    "removed records older than the retention"
+                ),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "retention sweep failed; the next one retries")
                 }
-            })?;
-        Ok(RetentionSweeper {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for RetentionSweeper {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+            }
+        };
+        let thread = Periodic::start(
+            "dlq-healer-retention",
+            SWEEP_INTERVAL,
+            FirstRound::AtOnce,
+            sweep,
+        )?;
+        Ok(RetentionSweeper { _thread: thread })
     }
 }
 

@@ -2,6 +2,7 @@
 //! clock, and the time encodings every table shares.
 
 use crate::error::LocalError;
+use crate::periodic::{FirstRound, Periodic, StopRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
 use dlq_healer_core::ports::{Clock, SystemClock};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -154,7 +155,7 @@ struct Inner {
     connection: Mutex<Connection>,
     clock: Arc<dyn Clock>,
     pending_archive: Mutex<PendingArchive>,
-    checkpointer: Option<Checkpointer>,
+    checkpointer: Option<Periodic>,
 }
 
 /// The page size of new database files, in bytes (SQLite's default is 4096). A healed message
@@ -176,47 +177,25 @@ const FALLBACK_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 /// [`CHECKPOINT_INTERVAL`] (passive: it never blocks writers), so that copying pages into the
 /// database file and its syncs are not on the path of the writes. The syncs are the same as
 /// SQLite's own checkpoints with `synchronous = NORMAL`: the log before, the database after.
-struct Checkpointer {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> Option<Checkpointer> {
-        let connection = Connection::open(path).ok()?;
-        connection.busy_timeout(BUSY_TIMEOUT).ok()?;
-        connection
-            .execute_batch("PRAGMA synchronous = NORMAL;")
-            .ok()?;
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("dlq-healer-checkpoint".into())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(CHECKPOINT_INTERVAL)
-                {
-                    let done =
-                        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                    if let Err(error) = done {
-                        tracing::debug!(%error, "checkpoint skipped");
-                    }
-                }
-            })
-            .ok()?;
-        Some(Checkpointer {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+fn start_checkpointer(path: &Path) -> Option<Periodic> {
+    let connection = Connection::open(path).ok()?;
+    connection.busy_timeout(BUSY_TIMEOUT).ok()?;
+    connection
+        .execute_batch("PRAGMA synchronous = NORMAL;")
+        .ok()?;
+    let checkpoint = move |_: &StopRequest| {
+        let done = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if let Err(error) = done {
+            tracing::debug!(%error, "checkpoint skipped");
         }
-    }
+    };
+    Periodic::start(
+        "dlq-healer-checkpoint",
+        CHECKPOINT_INTERVAL,
+        FirstRound::AfterInterval,
+        checkpoint,
+    )
+    .ok()
 }
 
 /// One line of the archive index, as [`crate::archive`] writes it.
@@ -381,7 +360,7 @@ impl LocalStore {
         // far behind (or could not start).
         let mut store = store;
         if let Some(inner) = Arc::get_mut(&mut store.inner) {
-            inner.checkpointer = Checkpointer::start(&inner.path);
+            inner.checkpointer = start_checkpointer(&inner.path);
             if inner.checkpointer.is_some() {
                 let connection = inner
                     .connection
