@@ -56,6 +56,9 @@ use std::path::{Path, PathBuf};
 /// minutes; on AWS 100 makes 0.34 calls per message against 0.95.
 const RUN_BATCH_SIZE: u32 = 100;
 
+/// The longest `run --retention-days`: a century, far inside the range of times there are.
+const MAX_RETENTION_DAYS: i64 = 36_500;
+
 /// Classify, heal, alert on and archive dead-lettered messages. Nothing is lost.
 #[derive(Debug, Parser)]
 #[command(name = "dlq-healer", version, about, long_about = None)]
@@ -221,7 +224,7 @@ enum Command {
         /// Local backend: days ledger records, sent alerts and metric minutes are kept (removed
         /// at start and hourly, in short transactions; archived messages are always kept); 0 keeps
         /// everything. [default: 90, as the AWS ledger's items, which DynamoDB's TTL removes]
-        #[arg(long, env = "DLQ_HEALER_RETENTION_DAYS")]
+        #[arg(long, env = "DLQ_HEALER_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(0..=MAX_RETENTION_DAYS))]
         retention_days: Option<u32>,
     },
     /// Create what the healer needs on AWS (or an emulator), idempotently, and print one

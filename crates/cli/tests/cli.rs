@@ -274,6 +274,23 @@ fn run_refuses_a_retention_on_aws_where_dynamodb_ttl_decides() {
 }
 
 #[test]
+fn run_refuses_a_retention_beyond_a_century() {
+    let dir = scratch("retention");
+    let output = bin()
+        .arg("run")
+        .arg("--db")
+        .arg(dir.path().join("x.db"))
+        .args(["--dlq", "dlq", "--retention-days", "99999999"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--retention-days"), "{stderr}");
+    assert!(stderr.contains("0..=36500"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn run_on_a_missing_dlq_says_what_to_do() {
     let dir = scratch("missing");
     let output = bin()

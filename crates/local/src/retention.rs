@@ -58,6 +58,24 @@ impl LocalStore {
         self.forget_before_unless_stopped(cutoff, &|| false)
     }
 
+    /// Remove what is older than `retention` on the store's clock (see
+    /// [`LocalStore::forget_before`]); a retention reaching back past the earliest time there is
+    /// keeps everything.
+    pub fn forget_older_than(&self, retention: chrono::Duration) -> Result<Forgotten, LocalError> {
+        self.forget_older_than_unless_stopped(retention, &|| false)
+    }
+
+    fn forget_older_than_unless_stopped(
+        &self,
+        retention: chrono::Duration,
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<Forgotten, LocalError> {
+        match self.now().checked_sub_signed(retention) {
+            Some(cutoff) => self.forget_before_unless_stopped(cutoff, stopped),
+            None => Ok(Forgotten::default()),
+        }
+    }
+
     /// [`LocalStore::forget_before`], cut short once `stopped`: then each kind of row gets one
     /// more transaction, so that short-lived healers (`run --until-empty` from cron) still
     /// remove up to [`ROWS_PER_TRANSACTION`] of each per run.
@@ -118,20 +136,19 @@ pub struct RetentionSweeper {
 impl RetentionSweeper {
     /// Start sweeping `store`, keeping `retention` (measured on the store's clock).
     pub fn start(store: LocalStore, retention: chrono::Duration) -> std::io::Result<Self> {
-        let sweep = move |stop: &StopRequest| {
-            let cutoff = store.now() - retention;
-            match store.forget_before_unless_stopped(cutoff, &|| stop.is_made()) {
-                Ok(forgotten) if forgotten.total() > 0 => tracing::info!(
-                    ledger_records = forgotten.ledger_records,
-                    alerts = forgotten.alerts,
-                    metric_rows = forgotten.metric_rows,
-                    retention_days = retention.num_days(),
-                    "removed records older than the retention"
-                ),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "retention sweep failed; the next one retries")
-                }
+        let sweep = move |stop: &StopRequest| match store
+            .forget_older_than_unless_stopped(retention, &|| stop.is_made())
+        {
+            Ok(forgotten) if forgotten.total() > 0 => tracing::info!(
+                ledger_records = forgotten.ledger_records,
+                alerts = forgotten.alerts,
+                metric_rows = forgotten.metric_rows,
+                retention_days = retention.num_days(),
+                "removed records older than the retention"
+            ),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "retention sweep failed; the next one retries")
             }
         };
         let thread = Periodic::start(

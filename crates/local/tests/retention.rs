@@ -133,6 +133,33 @@ async fn more_old_rows_than_one_transaction_takes_all_go() {
 }
 
 #[tokio::test]
+async fn a_retention_longer_than_all_of_time_keeps_everything() {
+    let fixture = Fixture::new();
+    let now = fixture.store.now();
+    let ledger = fixture.store.ledger();
+    ledger
+        .record(&[record("ancient", now - Duration::days(1_000))])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        fixture
+            .store
+            .forget_older_than(Duration::days(100_000_000))
+            .unwrap(),
+        Forgotten::default()
+    );
+    assert_eq!(
+        fixture
+            .store
+            .forget_older_than(Duration::days(90))
+            .unwrap()
+            .ledger_records,
+        1
+    );
+}
+
+#[tokio::test]
 async fn the_sweeper_forgets_at_once() {
     let fixture = Fixture::new();
     let now = fixture.store.now();
