@@ -26,15 +26,12 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, Wri
 use chrono::{DateTime, SecondsFormat, Utc};
 use dlq_healer_core::FailureClass;
 use dlq_healer_core::ports::{DigestMatch, HistoryRequest, Ledger, PortError};
-use dlq_healer_core::records::{LedgerRecord, RecordedAction};
+use dlq_healer_core::records::{DEFAULT_RETENTION_DAYS, LedgerRecord, RecordedAction};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// The partition key prefix of digest items: `digest#<body_digest>`.
 pub const DIGEST_PREFIX: &str = "digest#";
-
-/// How long ledger and digest items live by default (their `expires_at`): 90 days after `at`.
-pub const DEFAULT_RETENTION_DAYS: i64 = 90;
 
 /// Items per `BatchWriteItem` call (the DynamoDB limit).
 pub const WRITE_BATCH_SIZE: usize = 25;
@@ -184,7 +181,7 @@ impl DynamoLedger {
         DynamoLedger {
             client,
             table: table.into(),
-            retention: chrono::Duration::days(DEFAULT_RETENTION_DAYS),
+            retention: chrono::Duration::days(i64::from(DEFAULT_RETENTION_DAYS)),
         }
     }
 

@@ -8,9 +8,9 @@ use crate::worker::{self, KeepAlive, LoopSettings, Shutdown};
 use anyhow::{Context, Result};
 use dlq_healer_core::engine::EngineConfig;
 use dlq_healer_core::ports::SystemClock;
+use dlq_healer_core::records::DEFAULT_RETENTION_DAYS;
 use dlq_healer_core::rules::RuleSet;
 use dlq_healer_local::RetentionSweeper;
-use dlq_healer_local::retention::DEFAULT_RETENTION_DAYS;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,7 +60,7 @@ pub fn retention(backend: Backend, days: Option<u32>) -> Result<Option<chrono::D
         (Backend::Aws, Some(_)) => anyhow::bail!(
             "--retention-days is for the local backend; on AWS the ledger's items expire {} days \
              after their decision (DynamoDB TTL on expires_at)",
-            dlq_healer_aws::ledger::DEFAULT_RETENTION_DAYS
+            DEFAULT_RETENTION_DAYS
         ),
         (Backend::Aws, None) | (Backend::Local, Some(0)) => Ok(None),
         (Backend::Local, days) => Ok(Some(chrono::Duration::days(i64::from(

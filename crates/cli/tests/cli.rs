@@ -27,6 +27,13 @@ fn run_ok(command: &mut Command) -> Output {
     output
 }
 
+/// Run `command`, which must fail with exit code 2 (a refused input); its standard error.
+fn refused(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{command:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[test]
 fn demo_accounts_for_every_order_and_is_deterministic() {
     // The demo's default directory goes under the temporary directory, here one of the test's.
@@ -90,13 +97,8 @@ fn demo_accounts_for_every_order_and_is_deterministic() {
 fn demo_refuses_a_non_empty_directory_and_a_bad_mix() {
     let dir = scratch("demo-dir");
     std::fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
-    let output = bin()
-        .args(["demo", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not empty"));
+    let stderr = refused(bin().args(["demo", "--dir"]).arg(dir.path()));
+    assert!(stderr.contains("not empty"));
     assert!(dir.path().join("precious.txt").exists());
     let output = bin()
         .args(["demo", "--mix", "auth=90,timeout=20"])
@@ -146,15 +148,13 @@ fn an_invalid_rules_file_fails_at_start_with_file_line_and_reason() {
         "[[rule]]\nname = \"x\"\nclass = \"auth\"\n\n[[rule]]\nname = \"y\"\nclass = \"nope\"\n",
     )
     .unwrap();
-    let output = bin()
-        .arg("classify")
-        .arg("--rules")
-        .arg(&rules)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(
+        bin()
+            .arg("classify")
+            .arg("--rules")
+            .arg(&rules)
+            .stdin(Stdio::null()),
+    );
     assert!(stderr.contains("rules.toml:7:"), "{stderr}");
     assert!(stderr.contains("nope"), "{stderr}");
 }
@@ -256,16 +256,14 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
 
 #[test]
 fn run_refuses_a_retention_on_aws_where_dynamodb_ttl_decides() {
-    let output = bin()
-        .args(["run", "--backend", "aws", "--retention-days", "30"])
-        .args([
-            "--dlq",
-            "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-dlq",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(
+        bin()
+            .args(["run", "--backend", "aws", "--retention-days", "30"])
+            .args([
+                "--dlq",
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/orders-dlq",
+            ]),
+    );
     assert!(
         stderr.contains("--retention-days is for the local backend"),
         "{stderr}"
@@ -276,15 +274,13 @@ fn run_refuses_a_retention_on_aws_where_dynamodb_ttl_decides() {
 #[test]
 fn run_refuses_a_retention_beyond_a_century() {
     let dir = scratch("retention");
-    let output = bin()
-        .arg("run")
-        .arg("--db")
-        .arg(dir.path().join("x.db"))
-        .args(["--dlq", "dlq", "--retention-days", "99999999"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(
+        bin()
+            .arg("run")
+            .arg("--db")
+            .arg(dir.path().join("x.db"))
+            .args(["--dlq", "dlq", "--retention-days", "99999999"]),
+    );
     assert!(stderr.contains("--retention-days"), "{stderr}");
     assert!(stderr.contains("0..=36500"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -293,15 +289,13 @@ fn run_refuses_a_retention_beyond_a_century() {
 #[test]
 fn run_on_a_missing_dlq_says_what_to_do() {
     let dir = scratch("missing");
-    let output = bin()
-        .arg("run")
-        .arg("--db")
-        .arg(dir.path().join("x.db"))
-        .args(["--dlq", "nope", "--until-empty"])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(
+        bin()
+            .arg("run")
+            .arg("--db")
+            .arg(dir.path().join("x.db"))
+            .args(["--dlq", "nope", "--until-empty"]),
+    );
     assert!(stderr.contains("nope"), "{stderr}");
     assert!(
         stderr.contains("queue list") || stderr.contains("queue create"),
@@ -386,26 +380,18 @@ fn a_configuration_file_says_what_the_environment_would() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("healed 0 batches"));
     // The environment wins over the file.
-    let output = bin()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .args(["--until-empty", "--wait-seconds", "0"])
-        .env("DLQ_URL", "no-such-dlq")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-dlq"));
+    let stderr = refused(
+        bin()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--until-empty", "--wait-seconds", "0"])
+            .env("DLQ_URL", "no-such-dlq"),
+    );
+    assert!(stderr.contains("no-such-dlq"));
 
     std::fs::write(&config, "DLQ_URLS = \"x\"\n").unwrap();
-    let output = bin()
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(bin().arg("run").arg("--config").arg(&config));
     assert!(
         stderr.contains("healer.toml") && stderr.contains("DLQ_URLS"),
         "{stderr}"

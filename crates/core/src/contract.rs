@@ -502,7 +502,8 @@ pub async fn redrive_contract(
     drain_handles(dlq, &dead).await;
 }
 
-fn ledger_record(key: &str, attempt: u32, at: DateTime<Utc>, digest: &str) -> LedgerRecord {
+/// A re-queued ledger record for tests.
+pub fn ledger_record(key: &str, attempt: u32, at: DateTime<Utc>, digest: &str) -> LedgerRecord {
     LedgerRecord {
         key: key.to_string(),
         attempt,

@@ -9,6 +9,10 @@ use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
 
+/// How many days ledger records are kept unless the operator says otherwise: on AWS DynamoDB's
+/// TTL removes the items this long after their decision, locally `run`'s retention sweeper does.
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
 /// What was done with a message, as the ledger records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

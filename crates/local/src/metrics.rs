@@ -56,6 +56,11 @@ fn class_of(text: &str) -> rusqlite::Result<Option<FailureClass>> {
         .map_err(|e| crate::store::conversion(format!("metric class: {e}")))
 }
 
+/// The `minute` column of the minute holding `at`: seconds since the epoch at its start.
+pub(crate) fn minute_holding(at: DateTime<Utc>) -> i64 {
+    at.timestamp().div_euclid(60) * 60
+}
+
 impl LocalMetrics {
     /// The metrics of `store`.
     pub fn new(store: LocalStore) -> Self {
@@ -64,7 +69,7 @@ impl LocalMetrics {
 
     /// Record samples, reporting errors instead of logging them.
     pub fn try_record(&self, at: DateTime<Utc>, events: &[MetricEvent]) -> Result<(), LocalError> {
-        let minute = at.timestamp().div_euclid(60) * 60;
+        let minute = minute_holding(at);
         self.store.write("record", "metrics", |tx| {
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO metrics (minute, name, class, sum, samples) VALUES (?1, ?2, ?3, ?4, 1)
@@ -116,7 +121,7 @@ impl LocalMetrics {
 
     /// Every per-minute point from the minute holding `since` on, oldest first.
     pub fn series(&self, since: DateTime<Utc>) -> Result<Vec<MetricPoint>, LocalError> {
-        let from = since.timestamp().div_euclid(60) * 60;
+        let from = minute_holding(since);
         self.store.read("read", "metrics", |tx| {
             let mut statement = tx.prepare_cached(
                 "SELECT minute, name, class, sum, samples FROM metrics WHERE minute >= ?1

@@ -8,14 +8,11 @@
 //! own.
 
 use crate::error::LocalError;
+use crate::metrics::minute_holding;
 use crate::periodic::{FirstRound, Periodic, StopRequest};
 use crate::store::{LocalStore, to_text};
-use chrono::{DateTime, Utc};
 use rusqlite::ToSql;
 use std::time::Duration;
-
-/// How long records are kept unless the user says otherwise: the AWS ledger's item lifetime.
-pub const DEFAULT_RETENTION_DAYS: u32 = 90;
 
 /// Rows removed per transaction: other writers sharing the file wait for at most one of these
 /// short transactions.
@@ -53,39 +50,26 @@ impl Forgotten {
 }
 
 impl LocalStore {
-    /// Remove ledger records decided, alerts sent and metric minutes begun before `cutoff`.
-    pub fn forget_before(&self, cutoff: DateTime<Utc>) -> Result<Forgotten, LocalError> {
-        self.forget_before_unless_stopped(cutoff, &|| false)
-    }
-
-    /// Remove what is older than `retention` on the store's clock (see
-    /// [`LocalStore::forget_before`]); a retention reaching back past the earliest time there is
-    /// keeps everything.
+    /// Remove ledger records decided, alerts sent and metric minutes begun more than `retention`
+    /// ago on the store's clock; a retention reaching back past the earliest time there is keeps
+    /// everything.
     pub fn forget_older_than(&self, retention: chrono::Duration) -> Result<Forgotten, LocalError> {
         self.forget_older_than_unless_stopped(retention, &|| false)
     }
 
+    /// [`LocalStore::forget_older_than`], cut short once `stopped`: then each kind of row gets
+    /// one more transaction, so that short-lived healers (`run --until-empty` from cron) still
+    /// remove up to [`ROWS_PER_TRANSACTION`] of each per run.
     fn forget_older_than_unless_stopped(
         &self,
         retention: chrono::Duration,
         stopped: &dyn Fn() -> bool,
     ) -> Result<Forgotten, LocalError> {
-        match self.now().checked_sub_signed(retention) {
-            Some(cutoff) => self.forget_before_unless_stopped(cutoff, stopped),
-            None => Ok(Forgotten::default()),
-        }
-    }
-
-    /// [`LocalStore::forget_before`], cut short once `stopped`: then each kind of row gets one
-    /// more transaction, so that short-lived healers (`run --until-empty` from cron) still
-    /// remove up to [`ROWS_PER_TRANSACTION`] of each per run.
-    fn forget_before_unless_stopped(
-        &self,
-        cutoff: DateTime<Utc>,
-        stopped: &dyn Fn() -> bool,
-    ) -> Result<Forgotten, LocalError> {
+        let Some(cutoff) = self.now().checked_sub_signed(retention) else {
+            return Ok(Forgotten::default());
+        };
         let at = to_text(cutoff);
-        let minute = cutoff.timestamp().div_euclid(60) * 60;
+        let minute = minute_holding(cutoff);
         Ok(Forgotten {
             ledger_records: self.delete_in_chunks(
                 "the ledger",

@@ -6,29 +6,16 @@ mod common;
 use chrono::{DateTime, Duration, Utc};
 use common::Fixture;
 use dlq_healer_core::FailureClass;
-use dlq_healer_core::contract::sample_alert;
+use dlq_healer_core::contract::{ledger_record, sample_alert};
 use dlq_healer_core::metrics as m;
 use dlq_healer_core::ports::{Alerter, Ledger, MetricEvent, Metrics};
-use dlq_healer_core::records::{LedgerRecord, RecordedAction};
+use dlq_healer_core::records::LedgerRecord;
 use dlq_healer_local::retention::ROWS_PER_TRANSACTION;
 use dlq_healer_local::{Forgotten, LocalAlerter, RetentionSweeper};
 
+/// A ledger record of `key`'s first attempt, decided at `at`.
 fn record(key: &str, at: DateTime<Utc>) -> LedgerRecord {
-    LedgerRecord {
-        key: key.into(),
-        attempt: 1,
-        class: FailureClass::Dependency,
-        rule: "dependency".into(),
-        action: RecordedAction::Requeued,
-        alerted: false,
-        at,
-        source: Some("orders".into()),
-        archive_ref: None,
-        error: "503 Service Unavailable".into(),
-        dlq_message_id: format!("m-{key}"),
-        body_digest: format!("d-{key}"),
-        due_at: None,
-    }
+    ledger_record(key, 1, at, &format!("d-{key}"))
 }
 
 fn received(class: FailureClass) -> MetricEvent {
@@ -67,7 +54,7 @@ async fn rows_older_than_the_cutoff_go_and_newer_ones_stay() {
         .await
         .unwrap();
 
-    let forgotten = fixture.store.forget_before(days(90)).unwrap();
+    let forgotten = fixture.store.forget_older_than(Duration::days(90)).unwrap();
 
     assert_eq!(
         forgotten,
@@ -102,7 +89,13 @@ async fn rows_older_than_the_cutoff_go_and_newer_ones_stay() {
     let received = reopened.metrics().totals_of(m::RECEIVED).unwrap();
     assert_eq!(received.get(&Some(FailureClass::Auth)), Some(&1.0));
     // A second sweep finds nothing more.
-    assert_eq!(reopened.forget_before(days(90)).unwrap().total(), 0);
+    assert_eq!(
+        reopened
+            .forget_older_than(Duration::days(90))
+            .unwrap()
+            .total(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -122,10 +115,7 @@ async fn more_old_rows_than_one_transaction_takes_all_go() {
     let ledger = fixture.store.ledger();
     ledger.record(&records).await.unwrap();
 
-    let forgotten = fixture
-        .store
-        .forget_before(now - Duration::days(90))
-        .unwrap();
+    let forgotten = fixture.store.forget_older_than(Duration::days(90)).unwrap();
 
     assert_eq!(forgotten.ledger_records, old as u64);
     assert_eq!(ledger.count().unwrap(), 1);
