@@ -882,7 +882,8 @@ pub fn statuses_in_text(text: &str) -> Vec<u16> {
         let status = (bytes[start] - b'0') as u16 * 100
             + (bytes[start + 1] - b'0') as u16 * 10
             + (bytes[start + 2] - b'0') as u16;
-        let keyword_before = word_before(text, start).is_some_and(|(word, at)| {
+        let before = word_before(text, start);
+        let keyword_before = before.is_some_and(|(word, at)| {
             is_status_keyword(word)
                 && (!word.eq_ignore_ascii_case("code")
                     || word_before(text, at)
@@ -892,7 +893,7 @@ pub fn statuses_in_text(text: &str) -> Vec<u16> {
         let phrase_after = after.is_some_and(|w| reason_phrase_fits(status, w));
         // `returned 500 rows`, `got 404 results`: after a verb that also counts things, a number
         // followed by a plural noun is a count, not a status (`got 504 from upstream` stays one).
-        let counted = word_before(text, start).is_some_and(|(word, _)| {
+        let counted = before.is_some_and(|(word, _)| {
             word.eq_ignore_ascii_case("returned") || word.eq_ignore_ascii_case("got")
         }) && text[end..].starts_with(' ')
             && after.is_some_and(|w| {
