@@ -19,6 +19,7 @@
 //! - [`contract`]: the port contract suite every adapter (and every fake) must pass.
 
 pub mod alert;
+pub mod attributes;
 pub mod class;
 pub mod consumer;
 pub mod context;

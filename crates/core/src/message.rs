@@ -2,7 +2,6 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// The attribute that carries the failure context (see [`crate::context`]).
 pub const CONTEXT_ATTRIBUTE: &str = "dlq-context";
@@ -43,8 +42,7 @@ impl Attribute {
     }
 }
 
-/// Message attributes by name, in a stable order.
-pub type Attributes = BTreeMap<String, Attribute>;
+pub use crate::attributes::Attributes;
 
 /// A message received from a queue: a dead letter when the queue is a DLQ.
 #[derive(Debug, Clone, PartialEq, Eq)]

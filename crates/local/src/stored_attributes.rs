@@ -165,13 +165,15 @@ mod tests {
         #[test]
         fn attributes_read_back_as_written(
             attributes in proptest::collection::btree_map("\\PC{0,20}", attribute(), 0..8)
+                .prop_map(Attributes::from_iter)
         ) {
             prop_assert_eq!(decode(&encode(&attributes)).unwrap(), attributes);
         }
 
         #[test]
         fn a_damaged_blob_is_an_error_or_other_attributes_never_a_panic(
-            attributes in proptest::collection::btree_map("[a-z]{1,8}", attribute(), 1..4),
+            attributes in proptest::collection::btree_map("[a-z]{1,8}", attribute(), 1..4)
+                .prop_map(Attributes::from_iter),
             cut in any::<prop::sample::Index>(),
             flip in any::<prop::sample::Index>(),
             byte in any::<u8>(),
