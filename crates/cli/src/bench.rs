@@ -132,6 +132,12 @@ pub fn classification_rate(rules: &RuleSet, sample: &[ReceivedMessage]) -> Class
     }
 }
 
+/// `count` with its noun: "1 round", "10,000 messages".
+fn counted(count: usize, one: &str, many: &str) -> String {
+    let noun = if count == 1 { one } else { many };
+    format!("{} {noun}", thousands(count as f64))
+}
+
 /// The median, lowest and highest of `rates` (not empty).
 fn median_and_range(mut rates: Vec<f64>) -> (f64, f64, f64) {
     rates.sort_by(f64::total_cmp);
@@ -330,15 +336,16 @@ pub fn run(
     println!("| benchmark | figure | target |");
     println!("| --- | --- | --- |");
     println!(
-        "| classification, default rules, realistic mix (bodies ~{mean_body} B, context parsed, body validated), 1 thread, in batches of {CLASSIFY_BATCH} as received; median of {rounds} rounds of {} messages (range {} to {}) | {} msg/s | >= 1,000,000 msg/s/core |",
-        thousands(sample.len() as f64),
+        "| classification, default rules, realistic mix (bodies ~{mean_body} B, context parsed, body validated), 1 thread, in batches of {CLASSIFY_BATCH} as received; median of {} of {} (range {} to {}) | {} msg/s | >= 1,000,000 msg/s/core |",
+        counted(rounds, "round", "rounds"),
+        counted(sample.len(), "message", "messages"),
         thousands(slowest),
         thousands(fastest),
         thousands(median)
     );
     println!(
-        "| the same, all {} messages copied first and read cold from memory | {} msg/s | (reference) |",
-        thousands(cold.messages as f64),
+        "| the same, all {} copied first and read cold from memory | {} msg/s | (reference) |",
+        counted(cold.messages, "message", "messages"),
         thousands(cold.per_second)
     );
     for &batch_size in batch_sizes {
@@ -511,6 +518,13 @@ mod tests {
         assert_eq!(median_and_range(vec![3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
         assert_eq!(median_and_range(vec![4.0, 1.0, 3.0, 2.0]), (2.5, 1.0, 4.0));
         assert_eq!(median_and_range(vec![7.0]), (7.0, 7.0, 7.0));
+    }
+
+    #[test]
+    fn counts_take_the_singular_only_for_one() {
+        assert_eq!(counted(1, "round", "rounds"), "1 round");
+        assert_eq!(counted(10_000, "message", "messages"), "10,000 messages");
+        assert_eq!(counted(0, "round", "rounds"), "0 rounds");
     }
 
     #[test]
