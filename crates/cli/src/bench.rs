@@ -102,6 +102,16 @@ pub struct ClassificationRate {
     pub messages: usize,
 }
 
+impl ClassificationRate {
+    /// `messages` classified in `elapsed`.
+    fn over(messages: usize, elapsed: std::time::Duration) -> Self {
+        ClassificationRate {
+            per_second: messages as f64 / elapsed.as_secs_f64(),
+            messages,
+        }
+    }
+}
+
 /// Open, classify and drop each of `messages`, as the engine does; how many were classified.
 /// Never inlined, so that a profiler can measure it alone (`callgrind --toggle-collect`).
 #[inline(never)]
@@ -126,10 +136,7 @@ pub fn classification_rate(rules: &RuleSet, sample: &[ReceivedMessage]) -> Class
         messages += classify_each(rules, received);
         elapsed += started.elapsed();
     }
-    ClassificationRate {
-        per_second: messages as f64 / elapsed.as_secs_f64(),
-        messages,
-    }
+    ClassificationRate::over(messages, elapsed)
 }
 
 /// `count` with its noun: "1 round", "10,000 messages".
@@ -157,10 +164,7 @@ pub fn cold_classification_rate(rules: &RuleSet, sample: &[ReceivedMessage]) -> 
     let messages = sample.to_vec();
     let started = Instant::now();
     let messages = classify_each(rules, messages);
-    ClassificationRate {
-        per_second: messages as f64 / started.elapsed().as_secs_f64(),
-        messages,
-    }
+    ClassificationRate::over(messages, started.elapsed())
 }
 
 /// Figures of the local healing benchmark, measured in a child process so that its peak memory

@@ -78,11 +78,6 @@ impl Attributes {
     pub fn iter(&self) -> Iter<'_> {
         self.into_iter()
     }
-
-    /// The names, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.entries.iter().map(|(name, _)| name)
-    }
 }
 
 /// The attributes of an [`Attributes`] in name order, by reference.
@@ -112,22 +107,17 @@ impl IntoIterator for Attributes {
 impl FromIterator<(String, Attribute)> for Attributes {
     fn from_iter<I: IntoIterator<Item = (String, Attribute)>>(entries: I) -> Self {
         let mut entries: Vec<(String, Attribute)> = entries.into_iter().collect();
-        // A stable sort keeps equal names in their order, so the last one can win.
+        // A stable sort keeps equal names in their order; of each run of equal names the first
+        // entry stays, given the value of the last.
         entries.sort_by(|(a, _), (b, _)| a.cmp(b));
-        let mut sorted: Vec<(String, Attribute)> = Vec::with_capacity(entries.len());
-        for entry in entries {
-            match sorted.last_mut() {
-                Some(last) if last.0 == entry.0 => *last = entry,
-                _ => sorted.push(entry),
+        entries.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
             }
-        }
-        Attributes { entries: sorted }
-    }
-}
-
-impl<const N: usize> From<[(String, Attribute); N]> for Attributes {
-    fn from(entries: [(String, Attribute); N]) -> Self {
-        entries.into_iter().collect()
+            same
+        });
+        Attributes { entries }
     }
 }
 
@@ -199,7 +189,8 @@ mod tests {
         assert!(attributes.contains_key("a") && !attributes.contains_key("c"));
         assert_eq!(attributes.remove("a"), Some(attribute("2")));
         assert_eq!(attributes.remove("a"), None);
-        assert_eq!(attributes.keys().collect::<Vec<_>>(), ["b"]);
+        let names: Vec<&String> = attributes.iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["b"]);
     }
 
     #[test]
@@ -224,7 +215,7 @@ mod tests {
             .map(|i| (format!("name-{i:06}"), attribute("v")))
             .collect();
         assert_eq!(attributes.len(), 100_000);
-        assert_eq!(attributes.keys().next().unwrap(), "name-000000");
+        assert_eq!(attributes.iter().next().unwrap().0, "name-000000");
         assert!(attributes.get("name-099999").is_some());
     }
 
