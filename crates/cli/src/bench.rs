@@ -1,7 +1,7 @@
 //! `dlq-healer bench`: measures what the README's benchmark table reports, on this machine, in
 //! one run, and prints each figure beside its target.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use chrono::Utc;
 use dlq_healer_core::context::{ErrorInfo, FailureContext};
 use dlq_healer_core::letter::OpenedLetter;
@@ -9,6 +9,7 @@ use dlq_healer_core::message::{Attribute, Attributes, CONTEXT_ATTRIBUTE, Receive
 use dlq_healer_core::rules::RuleSet;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Error texts of the realistic mix: status lines to multi-line stack traces.
@@ -185,10 +186,48 @@ pub struct HealingFigures {
     pub peak_rss_mib: f64,
 }
 
-/// Fill a fresh store's DLQ with the realistic mix, then heal it with the `run` loop on `run`'s
-/// runtime, `concurrency` batches at once; then, in the same run, measure batched inserts into the
-/// same kind of table.
+/// A directory of the benchmark's own, `dlq-healer-bench-<process id>` under the one it is given,
+/// removed with everything in it when dropped, unless it is to be left for the caller.
+pub struct BenchDir {
+    path: PathBuf,
+    remove_when_dropped: bool,
+}
+
+impl BenchDir {
+    /// Create the directory under `parent`, which must exist.
+    pub fn create(parent: &Path, remove_when_dropped: bool) -> Result<Self> {
+        let path = parent.join(format!("dlq-healer-bench-{}", std::process::id()));
+        std::fs::create_dir(&path).with_context(|| {
+            format!(
+                "could not create the benchmark's directory {} (--dir names an existing directory)",
+                path.display()
+            )
+        })?;
+        Ok(BenchDir {
+            path,
+            remove_when_dropped,
+        })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        if self.remove_when_dropped {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Fill a fresh store in `dir` with the realistic mix in its DLQ, then heal it with the `run` loop
+/// on `run`'s runtime, `concurrency` batches at once; then, in the same run, measure batched
+/// inserts into the same kind of table. The files are left in `dir`.
 pub fn healing_figures(
+    dir: &Path,
     messages: usize,
     batch_size: usize,
     concurrency: usize,
@@ -199,9 +238,6 @@ pub fn healing_figures(
     use dlq_healer_core::ports::{QueueSender, SystemClock};
     use std::sync::Arc;
 
-    let dir = std::env::temp_dir().join(format!("dlq-healer-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
     let settings = LocalSettings {
         db: dir.join("bench.db"),
         archive_dir: dir.join("archive"),
@@ -260,9 +296,6 @@ pub fn healing_figures(
     );
     let raw_inserts_per_second = raw_insert_rate(&dir.join("raw.db"), messages, batch_size)?;
     let peak_rss_mib = peak_rss_kib().map_or(f64::NAN, |kib| kib as f64 / 1024.0);
-    drop(engine);
-    drop(backend);
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(HealingFigures {
         messages,
         batch_size,
@@ -314,12 +347,18 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 /// Run every benchmark and print the table.
+///
+/// The healing runs keep their files under `dir` until all of them are done: on ext4 without a
+/// journal, creating a file skips over every inode freed in the last minutes, so removing one
+/// run's archive (about 800 files at batch 100) before the next slowed the next one's archive.
 pub fn run(
     classify_messages: usize,
     healing_messages: usize,
     batch_sizes: &[usize],
     concurrencies: &[usize],
+    dir: &Path,
 ) -> Result<()> {
+    let work = BenchDir::create(dir, true)?;
     if std::env::var("BREAKDOWN").is_ok() {
         breakdown();
     }
@@ -357,7 +396,7 @@ pub fn run(
         // ratio pairs the two figures of that process.
         let mut ceilings = Vec::with_capacity(concurrencies.len());
         for &concurrency in concurrencies {
-            let healing = healing_in_child(healing_messages, batch_size, concurrency)?;
+            let healing = healing_in_child(work.path(), healing_messages, batch_size, concurrency)?;
             println!(
                 "| local healing end to end (receive, classify, act, record, delete; WAL, archive files fsynced), batch {batch_size}, concurrency {concurrency} | {} msg/s | >= 20,000 msg/s |",
                 thousands(healing.healed_per_second)
@@ -381,16 +420,17 @@ pub fn run(
 }
 
 /// Run [`healing_figures`] in a child process (`bench --healing-only`), so that the peak memory is
-/// the healer's alone.
+/// the healer's alone; its files are left in a directory of its own under `dir`.
 fn healing_in_child(
+    dir: &Path,
     messages: usize,
     batch_size: usize,
     concurrency: usize,
 ) -> Result<HealingFigures> {
     let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["bench", "--healing-only", "--leave-files", "--dir"])
+        .arg(dir)
         .args([
-            "bench",
-            "--healing-only",
             "--healing-messages",
             &messages.to_string(),
             "--batch-size",

@@ -118,6 +118,17 @@ enum Command {
         /// to measure the healer's peak memory in a process of its own).
         #[arg(long, hide = true)]
         healing_only: bool,
+        /// With --healing-only: leave the benchmark's files for the caller to remove.
+        #[arg(long, hide = true, requires = "healing_only")]
+        leave_files: bool,
+        /// The directory to heal in: the healing benchmark keeps its database and archive files
+        /// in a directory of its own under this one, removed at the end. The current directory
+        /// by default, where `run` keeps its database by default: the figures are those of that
+        /// disk. A temporary directory may be in memory (tmpfs), where syncing files costs
+        /// nothing; and on ext4 without a journal, creating files right after many were deleted
+        /// nearby (a build, another benchmark) is slower for some minutes.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
         /// Add the AWS rows: calls per DLQ message (by operation) and cost per million while the
         /// `run` loop drains a DLQ of the original's mix, at 100 and at 10 per batch, counted on
         /// an emulator: --endpoint-url, or a moto_server the benchmark starts from the PATH.
@@ -469,13 +480,17 @@ fn dispatch(command: Command) -> Result<i32> {
             batch_size,
             concurrency,
             healing_only,
+            leave_files,
+            dir,
             aws,
             aws_only,
             aws_messages,
             endpoint_url,
         } => {
             if healing_only {
+                let work = bench::BenchDir::create(&dir, !leave_files)?;
                 let figures = bench::healing_figures(
+                    work.path(),
                     healing_messages,
                     batch_size[0] as usize,
                     concurrency[0] as usize,
@@ -494,6 +509,7 @@ fn dispatch(command: Command) -> Result<i32> {
                     healing_messages,
                     &batch_sizes,
                     &concurrencies,
+                    &dir,
                 )?;
             }
             if aws || aws_only {

@@ -398,10 +398,19 @@ fn a_configuration_file_says_what_the_environment_would() {
     );
 }
 
+/// The names in a directory.
+fn entries(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 #[test]
 fn the_healing_benchmark_heals_every_message_with_batches_healed_at_once() {
+    let dir = scratch("bench");
     for concurrency in ["1", "2"] {
-        let output = run_ok(bin().args([
+        let output = run_ok(bin().current_dir(dir.path()).args([
             "bench",
             "--healing-only",
             "--healing-messages",
@@ -411,6 +420,8 @@ fn the_healing_benchmark_heals_every_message_with_batches_healed_at_once() {
             "--concurrency",
             concurrency,
         ]));
+        // It healed in the current directory and removed what it wrote there.
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
         let figures: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         // The benchmark itself fails unless every message was re-queued, archived or parked.
         assert_eq!(figures["messages"], 450);
@@ -425,6 +436,47 @@ fn the_healing_benchmark_heals_every_message_with_batches_healed_at_once() {
             assert!(value.is_finite() && value > 0.0, "{figure} = {value}");
         }
     }
+}
+
+#[test]
+fn the_benchmark_heals_in_the_directory_it_is_given_and_removes_its_files_at_the_end() {
+    let dir = scratch("bench-dir");
+    let output = run_ok(bin().args([
+        "bench",
+        "--classify-messages",
+        "20",
+        "--healing-messages",
+        "60",
+        "--batch-size",
+        "20,30",
+        "--concurrency",
+        "1,2",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]));
+    let table = String::from_utf8(output.stdout).unwrap();
+    for rows in [
+        "batch 20, concurrency 1 |",
+        "batch 20, concurrency 2 |",
+        "batch 30, concurrency 1 |",
+        "batch 30, concurrency 2 |",
+    ] {
+        assert!(table.contains(rows), "no {rows} row in\n{table}");
+    }
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+
+    let missing = dir.path().join("missing");
+    let output = bin()
+        .args(["bench", "--healing-only", "--dir"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--dir names an existing directory") && stderr.contains("missing"),
+        "{stderr}"
+    );
 }
 
 #[test]
