@@ -184,6 +184,28 @@ pub struct HealingFigures {
     pub raw_inserts_per_second: f64,
     /// Peak resident memory of the process, in MiB.
     pub peak_rss_mib: f64,
+    /// Microseconds to create an empty file in the benchmark's directory, before healing: every
+    /// archive object is a new file.
+    pub file_creation_micros: f64,
+}
+
+/// Files [`file_creation_micros`] creates.
+const CREATED_FILES: usize = 32;
+
+/// The mean time, in microseconds, to create an empty file in `dir` ([`CREATED_FILES`] of them,
+/// removed afterwards). On ext4 without a journal, creating a file skips over every inode freed
+/// in the last minutes in its block group, so this is much slower for a while after many files
+/// were deleted nearby: the healing rows pay it for each archive object.
+fn file_creation_micros(dir: &Path) -> Result<f64> {
+    let files = dir.join("created");
+    std::fs::create_dir(&files)?;
+    let started = Instant::now();
+    for n in 0..CREATED_FILES {
+        std::fs::File::create(files.join(n.to_string()))?;
+    }
+    let micros = started.elapsed().as_secs_f64() * 1e6 / CREATED_FILES as f64;
+    std::fs::remove_dir_all(&files)?;
+    Ok(micros)
 }
 
 /// A directory of the benchmark's own, `dlq-healer-bench-<process id>` under the one it is given,
@@ -238,6 +260,7 @@ pub fn healing_figures(
     use dlq_healer_core::ports::{QueueSender, SystemClock};
     use std::sync::Arc;
 
+    let file_creation_micros = file_creation_micros(dir)?;
     let settings = LocalSettings {
         db: dir.join("bench.db"),
         archive_dir: dir.join("archive"),
@@ -303,6 +326,7 @@ pub fn healing_figures(
         healed_per_second,
         raw_inserts_per_second,
         peak_rss_mib,
+        file_creation_micros,
     })
 }
 
@@ -395,6 +419,7 @@ pub fn run(
         // Each healing run measures the ceiling in its own process, right after healing: its
         // ratio pairs the two figures of that process.
         let mut ceilings = Vec::with_capacity(concurrencies.len());
+        let mut creations = Vec::with_capacity(concurrencies.len());
         for &concurrency in concurrencies {
             let healing = healing_in_child(work.path(), healing_messages, batch_size, concurrency)?;
             println!(
@@ -410,10 +435,15 @@ pub fn run(
                 healing.messages, healing.peak_rss_mib
             );
             ceilings.push(thousands(healing.raw_inserts_per_second));
+            creations.push(format!("{:.0}", healing.file_creation_micros));
         }
         println!(
             "| raw SQLite ceiling: batched inserts into the queue table, {batch_size} per transaction (measured by each healing run above, in its order) | {} rows/s | (reference) |",
             ceilings.join(" / ")
+        );
+        println!(
+            "| creating an empty file in the benchmark's directory, before each healing run above (every archive object is a new file; on ext4 without a journal, slower for minutes after many files were deleted nearby) | {} µs | (reference) |",
+            creations.join(" / ")
         );
     }
     Ok(())
