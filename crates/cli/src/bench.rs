@@ -221,7 +221,7 @@ impl BenchDir {
         let path = parent.join(format!("dlq-healer-bench-{}", std::process::id()));
         std::fs::create_dir(&path).with_context(|| {
             format!(
-                "could not create the benchmark's directory {} (--dir names an existing directory)",
+                "could not create the benchmark's directory {} (--dir takes an existing directory that can be written to)",
                 path.display()
             )
         })?;

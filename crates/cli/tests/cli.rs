@@ -476,7 +476,7 @@ fn the_benchmark_heals_in_the_directory_it_is_given_and_removes_its_files_at_the
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("--dir names an existing directory") && stderr.contains("missing"),
+        stderr.contains("--dir takes an existing directory") && stderr.contains("missing"),
         "{stderr}"
     );
 }
