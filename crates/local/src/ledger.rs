@@ -67,6 +67,15 @@ fn query_sql() -> String {
     )
 }
 
+/// For each digest of the JSON array `?1`, its newest re-queued or parked record. The prefix and
+/// the action are those of the index `ledger_retried_by_digest_prefix`, so that it is used.
+const KEYS_BY_DIGEST: &str = "SELECT d.value, l.key, l.attempt, l.action FROM json_each(?1) AS d
+     CROSS JOIN ledger AS l
+     WHERE l.rowid = (SELECT rowid FROM ledger
+                      WHERE substr(body_digest, 1, 12) = substr(d.value, 1, 12)
+                        AND body_digest = d.value AND action IN ('requeued', 'parked')
+                      ORDER BY at DESC, key DESC, attempt DESC LIMIT 1)";
+
 /// A list as JSON text, to pass it to SQLite's `json_each` in one parameter.
 fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_string())
@@ -157,15 +166,8 @@ impl Ledger for LocalLedger {
         self.store
             .read("read", "the ledger", |tx| {
                 // One statement for the whole batch: the digests go in as a JSON array; each
-                // gets its newest re-queued or parked record, if any (the condition is the one
-                // of the index `ledger_retried_by_digest`, so that the index is used).
-                let mut statement = tx.prepare_cached(
-                    "SELECT d.value, l.key, l.attempt, l.action FROM json_each(?1) AS d
-                     CROSS JOIN ledger AS l
-                     WHERE l.rowid = (SELECT rowid FROM ledger WHERE body_digest = d.value
-                                        AND action IN ('requeued', 'parked')
-                                      ORDER BY at DESC, key DESC, attempt DESC LIMIT 1)",
-                )?;
+                // gets its newest re-queued or parked record, if any.
+                let mut statement = tx.prepare_cached(KEYS_BY_DIGEST)?;
                 let mut out = HashMap::new();
                 let mut rows = statement.query([json_list(digests)])?;
                 while let Some(row) = rows.next()? {
@@ -216,6 +218,24 @@ impl Ledger for LocalLedger {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_lookup_by_digest_finds_its_records_through_the_digest_prefix_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::LocalStore::open(dir.path().join("healer.db")).unwrap();
+        let plan: Vec<String> = store
+            .read("explain", "a query", |tx| {
+                tx.prepare(&format!("EXPLAIN QUERY PLAN {}", super::KEYS_BY_DIGEST))?
+                    .query_map(["[\"0123456789abcdef\"]"], |row| row.get(3))?
+                    .collect()
+            })
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX ledger_retried_by_digest_prefix")),
+            "{plan:?}"
+        );
+    }
+
     #[test]
     fn a_query_by_class_and_time_reads_the_time_index_instead_of_sorting_the_ledger() {
         crate::LocalStore::assert_query_reads_in_order(&super::query_sql(), "ledger_by_time");

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The newest schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Schema version 1: queues, messages, ledger, archive index, alert windows and log, metrics.
 const SCHEMA_V1: &str = r#"
@@ -148,6 +148,17 @@ CREATE TABLE IF NOT EXISTS message_payloads (
 INSERT INTO message_payloads (seq, body, attributes) SELECT seq, body, attributes FROM messages;
 ALTER TABLE messages DROP COLUMN body;
 ALTER TABLE messages DROP COLUMN attributes;
+"#;
+
+/// Schema version 5: the index that finds re-queued and parked records by body digest holds the
+/// digest's first 12 hex digits (48 bits) alone, about 18 bytes an entry instead of about 70 with
+/// the whole digest and the time. Its inserts land on random pages, one or two per re-queued
+/// message: with entries a quarter the size, a batch of 100 writes about 35 of its pages instead
+/// of 50. A lookup compares the whole digest on the few rows the prefix finds and sorts them.
+const SCHEMA_V5: &str = r#"
+DROP INDEX IF EXISTS ledger_retried_by_digest;
+CREATE INDEX IF NOT EXISTS ledger_retried_by_digest_prefix ON ledger(substr(body_digest, 1, 12))
+    WHERE action IN ('requeued', 'parked');
 "#;
 
 struct Inner {
@@ -396,6 +407,9 @@ impl LocalStore {
             }
             if found < 4 {
                 tx.execute_batch(SCHEMA_V4)?;
+            }
+            if found < 5 {
+                tx.execute_batch(SCHEMA_V5)?;
             }
             if found < SCHEMA_VERSION {
                 tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;

@@ -82,7 +82,7 @@ async fn a_version_1_file_is_migrated_and_finds_retried_records_by_digest() {
     // Turn the fresh file back into what version 1 wrote: every record in the digest index.
     let reopened = fixture.reopen_after(&format!(
         "{}
-         DROP INDEX ledger_retried_by_digest;
+         DROP INDEX ledger_retried_by_digest_prefix;
          CREATE INDEX ledger_by_digest ON ledger(body_digest, at);
          PRAGMA user_version = 1;",
         Fixture::PAYLOADS_IN_MESSAGES
@@ -119,7 +119,7 @@ async fn a_version_1_file_is_migrated_and_finds_retried_records_by_digest() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert!(
-        indexes.contains(&"ledger_retried_by_digest".to_string()),
+        indexes.contains(&"ledger_retried_by_digest_prefix".to_string()),
         "{indexes:?}"
     );
     assert!(
@@ -351,7 +351,7 @@ async fn a_version_2_file_loses_its_unused_indexes_moves_its_payloads_and_expire
             "archive_by_key",
             "archive_by_time",
             "ledger_by_time",
-            "ledger_retried_by_digest",
+            "ledger_retried_by_digest_prefix",
             "messages_by_visibility"
         ],
         "the receipt and class indexes are gone, the archive has a time index"
