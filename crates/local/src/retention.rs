@@ -153,20 +153,12 @@ mod tests {
     /// (the ledger holds millions of rows after a few months).
     #[test]
     fn old_rows_are_found_through_an_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path().join("healer.db")).unwrap();
         for (sql, index) in [
             (FORGET_LEDGER_RECORDS, "ledger_by_time"),
             (FORGET_ALERTS, "alerts_by_time"),
             (FORGET_METRIC_ROWS, "sqlite_autoindex_metrics_1"),
         ] {
-            let plan: Vec<String> = store
-                .read("explain", "a sweep", |tx| {
-                    tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?
-                        .query_map(rusqlite::params!["2026-01-01", 10], |row| row.get(3))?
-                        .collect()
-                })
-                .unwrap();
+            let plan = LocalStore::query_plan(sql, rusqlite::params!["2026-01-01", 10]);
             assert!(
                 plan.iter().any(|step| step.contains(index)),
                 "{sql}: {plan:?}"
