@@ -193,9 +193,10 @@ pub struct HealingFigures {
 const CREATED_FILES: usize = 32;
 
 /// The mean time, in microseconds, to create an empty file in `dir` ([`CREATED_FILES`] of them,
-/// removed afterwards). On ext4 without a journal, creating a file skips over every inode freed
-/// in the last minutes in its block group, so this is much slower for a while after many files
-/// were deleted nearby: the healing rows pay it for each archive object.
+/// left there with the benchmark's other files). On ext4 without a journal, creating a file
+/// skips over every inode freed in the last minutes in its block group, so this is much slower
+/// for a while after many files were deleted nearby: the healing rows pay it for each archive
+/// object. Removing these files now would free inodes just before the healing run creates its own.
 fn file_creation_micros(dir: &Path) -> Result<f64> {
     let files = dir.join("created");
     std::fs::create_dir(&files)?;
@@ -203,9 +204,7 @@ fn file_creation_micros(dir: &Path) -> Result<f64> {
     for n in 0..CREATED_FILES {
         std::fs::File::create(files.join(n.to_string()))?;
     }
-    let micros = started.elapsed().as_secs_f64() * 1e6 / CREATED_FILES as f64;
-    std::fs::remove_dir_all(&files)?;
-    Ok(micros)
+    Ok(started.elapsed().as_secs_f64() * 1e6 / CREATED_FILES as f64)
 }
 
 /// A directory of the benchmark's own, `dlq-healer-bench-<process id>` under the one it is given,
