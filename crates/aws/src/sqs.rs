@@ -13,7 +13,7 @@ use aws_sdk_sqs::primitives::Blob;
 use aws_sdk_sqs::types::{
     BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry,
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
-    SendMessageBatchRequestEntry,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use dlq_healer_core::message::{
@@ -255,6 +255,23 @@ impl MessageSource for SqsQueue {
 
     fn is_fifo(&self) -> bool {
         self.fifo
+    }
+
+    async fn visibility_timeout(&self) -> Result<Option<Duration>, PortError> {
+        let output = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.url)
+            .attribute_names(QueueAttributeName::VisibilityTimeout)
+            .send()
+            .await
+            .map_err(|e| port_error("read the visibility timeout of", &self.url, &e))?;
+        let seconds = output
+            .attributes
+            .and_then(|mut attributes| attributes.remove(&QueueAttributeName::VisibilityTimeout));
+        Ok(seconds
+            .and_then(|seconds| seconds.parse::<u64>().ok())
+            .map(Duration::from_secs))
     }
 
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError> {

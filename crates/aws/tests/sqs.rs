@@ -191,6 +191,42 @@ async fn an_unknown_queue_is_a_permanent_error_by_url_name_and_arn() {
 }
 
 #[tokio::test]
+async fn a_queue_tells_its_visibility_timeout_and_a_missing_one_fails() {
+    let clients = common::clients().await;
+    let url = create_queue(&clients, &common::unique("visibility")).await;
+    let source = SqsQueue::new(clients.sqs.clone(), &url);
+    assert_eq!(
+        source.visibility_timeout().await,
+        Ok(Some(Duration::from_secs(30))),
+        "SQS's default"
+    );
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&url)
+        .attributes(QueueAttributeName::VisibilityTimeout, "7")
+        .send()
+        .await
+        .expect("set the visibility timeout");
+    assert_eq!(
+        source.visibility_timeout().await,
+        Ok(Some(Duration::from_secs(7)))
+    );
+    clients
+        .sqs
+        .delete_queue()
+        .queue_url(&url)
+        .send()
+        .await
+        .expect("delete the queue");
+    let error = source
+        .visibility_timeout()
+        .await
+        .expect_err("a deleted queue has no visibility timeout");
+    assert!(!error.retryable, "{error}");
+}
+
+#[tokio::test]
 async fn queues_are_resolved_by_arn_and_name_once() {
     let (clients, counter) = common::counted_clients().await;
     let name = common::unique("resolve");

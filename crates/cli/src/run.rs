@@ -6,7 +6,7 @@ use crate::aws::{self, AwsArgs, AwsResources};
 use crate::local::{LocalBackend, LocalSettings};
 use crate::worker::{self, KeepAlive, LoopSettings, Shutdown};
 use anyhow::{Context, Result};
-use dlq_healer_core::engine::EngineConfig;
+use dlq_healer_core::engine::{Engine, EngineConfig};
 use dlq_healer_core::ports::SystemClock;
 use dlq_healer_core::records::DEFAULT_RETENTION_DAYS;
 use dlq_healer_core::rules::RuleSet;
@@ -119,7 +119,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         batch_size: options.batch_size,
         wait: options.wait,
         until_empty: options.until_empty,
-        keep_alive: Some(KeepAlive::default()),
+        keep_alive: keep_alive_for(&engine).await,
     };
     let summary =
         worker::heal_concurrently(Arc::new(engine), settings, &shutdown, options.concurrency).await;
@@ -133,4 +133,25 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         summary.batches, t.requeued, t.parked, t.archived, t.duplicates, t.failed
     );
     Ok(summary)
+}
+
+/// The keep-alive for the DLQ's visibility timeout, read once at start; SQS's default timeout
+/// when it cannot be read.
+async fn keep_alive_for(engine: &Engine) -> Option<KeepAlive> {
+    match engine.ports().dlq.visibility_timeout().await {
+        Ok(Some(timeout)) => {
+            let keep_alive = KeepAlive::for_visibility_timeout(timeout);
+            if keep_alive.is_none() {
+                tracing::warn!(
+                    "the DLQ's visibility timeout is 0 seconds: a message can be received again while it is being healed, and be acted on twice"
+                );
+            }
+            keep_alive
+        }
+        Ok(None) => Some(KeepAlive::default()),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the DLQ's visibility timeout; keeping batches invisible as for SQS's default of 30 seconds");
+            Some(KeepAlive::default())
+        }
+    }
 }

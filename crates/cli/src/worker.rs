@@ -112,11 +112,28 @@ pub struct KeepAlive {
 }
 
 impl Default for KeepAlive {
+    /// For a DLQ whose visibility timeout is not known: SQS's default is 30 seconds.
     fn default() -> Self {
         KeepAlive {
-            every: Duration::from_secs(20),
-            extend_to_seconds: 60,
+            every: Duration::from_secs(10),
+            extend_to_seconds: 30,
         }
+    }
+}
+
+impl KeepAlive {
+    /// The keep-alive for a DLQ whose deliveries stay invisible for `timeout`: set it again
+    /// every third of it. A batch is received while the one before is healed, so up to a third
+    /// passes before its first extension, and a second third before the next, should one
+    /// extension fail; the delivery stays invisible either way, and no other receiver — this
+    /// loop's next receive included — handles the message a second time while it is in hand.
+    /// `None` for a timeout under one second, which no extension of whole seconds can keep.
+    pub fn for_visibility_timeout(timeout: Duration) -> Option<KeepAlive> {
+        let seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
+        (seconds > 0).then(|| KeepAlive {
+            every: Duration::from_secs(u64::from(seconds)) / 3,
+            extend_to_seconds: seconds,
+        })
     }
 }
 
@@ -378,6 +395,29 @@ mod tests {
             until_empty: true,
             keep_alive: Some(KeepAlive::default()),
         }
+    }
+
+    #[test]
+    fn the_keep_alive_sets_the_visibility_timeout_again_every_third_of_it() {
+        let keep_alive = |seconds| KeepAlive::for_visibility_timeout(Duration::from_secs(seconds));
+        let thirty = keep_alive(30).expect("a keep-alive for 30 s");
+        assert_eq!(
+            (thirty.every, thirty.extend_to_seconds),
+            (Duration::from_secs(10), 30)
+        );
+        let two = keep_alive(2).expect("a keep-alive for 2 s");
+        assert_eq!(
+            (two.every, two.extend_to_seconds),
+            (Duration::from_millis(2000) / 3, 2)
+        );
+        assert!(keep_alive(0).is_none());
+        assert!(KeepAlive::for_visibility_timeout(Duration::from_millis(900)).is_none());
+        let default = KeepAlive::default();
+        assert_eq!(
+            Some((default.every, default.extend_to_seconds)),
+            keep_alive(30).map(|k| (k.every, k.extend_to_seconds)),
+            "without a known timeout, SQS's default of 30 s"
+        );
     }
 
     #[tokio::test]

@@ -448,3 +448,85 @@ async fn every_message_is_accounted_for_once_through_faults_with_sdk_retries() {
 async fn every_message_is_accounted_for_once_through_faults_without_sdk_retries() {
     heal_through_faults(0.2, 21, 1, false).await;
 }
+
+/// The number before `what` in the run's closing line ("healed 3 batches: 30 requeued, ...").
+fn summary_count(stderr: &str, what: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with("healed "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{stderr}"));
+    line.split([':', ','])
+        .find_map(|part| part.trim().strip_suffix(what))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of {what:?} in {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_twice() {
+    let emulator = common::emulator();
+    let prefix = unique("slow");
+    let env: BTreeMap<String, String> = env_pairs(
+        &run_ok(healer().args(["setup", "--backend", "aws", "--prefix", &prefix])).stdout,
+    )
+    .into_iter()
+    .collect();
+    let clients = common::clients().await;
+    let dlq = env["DLQ_URL"].clone();
+    clients
+        .sqs
+        .set_queue_attributes()
+        .queue_url(&dlq)
+        .attributes(QueueAttributeName::VisibilityTimeout, "2")
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("dlq-healer-slow-rules-")
+        .tempdir()
+        .unwrap();
+    let rules = fast_rules(dir.path());
+    let expected = seed_dlq(&clients, &dlq, &env["MAIN_QUEUE_URL"]).await;
+    // Each batch's ledger write takes 3 s, longer than the DLQ's visibility timeout of 2 s;
+    // the batch received meanwhile waits in hand for as long.
+    let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
+    proxy.slow_down("DynamoDB.BatchWriteItem", Duration::from_secs(3));
+    let mut command = healer_at(&proxy.endpoint);
+    for name in VARIABLES {
+        command.env(name, &env[name]);
+    }
+    command.env("DLQ_HEALER_RULES", &rules).args([
+        "run",
+        "--backend",
+        "aws",
+        "--until-empty",
+        "--wait-seconds",
+        "0",
+        "--batch-size",
+        "20",
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(summary_count(&stderr, "already handled"), 0, "{stderr}");
+    let handled = ["requeued", "parked", "archived"]
+        .iter()
+        .map(|what| summary_count(&stderr, what))
+        .sum::<u64>();
+    assert_eq!(handled as usize, expected.len(), "{stderr}");
+    assert_eq!(depth(&clients, &dlq).await, 0);
+    let stats = proxy.stats();
+    assert_eq!(
+        stats.requests.get("SQS.ReceiveMessage"),
+        Some(&7),
+        "two receives of 10 for each of the 3 batches and one that found the DLQ empty: {stats:?}"
+    );
+    assert!(
+        stats
+            .requests
+            .get("SQS.ChangeMessageVisibilityBatch")
+            .is_some_and(|&calls| calls > 0),
+        "the batches in hand were kept invisible: {stats:?}"
+    );
+}

@@ -258,6 +258,7 @@ impl Engine {
     pub async fn heal_batch(&self, messages: Vec<ReceivedMessage>) -> BatchReport {
         let started = std::time::Instant::now();
         let now = self.clock.now();
+        let (messages, superseded) = SupersededDeliveries::split(messages);
         let mut plans: Vec<Plan> = messages
             .into_iter()
             .map(|message| {
@@ -308,6 +309,7 @@ impl Engine {
         if self.config.delete_handled {
             self.delete_settled(&mut reports).await;
         }
+        let reports = superseded.restore(reports);
         self.emit_metrics(&reports, alert_events, now, started.elapsed());
         BatchReport { messages: reports }
     }
@@ -925,6 +927,89 @@ impl Engine {
             .flush_digests(self.clock.now())
             .await?
             .sent)
+    }
+}
+
+/// The earlier deliveries of messages that a batch holds more than once: SQS delivers at least
+/// once, and a delivery whose visibility timeout ran out while the batch was being received comes
+/// again in a later receive of the same batch. Acting on every copy would re-queue or archive the
+/// message twice with no ledger record yet to stop the second, so only the last delivery is
+/// handled — its receipt handle is the one SQS deletes by — and the earlier ones are reported
+/// as already handled, and not deleted with their stale handles.
+struct SupersededDeliveries {
+    /// Position in the batch as received, and the delivery.
+    earlier: Vec<(usize, ReceivedMessage)>,
+    received: usize,
+}
+
+impl SupersededDeliveries {
+    /// The last delivery of each message, in batch order, and the earlier ones set aside.
+    fn split(messages: Vec<ReceivedMessage>) -> (Vec<ReceivedMessage>, SupersededDeliveries) {
+        let received = messages.len();
+        let mut last_position: HashMap<&str, usize> = HashMap::with_capacity(received);
+        for (position, message) in messages.iter().enumerate() {
+            last_position.insert(message.message_id.as_str(), position);
+        }
+        let mut superseded = SupersededDeliveries {
+            earlier: Vec::new(),
+            received,
+        };
+        if last_position.len() == received {
+            return (messages, superseded);
+        }
+        let is_last: Vec<bool> = messages
+            .iter()
+            .enumerate()
+            .map(|(position, m)| last_position[m.message_id.as_str()] == position)
+            .collect();
+        let mut handled = Vec::with_capacity(last_position.len());
+        for (position, message) in messages.into_iter().enumerate() {
+            if is_last[position] {
+                handled.push(message);
+            } else {
+                superseded.earlier.push((position, message));
+            }
+        }
+        (handled, superseded)
+    }
+
+    /// The reports of the whole batch in the order received: those of the handled deliveries,
+    /// and for each earlier delivery one as already handled, with its message's key and class.
+    fn restore(self, handled: Vec<MessageReport>) -> Vec<MessageReport> {
+        if self.earlier.is_empty() {
+            return handled;
+        }
+        let of_message: HashMap<&str, &MessageReport> = handled
+            .iter()
+            .map(|report| (report.message_id.as_str(), report))
+            .collect();
+        let mut earlier_reports: Vec<(usize, MessageReport)> = self
+            .earlier
+            .into_iter()
+            .map(|(position, delivery)| {
+                let handled = of_message.get(delivery.message_id.as_str());
+                let report = MessageReport {
+                    key: handled.map_or_else(|| delivery.message_id.clone(), |r| r.key.clone()),
+                    class: handled.and_then(|r| r.class),
+                    rule: handled.and_then(|r| r.rule.clone()),
+                    alerted: false,
+                    outcome: Outcome::AlreadyHandled,
+                    deleted: false,
+                    first_failed_at: handled.and_then(|r| r.first_failed_at),
+                    message_id: delivery.message_id,
+                    receipt_handle: delivery.receipt_handle,
+                };
+                (position, report)
+            })
+            .collect();
+        earlier_reports.reverse();
+        let mut handled = handled.into_iter();
+        (0..self.received)
+            .filter_map(|position| match earlier_reports.last() {
+                Some((at, _)) if *at == position => earlier_reports.pop().map(|(_, r)| r),
+                _ => handled.next(),
+            })
+            .collect()
     }
 }
 

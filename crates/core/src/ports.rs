@@ -86,6 +86,11 @@ pub trait MessageSource: Send + Sync {
         }
         Ok(batch)
     }
+    /// How long a delivery stays invisible to other receivers unless its visibility is changed:
+    /// the queue's visibility timeout, or `None` when the backend cannot tell.
+    async fn visibility_timeout(&self) -> Result<Option<Duration>, PortError> {
+        Ok(None)
+    }
     /// Delete deliveries by receipt handle; a stale handle is an entry error.
     async fn delete(&self, receipt_handles: &[String]) -> Result<EntryResults<()>, PortError>;
     /// Set the visibility timeout of deliveries, in seconds from now.

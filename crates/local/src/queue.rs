@@ -746,6 +746,15 @@ impl MessageSource for LocalQueue {
         self.receive_polling(max.min(MAX_RECEIVE_BATCH), wait).await
     }
 
+    async fn visibility_timeout(&self) -> Result<Option<Duration>, PortError> {
+        let name = self.name.as_str();
+        let row = self
+            .store
+            .read("read the settings of", name, |tx| load_queue(tx, name))
+            .map_err(|e| e.into_port("read the visibility timeout of", name))?;
+        Ok(row.map(|row| Duration::from_secs(u64::from(row.visibility_timeout_seconds))))
+    }
+
     /// A whole batch in one transaction: every message gets the same visibility timeout, receive
     /// count, receipt handle and redrive as from [`MessageSource::receive`], with one commit
     /// instead of one per ten messages.

@@ -244,6 +244,28 @@ async fn visibility_timeout_zero_does_not_deliver_twice_in_one_receive() {
 }
 
 #[tokio::test]
+async fn a_queue_tells_its_visibility_timeout_as_set_now() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues
+        .create_queue("q", QueueSettings::default().with_visibility_timeout(7))
+        .unwrap();
+    let source = queues.queue("q").unwrap();
+    assert_eq!(
+        source.visibility_timeout().await.unwrap(),
+        Some(StdDuration::from_secs(7))
+    );
+    queues
+        .create_queue("q", QueueSettings::default().with_visibility_timeout(45))
+        .unwrap();
+    assert_eq!(
+        source.visibility_timeout().await.unwrap(),
+        Some(StdDuration::from_secs(45)),
+        "a queue opened before its settings changed reads the new timeout"
+    );
+}
+
+#[tokio::test]
 async fn long_polling_returns_when_a_message_arrives() {
     let fixture = Fixture::new();
     let queues = fixture.store.queues();

@@ -10,7 +10,8 @@
 //! - forwards, lets the emulator act, and drops the connection instead of answering: the call
 //!   took effect but the client saw an error.
 //!
-//! Every other request is forwarded as is. One request per connection (`Connection: close` both
+//! Every other request is forwarded as is, after a delay where one is set for its operation (a
+//! slow service). One request per connection (`Connection: close` both
 //! ways), so a dropped connection never hides a second request.
 
 #![allow(dead_code)]
@@ -20,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -77,6 +79,7 @@ struct Shared {
     stats: Mutex<ProxyStats>,
     enabled: AtomicBool,
     forced: Mutex<Vec<(String, Fault, u32)>>,
+    delays: Mutex<BTreeMap<String, Duration>>,
 }
 
 /// A running proxy.
@@ -98,6 +101,7 @@ impl FaultProxy {
             stats: Mutex::new(ProxyStats::default()),
             enabled: AtomicBool::new(true),
             forced: Mutex::new(Vec::new()),
+            delays: Mutex::new(BTreeMap::new()),
         });
         let accept = shared.clone();
         tokio::spawn(async move {
@@ -124,6 +128,15 @@ impl FaultProxy {
             .lock()
             .unwrap()
             .push((operation.to_string(), fault, times));
+    }
+
+    /// Hold every request of `operation` (`Service.Operation`) for `by` before handling it.
+    pub fn slow_down(&self, operation: &str, by: Duration) {
+        self.shared
+            .delays
+            .lock()
+            .unwrap()
+            .insert(operation.to_string(), by);
     }
 
     /// Turn random fault injection on or off.
@@ -361,6 +374,15 @@ async fn handle(shared: Arc<Shared>, client: TcpStream) -> std::io::Result<()> {
                 .entry((request.operation.clone(), fault))
                 .or_default() += 1;
         }
+    }
+    let delay = shared
+        .delays
+        .lock()
+        .unwrap()
+        .get(&request.operation)
+        .copied();
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
     }
     let mut client = client.into_inner();
     match fault {

@@ -330,6 +330,59 @@ async fn crash_before_delete_is_not_acted_on_twice() {
 }
 
 #[tokio::test]
+async fn a_message_delivered_twice_in_one_batch_is_acted_on_once_with_its_last_delivery() {
+    let w = world();
+    w.fail(
+        &fresh(b"{\"order\":8}"),
+        "connect ECONNREFUSED 10.0.0.1:443",
+    )
+    .await;
+    w.fail(&fresh(b"{\"order\":10}"), "401 Unauthorized").await;
+    let dlq = w.engine.ports().dlq.clone();
+    let mut batch = dlq.receive(10, std::time::Duration::ZERO).await.unwrap();
+    // The deliveries' visibility runs out while the batch is still being received: a later
+    // receive of the same batch gets both messages again, with new receipt handles.
+    w.clock.advance(Duration::minutes(1));
+    let again = dlq.receive(10, std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(again.len(), 2);
+    batch.extend(again);
+    let ids: Vec<String> = batch.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(ids[..2], ids[2..], "the same two messages, delivered twice");
+
+    let report = w.engine.heal_batch(batch).await;
+
+    let reported: Vec<&str> = report
+        .messages
+        .iter()
+        .map(|r| r.message_id.as_str())
+        .collect();
+    assert_eq!(
+        reported, ids,
+        "one report per delivery, in the order received"
+    );
+    for (earlier, last) in report.messages[..2].iter().zip(&report.messages[2..]) {
+        assert_eq!(earlier.outcome, Outcome::AlreadyHandled);
+        assert!(!earlier.deleted, "a stale receipt handle is not used");
+        assert_eq!((&earlier.key, earlier.class), (&last.key, last.class));
+        assert!(last.deleted);
+    }
+    assert!(matches!(
+        report.messages[2].outcome,
+        Outcome::Requeued { .. }
+    ));
+    assert!(matches!(
+        report.messages[3].outcome,
+        Outcome::Archived { .. }
+    ));
+    assert_eq!(w.queues.messages("orders").len(), 1, "re-queued once");
+    assert_eq!(w.archive.records().len(), 1, "archived once");
+    assert_eq!(w.ledger.all().len(), 2, "one decision per message");
+    assert_eq!(w.alerter.sent().len(), 1, "alerted once");
+    assert!(w.queues.messages("dlq").is_empty());
+    assert_eq!(w.metrics.total(m::DUPLICATES), 2.0);
+}
+
+#[tokio::test]
 async fn a_failing_port_leaves_the_message_in_the_dlq() {
     let w = world();
     w.fail(
