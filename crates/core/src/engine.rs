@@ -974,7 +974,8 @@ impl SupersededDeliveries {
     }
 
     /// The reports of the whole batch in the order received: those of the handled deliveries,
-    /// and for each earlier delivery one as already handled, with its message's key and class.
+    /// and for each earlier delivery one with its message's key and class, already handled —
+    /// or failed, when its last delivery failed, so that nothing reports the message settled.
     fn restore(self, handled: Vec<MessageReport>) -> Vec<MessageReport> {
         if self.earlier.is_empty() {
             return handled;
@@ -988,12 +989,20 @@ impl SupersededDeliveries {
             .into_iter()
             .map(|(position, delivery)| {
                 let handled = of_message.get(delivery.message_id.as_str());
+                let outcome = match handled.map(|r| &r.outcome) {
+                    Some(Outcome::Failed { reason }) => Outcome::Failed {
+                        reason: format!(
+                            "delivered again in the same batch, and that delivery failed: {reason}"
+                        ),
+                    },
+                    _ => Outcome::AlreadyHandled,
+                };
                 let report = MessageReport {
                     key: handled.map_or_else(|| delivery.message_id.clone(), |r| r.key.clone()),
                     class: handled.and_then(|r| r.class),
                     rule: handled.and_then(|r| r.rule.clone()),
                     alerted: false,
-                    outcome: Outcome::AlreadyHandled,
+                    outcome,
                     deleted: false,
                     first_failed_at: handled.and_then(|r| r.first_failed_at),
                     message_id: delivery.message_id,

@@ -380,6 +380,23 @@ async fn a_message_delivered_twice_in_one_batch_is_acted_on_once_with_its_last_d
     assert_eq!(w.alerter.sent().len(), 1, "alerted once");
     assert!(w.queues.messages("dlq").is_empty());
     assert_eq!(w.metrics.total(m::DUPLICATES), 2.0);
+
+    // When the last delivery fails, the earlier one does not report the message settled.
+    w.fail(&fresh(b"{\"order\":12}"), "Task timed out").await;
+    let mut batch = dlq.receive(10, std::time::Duration::ZERO).await.unwrap();
+    w.clock.advance(Duration::minutes(1));
+    batch.extend(dlq.receive(10, std::time::Duration::ZERO).await.unwrap());
+    assert_eq!(batch.len(), 2);
+    w.queues.fail_send.set(true);
+    let report = w.engine.heal_batch(batch).await;
+    assert!(
+        report
+            .messages
+            .iter()
+            .all(|r| matches!(r.outcome, Outcome::Failed { .. }) && !r.deleted),
+        "{report:?}"
+    );
+    assert_eq!(report.not_settled().count(), 2);
 }
 
 #[tokio::test]
