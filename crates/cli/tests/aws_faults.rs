@@ -142,9 +142,22 @@ async fn archived_lines(clients: &AwsClients, bucket: &str) -> Vec<ArchiveRecord
 
 /// Heal ~60 dead letters of the original's mix through the proxy at `rate`, with the SDK's
 /// retries limited to `max_attempts` per call, then account for every one of them.
-async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_send_answer: bool) {
-    let emulator = common::emulator();
-    let prefix = unique("faults");
+/// The resources `setup` made under a fresh prefix, their DLQ seeded with the original's mix.
+struct SeededDlq {
+    env: BTreeMap<String, String>,
+    clients: AwsClients,
+    dlq: String,
+    main_queue: String,
+    /// The DLQ message ids (the ledger keys) with their expected classes.
+    expected: BTreeMap<String, &'static str>,
+    rules: std::path::PathBuf,
+    _rules_dir: tempfile::TempDir,
+}
+
+/// Set up resources under a prefix starting with `name`, with a DLQ whose deliveries come back
+/// after 2 s (not 30) and [`fast_rules`], and seed the DLQ.
+async fn seeded_dlq(name: &str) -> SeededDlq {
+    let prefix = unique(name);
     let env: BTreeMap<String, String> = env_pairs(
         &run_ok(healer().args(["setup", "--backend", "aws", "--prefix", &prefix])).stdout,
     )
@@ -153,7 +166,6 @@ async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_sen
     let clients = common::clients().await;
     let dlq = env["DLQ_URL"].clone();
     let main_queue = env["MAIN_QUEUE_URL"].clone();
-    // Messages left in the DLQ by a failed step come back after 2 s, not 30.
     clients
         .sqs
         .set_queue_attributes()
@@ -162,14 +174,36 @@ async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_sen
         .send()
         .await
         .unwrap();
-    let dir = tempfile::Builder::new()
+    let rules_dir = tempfile::Builder::new()
         .prefix("dlq-healer-faults-rules-")
         .tempdir()
         .unwrap();
-    let rules = fast_rules(dir.path());
-    let inbox = alert_inbox(&clients, &env["ALERT_TOPIC_ARN"]).await;
+    let rules = fast_rules(rules_dir.path());
     let expected = seed_dlq(&clients, &dlq, &main_queue).await;
     assert_eq!(expected.len(), MESSAGES);
+    SeededDlq {
+        env,
+        clients,
+        dlq,
+        main_queue,
+        expected,
+        rules,
+        _rules_dir: rules_dir,
+    }
+}
+
+async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_send_answer: bool) {
+    let emulator = common::emulator();
+    let SeededDlq {
+        env,
+        clients,
+        dlq,
+        main_queue,
+        expected,
+        rules,
+        _rules_dir,
+    } = seeded_dlq("faults").await;
+    let inbox = alert_inbox(&clients, &env["ALERT_TOPIC_ARN"]).await;
 
     let proxy = FaultProxy::start(&emulator.endpoint, rate, seed).await;
     if drop_a_send_answer {
@@ -464,28 +498,15 @@ fn summary_count(stderr: &str, what: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_twice() {
     let emulator = common::emulator();
-    let prefix = unique("slow");
-    let env: BTreeMap<String, String> = env_pairs(
-        &run_ok(healer().args(["setup", "--backend", "aws", "--prefix", &prefix])).stdout,
-    )
-    .into_iter()
-    .collect();
-    let clients = common::clients().await;
-    let dlq = env["DLQ_URL"].clone();
-    clients
-        .sqs
-        .set_queue_attributes()
-        .queue_url(&dlq)
-        .attributes(QueueAttributeName::VisibilityTimeout, "2")
-        .send()
-        .await
-        .unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("dlq-healer-slow-rules-")
-        .tempdir()
-        .unwrap();
-    let rules = fast_rules(dir.path());
-    let expected = seed_dlq(&clients, &dlq, &env["MAIN_QUEUE_URL"]).await;
+    let SeededDlq {
+        env,
+        clients,
+        dlq,
+        expected,
+        rules,
+        _rules_dir,
+        ..
+    } = seeded_dlq("slow").await;
     // Each batch's ledger write takes 3 s, longer than the DLQ's visibility timeout of 2 s;
     // the batch received meanwhile waits in hand for as long.
     let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
