@@ -192,6 +192,39 @@ async fn seeded_dlq(name: &str) -> SeededDlq {
     }
 }
 
+/// `run --backend aws --until-empty` through the proxy, on the resources in `env` with `rules`,
+/// the environment variables `settings` and more `args`: its output and its stderr as text.
+async fn drain_dlq(
+    proxy: &FaultProxy,
+    env: &BTreeMap<String, String>,
+    rules: &std::path::Path,
+    settings: &[(&str, &str)],
+    args: &[&str],
+) -> (std::process::Output, String) {
+    let mut command = healer_at(&proxy.endpoint);
+    for name in VARIABLES {
+        command.env(name, &env[name]);
+    }
+    command
+        .env("DLQ_HEALER_RULES", rules)
+        .envs(settings.iter().copied());
+    command
+        .args([
+            "run",
+            "--backend",
+            "aws",
+            "--until-empty",
+            "--wait-seconds",
+            "0",
+        ])
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (output, stderr)
+}
+
 async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_send_answer: bool) {
     let emulator = common::emulator();
     let SeededDlq {
@@ -219,25 +252,15 @@ async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_sen
             passes <= MAX_PASSES,
             "the DLQ is not empty after {MAX_PASSES} passes"
         );
-        let mut command = healer_at(&proxy.endpoint);
-        for name in VARIABLES {
-            command.env(name, &env[name]);
-        }
-        command
-            .env("AWS_MAX_ATTEMPTS", max_attempts.to_string())
-            .env("DLQ_HEALER_RULES", &rules)
-            .args([
-                "run",
-                "--backend",
-                "aws",
-                "--until-empty",
-                "--wait-seconds",
-                "0",
-            ]);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        let max_attempts = max_attempts.to_string();
+        let (output, stderr) = drain_dlq(
+            &proxy,
+            &env,
+            &rules,
+            &[("AWS_MAX_ATTEMPTS", max_attempts.as_str())],
+            &[],
+        )
+        .await;
         // 0: all healed; 1: some failed and stay in the DLQ. Anything else is a crash.
         assert!(
             matches!(output.status.code(), Some(0 | 1)),
@@ -511,24 +534,7 @@ async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_t
     // the batch received meanwhile waits in hand for as long.
     let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
     proxy.slow_down("DynamoDB.BatchWriteItem", Duration::from_secs(3));
-    let mut command = healer_at(&proxy.endpoint);
-    for name in VARIABLES {
-        command.env(name, &env[name]);
-    }
-    command.env("DLQ_HEALER_RULES", &rules).args([
-        "run",
-        "--backend",
-        "aws",
-        "--until-empty",
-        "--wait-seconds",
-        "0",
-        "--batch-size",
-        "20",
-    ]);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    let (output, stderr) = drain_dlq(&proxy, &env, &rules, &[], &["--batch-size", "20"]).await;
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(summary_count(&stderr, "already handled"), 0, "{stderr}");
     let handled = ["requeued", "parked", "archived"]
