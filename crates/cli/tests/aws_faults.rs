@@ -192,12 +192,13 @@ async fn seeded_dlq(name: &str) -> SeededDlq {
     }
 }
 
-/// `run --backend aws --until-empty` through the proxy, on the resources in `env` with `rules`,
-/// the environment variables `settings` and more `args`: its output and its stderr as text.
+/// `run --backend aws --until-empty` through the proxy, on the resources in `env` with `rules`
+/// (the default rules without), the environment variables `settings` and more `args`: its output
+/// and its stderr as text.
 async fn drain_dlq(
     proxy: &FaultProxy,
     env: &BTreeMap<String, String>,
-    rules: &std::path::Path,
+    rules: Option<&std::path::Path>,
     settings: &[(&str, &str)],
     args: &[&str],
 ) -> (std::process::Output, String) {
@@ -205,9 +206,10 @@ async fn drain_dlq(
     for name in VARIABLES {
         command.env(name, &env[name]);
     }
-    command
-        .env("DLQ_HEALER_RULES", rules)
-        .envs(settings.iter().copied());
+    if let Some(rules) = rules {
+        command.env("DLQ_HEALER_RULES", rules);
+    }
+    command.envs(settings.iter().copied());
     command
         .args([
             "run",
@@ -256,7 +258,7 @@ async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_sen
         let (output, stderr) = drain_dlq(
             &proxy,
             &env,
-            &rules,
+            Some(&rules),
             &[("AWS_MAX_ATTEMPTS", max_attempts.as_str())],
             &[],
         )
@@ -433,31 +435,16 @@ async fn alerts_after_a_lost_window_answer(max_attempts: u32, auth_messages: usi
         .unwrap();
     let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
     proxy.force("DynamoDB.PutItem", Fault::DropAfter, 1);
-    let mut command = healer_at(&proxy.endpoint);
-    for name in VARIABLES {
-        command.env(name, &env[name]);
-    }
-    command
-        .env("AWS_MAX_ATTEMPTS", max_attempts.to_string())
-        .args([
-            "run",
-            "--backend",
-            "aws",
-            "--until-empty",
-            "--wait-seconds",
-            "0",
-            "--batch-size",
-            "1",
-        ]);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let max_attempts = max_attempts.to_string();
+    let (output, stderr) = drain_dlq(
+        &proxy,
+        &env,
+        None,
+        &[("AWS_MAX_ATTEMPTS", max_attempts.as_str())],
+        &["--batch-size", "1"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(
         proxy
             .stats()
@@ -534,7 +521,8 @@ async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_t
     // the batch received meanwhile waits in hand for as long.
     let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
     proxy.slow_down("DynamoDB.BatchWriteItem", Duration::from_secs(3));
-    let (output, stderr) = drain_dlq(&proxy, &env, &rules, &[], &["--batch-size", "20"]).await;
+    let (output, stderr) =
+        drain_dlq(&proxy, &env, Some(&rules), &[], &["--batch-size", "20"]).await;
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(summary_count(&stderr, "already handled"), 0, "{stderr}");
     let handled = ["requeued", "parked", "archived"]
