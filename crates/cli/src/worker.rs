@@ -111,13 +111,13 @@ pub struct KeepAlive {
     pub extend_to_seconds: u32,
 }
 
+/// SQS's visibility timeout for a queue created without one.
+const SQS_DEFAULT_VISIBILITY_SECONDS: u32 = 30;
+
 impl Default for KeepAlive {
-    /// For a DLQ whose visibility timeout is not known: SQS's default is 30 seconds.
+    /// For a DLQ whose visibility timeout is not known: SQS's default.
     fn default() -> Self {
-        KeepAlive {
-            every: Duration::from_secs(10),
-            extend_to_seconds: 30,
-        }
+        KeepAlive::every_third_of(SQS_DEFAULT_VISIBILITY_SECONDS)
     }
 }
 
@@ -130,10 +130,14 @@ impl KeepAlive {
     /// `None` for a timeout under one second, which no extension of whole seconds can keep.
     pub fn for_visibility_timeout(timeout: Duration) -> Option<KeepAlive> {
         let seconds = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX);
-        (seconds > 0).then(|| KeepAlive {
+        (seconds > 0).then(|| KeepAlive::every_third_of(seconds))
+    }
+
+    fn every_third_of(seconds: u32) -> KeepAlive {
+        KeepAlive {
             every: Duration::from_secs(u64::from(seconds)) / 3,
             extend_to_seconds: seconds,
-        })
+        }
     }
 }
 

@@ -140,8 +140,6 @@ async fn archived_lines(clients: &AwsClients, bucket: &str) -> Vec<ArchiveRecord
     lines
 }
 
-/// Heal ~60 dead letters of the original's mix through the proxy at `rate`, with the SDK's
-/// retries limited to `max_attempts` per call, then account for every one of them.
 /// The resources `setup` made under a fresh prefix, their DLQ seeded with the original's mix.
 struct SeededDlq {
     env: BTreeMap<String, String>,
@@ -227,6 +225,8 @@ async fn drain_dlq(
     (output, stderr)
 }
 
+/// Heal ~60 dead letters of the original's mix through the proxy at `rate`, with the SDK's
+/// retries limited to `max_attempts` per call, then account for every one of them.
 async fn heal_through_faults(rate: f64, seed: u64, max_attempts: u32, drop_a_send_answer: bool) {
     let emulator = common::emulator();
     let SeededDlq {

@@ -939,7 +939,6 @@ impl Engine {
 struct SupersededDeliveries {
     /// Position in the batch as received, and the delivery.
     earlier: Vec<(usize, ReceivedMessage)>,
-    received: usize,
 }
 
 impl SupersededDeliveries {
@@ -952,7 +951,6 @@ impl SupersededDeliveries {
         }
         let mut superseded = SupersededDeliveries {
             earlier: Vec::new(),
-            received,
         };
         if last_position.len() == received {
             return (messages, superseded);
@@ -1012,8 +1010,9 @@ impl SupersededDeliveries {
             })
             .collect();
         earlier_reports.reverse();
+        let received = handled.len() + earlier_reports.len();
         let mut handled = handled.into_iter();
-        (0..self.received)
+        (0..received)
             .filter_map(|position| match earlier_reports.last() {
                 Some((at, _)) if *at == position => earlier_reports.pop().map(|(_, r)| r),
                 _ => handled.next(),
