@@ -56,6 +56,12 @@ use std::path::{Path, PathBuf};
 /// minutes; on AWS 100 makes 0.34 calls per message against 0.95.
 const RUN_BATCH_SIZE: u32 = 100;
 
+/// `run`'s batches healed at once unless `--concurrency` says otherwise. While one batch waits
+/// for its archive files to reach the disk (or for the network), the other does its database
+/// work: with a competing writer syncing the same disk, `bench` healed 20,300-22,200 messages a
+/// second at batch 100 with two loops against 14,700-16,500 with one, in the same minutes.
+const RUN_CONCURRENCY: u32 = 2;
+
 /// The longest `run --retention-days`: a century, far inside the range of times there are.
 const MAX_RETENTION_DAYS: i64 = 36_500;
 
@@ -200,8 +206,10 @@ enum Command {
         /// The DLQ to heal: a local queue name (or local://name), or an SQS queue URL.
         #[arg(long, env = "DLQ_URL")]
         dlq: String,
-        /// Batches healed at once (each gathered and handled independently).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        /// Batches healed at once, each gathered and handled independently: while one waits on
+        /// the disk or the network, another does its work. Each loop also receives its next batch
+        /// while the one in hand heals, so up to twice this many batches are held in memory.
+        #[arg(long, default_value_t = RUN_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
         concurrency: u32,
         /// Where to re-queue messages whose source queue is unknown.
         #[arg(long, env = "MAIN_QUEUE_URL")]

@@ -518,11 +518,12 @@ async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_t
         ..
     } = seeded_dlq("slow").await;
     // Each batch's ledger write takes 3 s, longer than the DLQ's visibility timeout of 2 s;
-    // the batch received meanwhile waits in hand for as long.
+    // the batch received meanwhile waits in hand for as long. One loop, so that its receives
+    // can be counted.
     let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
     proxy.slow_down("DynamoDB.BatchWriteItem", Duration::from_secs(3));
-    let (output, stderr) =
-        drain_dlq(&proxy, &env, Some(&rules), &[], &["--batch-size", "20"]).await;
+    let args = ["--batch-size", "20", "--concurrency", "1"];
+    let (output, stderr) = drain_dlq(&proxy, &env, Some(&rules), &[], &args).await;
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(summary_count(&stderr, "already handled"), 0, "{stderr}");
     let handled = ["requeued", "parked", "archived"]

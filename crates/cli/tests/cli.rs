@@ -225,6 +225,10 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
     let text = String::from_utf8(output.stderr).unwrap();
     assert!(text.contains("batch_size=100"), "the default batch: {text}");
     assert!(
+        text.contains("concurrency=2"),
+        "two batches at once by default: {text}"
+    );
+    assert!(
         text.contains("retention_days=90"),
         "the default retention: {text}"
     );
