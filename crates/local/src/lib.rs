@@ -23,6 +23,7 @@
 pub mod alerts;
 pub mod archive;
 pub mod error;
+mod gathered_wal;
 pub mod ledger;
 pub mod metrics;
 mod parallel;

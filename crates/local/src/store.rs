@@ -329,7 +329,14 @@ impl LocalStore {
                 reason: format!("the directory {} does not exist", parent.display()),
             });
         }
-        let connection = Connection::open(&path).map_err(|e| LocalError::Open {
+        // The log's appends gathered into one write a commit (see `gathered_wal`).
+        let opened = match crate::gathered_wal::vfs_name() {
+            Some(vfs) => {
+                Connection::open_with_flags_and_vfs(&path, rusqlite::OpenFlags::default(), vfs)
+            }
+            None => Connection::open(&path),
+        };
+        let connection = opened.map_err(|e| LocalError::Open {
             path: path.clone(),
             reason: e.to_string(),
         })?;
