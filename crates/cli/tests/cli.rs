@@ -353,6 +353,161 @@ fn run_stops_gracefully_on_sigterm() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("healed 0 batches"));
 }
 
+/// Seed a local DLQ (`orders-dlq`, whose deliveries stay invisible for 2 s) with `count` dead
+/// letters of the original's mix, each with its `dlq-context` as the consumer library writes it;
+/// create the source queue `orders`. The messages' ids in the DLQ, which are their ledger keys.
+fn seed_local_dlq(db: &std::path::Path, count: usize) -> std::collections::BTreeSet<String> {
+    use dlq_healer_core::consumer::dead_letter_for;
+    use dlq_healer_core::message::ReceivedMessage;
+    use dlq_healer_core::ports::QueueSender;
+    use dlq_healer_local::{LocalQueues, LocalStore, QueueSettings};
+
+    let queues = LocalQueues::new(LocalStore::open(db).unwrap());
+    let dlq = QueueSettings {
+        visibility_timeout_seconds: 2,
+        ..QueueSettings::default()
+    };
+    queues.create_queue("orders-dlq", dlq).unwrap();
+    queues
+        .create_queue("orders", QueueSettings::default())
+        .unwrap();
+    let now = chrono::Utc::now();
+    let letters: Vec<_> = dlq_healer_demo::dead_letter_mix(count, 5)
+        .into_iter()
+        .enumerate()
+        .map(|(i, letter)| {
+            let original = ReceivedMessage {
+                message_id: format!("order-{i}"),
+                receipt_handle: String::new(),
+                body: letter.body,
+                attributes: Default::default(),
+                receive_count: 1,
+                redrive_source: None,
+                sent_at: None,
+                group_id: None,
+            };
+            dead_letter_for(&original, letter.error, "orders-consumer", "orders", now)
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for chunk in letters.chunks(10) {
+        for sent in runtime.block_on(queues.send("orders-dlq", chunk)).unwrap() {
+            ids.insert(sent.unwrap());
+        }
+    }
+    assert_eq!(ids.len(), count);
+    ids
+}
+
+/// One number from the database at `db`, read by a connection of its own.
+fn count(db: &std::path::Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |row| row.get(0))
+        .unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_healer_killed_while_it_heals_loses_no_message() {
+    const MESSAGES: usize = 3000;
+    let dir = scratch("killed");
+    let db = dir.path().join("q.db");
+    let keys = seed_local_dlq(&db, MESSAGES);
+    let healer = || {
+        let mut command = bin();
+        command.arg("run").arg("--db").arg(&db).args([
+            "--dlq",
+            "orders-dlq",
+            "--wait-seconds",
+            "0",
+            "--log-level",
+            "error",
+        ]);
+        command
+    };
+    let mut killed = healer()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while count(&db, "SELECT count(*) FROM ledger") < 300 {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the healer made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let decided_before = count(&db, "SELECT count(DISTINCT key) FROM ledger");
+    assert!(
+        (decided_before as usize) < MESSAGES,
+        "killed before it was done: {decided_before} of {MESSAGES} decided"
+    );
+    let integrity: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+
+    // What the killed healer held comes back once the DLQ's visibility timeout has passed.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let output = run_ok(healer().arg("--until-empty"));
+    let summary = String::from_utf8_lossy(&output.stderr).into_owned();
+    let dlq_row =
+        String::from_utf8(run_ok(bin().arg("queue").arg("--db").arg(&db).arg("list")).stdout)
+            .unwrap()
+            .lines()
+            .find(|line| line.starts_with("orders-dlq"))
+            .map(|line| {
+                line.split_whitespace()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap();
+    assert_eq!(dlq_row, "0 0 0", "the DLQ is empty: {summary}");
+    let decided: std::collections::BTreeSet<String> = {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        let mut keys = connection
+            .prepare("SELECT DISTINCT key FROM ledger")
+            .unwrap();
+        keys.query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let undecided: Vec<_> = keys.difference(&decided).take(5).collect();
+    let unknown: Vec<_> = decided.difference(&keys).take(5).collect();
+    assert!(
+        undecided.is_empty() && unknown.is_empty(),
+        "every message was decided, once or more: undecided {undecided:?}, unknown keys {unknown:?}"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(DISTINCT key) FROM ledger WHERE action = 'archived'
+             AND key NOT IN (SELECT key FROM archive_index)"
+        ),
+        0,
+        "every archived message is in the archive"
+    );
+    let requeued = count(
+        &db,
+        "SELECT count(DISTINCT key) FROM ledger WHERE action = 'requeued'",
+    );
+    let in_orders = count(&db, "SELECT count(*) FROM messages WHERE queue = 'orders'");
+    assert!(
+        requeued > 0 && in_orders >= requeued,
+        "{in_orders} in orders for {requeued} re-queued"
+    );
+}
+
 #[test]
 fn a_configuration_file_says_what_the_environment_would() {
     let dir = scratch("config");

@@ -28,6 +28,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
+mod in_hand;
+use in_hand::MessagesInHand;
+
 /// The adapters the engine drives.
 #[derive(Clone)]
 pub struct Ports {
@@ -221,6 +224,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     jitter: Mutex<SmallRng>,
+    in_hand: MessagesInHand,
 }
 
 impl Engine {
@@ -241,6 +245,7 @@ impl Engine {
             clock,
             config,
             jitter: Mutex::new(jitter),
+            in_hand: MessagesInHand::default(),
         }
     }
 
@@ -257,8 +262,13 @@ impl Engine {
     /// Handle one batch of dead letters end to end.
     pub async fn heal_batch(&self, messages: Vec<ReceivedMessage>) -> BatchReport {
         let started = std::time::Instant::now();
-        let now = self.clock.now();
         let (messages, superseded) = SupersededDeliveries::split(messages);
+        // Another batch being healed on this engine may hold some of these messages (a delivery
+        // whose visibility ran out in its hands): wait until it is done; its ledger records then
+        // say what it did.
+        let ids = messages.iter().map(|m| m.message_id.clone()).collect();
+        let _held = self.in_hand.hold(ids).await;
+        let now = self.clock.now();
         let mut plans: Vec<Plan> = messages
             .into_iter()
             .map(|message| {

@@ -399,6 +399,103 @@ async fn a_message_delivered_twice_in_one_batch_is_acted_on_once_with_its_last_d
     assert_eq!(report.not_settled().count(), 2);
 }
 
+/// A ledger whose writes wait for a permit of `gate`; `arrived` counts the writes that came.
+struct GatedLedger {
+    inner: Arc<MemoryLedger>,
+    gate: tokio::sync::Semaphore,
+    arrived: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Ledger for GatedLedger {
+    async fn history(
+        &self,
+        requests: &[HistoryRequest],
+    ) -> Result<HashMap<String, Vec<LedgerRecord>>, PortError> {
+        self.inner.history(requests).await
+    }
+    async fn keys_by_digest(
+        &self,
+        digests: &[String],
+    ) -> Result<HashMap<String, DigestMatch>, PortError> {
+        self.inner.keys_by_digest(digests).await
+    }
+    async fn record(&self, records: &[LedgerRecord]) -> Result<(), PortError> {
+        self.arrived
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.gate.acquire().await.unwrap().forget();
+        self.inner.record(records).await
+    }
+}
+
+#[tokio::test]
+async fn two_batches_healed_at_once_that_hold_one_message_act_on_it_once() {
+    let w = world();
+    let gated = Arc::new(GatedLedger {
+        inner: w.ledger.clone(),
+        gate: tokio::sync::Semaphore::new(0),
+        arrived: Default::default(),
+    });
+    let ports = Ports {
+        ledger: gated.clone(),
+        ..w.engine.ports().clone()
+    };
+    let config = EngineConfig {
+        jitter_seed: Some(7),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(
+        Arc::new(RuleSet::defaults()),
+        ports,
+        w.clock.clone(),
+        config,
+    );
+    w.fail(
+        &fresh(b"{\"order\":8}"),
+        "connect ECONNREFUSED 10.0.0.1:443",
+    )
+    .await;
+    let dlq = engine.ports().dlq.clone();
+    let first = dlq.receive(10, std::time::Duration::ZERO).await.unwrap();
+    // Its visibility runs out while the first batch heals it: another loop receives it again.
+    w.clock.advance(Duration::minutes(1));
+    let second = dlq.receive(10, std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(first[0].message_id, second[0].message_id);
+
+    let arrived = || gated.arrived.load(std::sync::atomic::Ordering::SeqCst);
+    let (first, second) = tokio::join!(engine.heal_batch(first), async {
+        // The first batch has re-queued the message and waits on its ledger write.
+        while arrived() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = engine.heal_batch(second);
+        let open_gate = async {
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(
+                arrived(),
+                1,
+                "the second batch acted while the first held the message"
+            );
+            gated.gate.add_permits(2);
+        };
+        tokio::join!(second, open_gate).0
+    });
+    assert!(matches!(
+        first.messages[0].outcome,
+        Outcome::Requeued { .. }
+    ));
+    assert!(
+        !first.messages[0].deleted,
+        "its receipt handle was no longer the latest"
+    );
+    assert_eq!(second.messages[0].outcome, Outcome::AlreadyHandled);
+    assert!(second.messages[0].deleted);
+    assert_eq!(w.queues.messages("orders").len(), 1, "re-queued once");
+    assert!(w.queues.messages("dlq").is_empty());
+}
+
 #[tokio::test]
 async fn a_failing_port_leaves_the_message_in_the_dlq() {
     let w = world();
