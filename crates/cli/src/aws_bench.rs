@@ -10,9 +10,7 @@ use crate::aws::{self, AwsArgs, AwsResources};
 use crate::worker::{LoopSettings, Shutdown, heal_loop};
 use anyhow::{Context, Result, bail};
 use dlq_healer_aws::{AwsClients, CallCounter, CallCounts, SqsSender};
-use dlq_healer_core::consumer::dead_letter_for;
 use dlq_healer_core::engine::{DEFAULT_ALERT_WINDOW, EngineConfig};
-use dlq_healer_core::message::{OutgoingMessage, ReceivedMessage};
 use dlq_healer_core::ports::QueueSender;
 use dlq_healer_core::rules::RuleSet;
 use dlq_healer_core::testing::MemoryMetrics;
@@ -164,31 +162,6 @@ pub fn run(args: &AwsArgs, messages: usize, batch_sizes: &[usize]) -> Result<Vec
     })
 }
 
-/// The mix as the consumer library dead-letters it: `dlq-context` with the error, the source
-/// queue and the consumer.
-pub fn seed_messages(count: usize, seed: u64, source: &str) -> Vec<OutgoingMessage> {
-    let now = chrono::Utc::now();
-    dlq_healer_demo::dead_letter_mix(count, seed)
-        .into_iter()
-        .enumerate()
-        .map(|(i, letter)| {
-            let original = ReceivedMessage {
-                message_id: format!("order-{i}"),
-                receipt_handle: String::new(),
-                body: letter.body,
-                attributes: Default::default(),
-                receive_count: 1,
-                redrive_source: None,
-                sent_at: None,
-                group_id: None,
-            };
-            let mut out = dead_letter_for(&original, letter.error, "orders-consumer", source, now);
-            out.entry_id = format!("m{i}");
-            out
-        })
-        .collect()
-}
-
 async fn count_calls(args: &AwsArgs, messages: usize, batch_size: usize) -> Result<AwsCallFigures> {
     let plain = aws::connect(args, None).await;
     let prefix = format!(
@@ -250,7 +223,7 @@ async fn count_calls(args: &AwsArgs, messages: usize, batch_size: usize) -> Resu
 
 async fn seed(clients: &AwsClients, dlq: &str, source: &str, messages: usize) -> Result<()> {
     let sender = SqsSender::new(clients.sqs.clone());
-    let outgoing = seed_messages(messages, 7, source);
+    let outgoing = dlq_healer_demo::dead_letters_as_sent(messages, 7, source, chrono::Utc::now());
     for chunk in outgoing.chunks(10) {
         for result in sender.send(dlq, chunk).await? {
             result.context("seeding the DLQ")?;

@@ -357,8 +357,6 @@ fn run_stops_gracefully_on_sigterm() {
 /// letters of the original's mix, each with its `dlq-context` as the consumer library writes it;
 /// create the source queue `orders`. The messages' ids in the DLQ, which are their ledger keys.
 fn seed_local_dlq(db: &std::path::Path, count: usize) -> std::collections::BTreeSet<String> {
-    use dlq_healer_core::consumer::dead_letter_for;
-    use dlq_healer_core::message::ReceivedMessage;
     use dlq_healer_core::ports::QueueSender;
     use dlq_healer_local::{LocalQueues, LocalStore, QueueSettings};
 
@@ -371,24 +369,7 @@ fn seed_local_dlq(db: &std::path::Path, count: usize) -> std::collections::BTree
     queues
         .create_queue("orders", QueueSettings::default())
         .unwrap();
-    let now = chrono::Utc::now();
-    let letters: Vec<_> = dlq_healer_demo::dead_letter_mix(count, 5)
-        .into_iter()
-        .enumerate()
-        .map(|(i, letter)| {
-            let original = ReceivedMessage {
-                message_id: format!("order-{i}"),
-                receipt_handle: String::new(),
-                body: letter.body,
-                attributes: Default::default(),
-                receive_count: 1,
-                redrive_source: None,
-                sent_at: None,
-                group_id: None,
-            };
-            dead_letter_for(&original, letter.error, "orders-consumer", "orders", now)
-        })
-        .collect();
+    let letters = dlq_healer_demo::dead_letters_as_sent(count, 5, "orders", chrono::Utc::now());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

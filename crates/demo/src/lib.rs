@@ -444,6 +444,42 @@ pub fn dead_letter_mix(count: usize, seed: u64) -> Vec<MixedDeadLetter> {
         .collect()
 }
 
+/// [`dead_letter_mix`] as the consumer library sends it to a DLQ: each message with its
+/// `dlq-context` (the error, `source` as the source queue, the consumer, `failed_at`), originally
+/// the message `order-<i>`, sent as entry `m<i>`.
+pub fn dead_letters_as_sent(
+    count: usize,
+    seed: u64,
+    source: &str,
+    failed_at: chrono::DateTime<chrono::Utc>,
+) -> Vec<dlq_healer_core::message::OutgoingMessage> {
+    dead_letter_mix(count, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, letter)| {
+            let original = ReceivedMessage {
+                message_id: format!("order-{i}"),
+                receipt_handle: String::new(),
+                body: letter.body,
+                attributes: Default::default(),
+                receive_count: 1,
+                redrive_source: None,
+                sent_at: None,
+                group_id: None,
+            };
+            let mut out = dlq_healer_core::consumer::dead_letter_for(
+                &original,
+                letter.error,
+                "orders-consumer",
+                source,
+                failed_at,
+            );
+            out.entry_id = format!("m{i}");
+            out
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

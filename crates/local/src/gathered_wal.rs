@@ -498,6 +498,15 @@ mod tests {
         assert_eq!(check, "ok");
     }
 
+    /// What a crash right now would leave of the database at `path` holds `expected` rows and
+    /// bytes, and is intact.
+    #[track_caller]
+    fn assert_a_crash_leaves(path: &Path, expected: (i64, i64)) {
+        let (_copy, crashed) = as_left_by_a_crash(path);
+        assert_eq!(count_and_sum(&crashed), expected, "after a crash");
+        assert_intact(&crashed);
+    }
+
     fn insert(connection: &Connection, from: i64, rows: i64, bytes: usize) {
         let mut insert = connection
             .prepare_cached("INSERT INTO rows (id, body) VALUES (?1, zeroblob(?2))")
@@ -529,13 +538,7 @@ mod tests {
                 expected,
                 "another connection, round {round}"
             );
-            let (_copy, crashed) = as_left_by_a_crash(&path);
-            assert_eq!(
-                count_and_sum(&crashed),
-                expected,
-                "after a crash, round {round}"
-            );
-            assert_intact(&crashed);
+            assert_a_crash_leaves(&path, expected);
         }
     }
 
@@ -556,9 +559,7 @@ mod tests {
         tx.commit().unwrap();
         let expected = (450, 250 * 300 + 200 * 900);
         assert_eq!(count_and_sum(&writer), expected);
-        let (_copy, crashed) = as_left_by_a_crash(&path);
-        assert_eq!(count_and_sum(&crashed), expected);
-        assert_intact(&crashed);
+        assert_a_crash_leaves(&path, expected);
     }
 
     #[test]
@@ -592,9 +593,7 @@ mod tests {
         tx.commit().unwrap();
         let expected = (25, 2500);
         assert_eq!(count_and_sum(&Connection::open(&path).unwrap()), expected);
-        let (_copy, crashed) = as_left_by_a_crash(&path);
-        assert_eq!(count_and_sum(&crashed), expected);
-        assert_intact(&crashed);
+        assert_a_crash_leaves(&path, expected);
     }
 
     /// Set in the process that [`a_commit_whose_write_fails_fails_and_loses_no_earlier_commit`]
@@ -665,9 +664,7 @@ mod tests {
         assert_eq!(count_and_sum(&Connection::open(&path).unwrap()), expected);
         assert_eq!(count_and_sum(&writer), expected);
         assert_intact(&writer);
-        let (_copy, crashed) = as_left_by_a_crash(&path);
-        assert_eq!(count_and_sum(&crashed), expected);
-        assert_intact(&crashed);
+        assert_a_crash_leaves(&path, expected);
     }
 
     #[test]
@@ -686,9 +683,7 @@ mod tests {
             assert_eq!(busy, 0);
         }
         let expected = (rows, rows * 1500);
-        let (_copy, crashed) = as_left_by_a_crash(&path);
-        assert_eq!(count_and_sum(&crashed), expected);
-        assert_intact(&crashed);
+        assert_a_crash_leaves(&path, expected);
         drop(writer);
         assert_eq!(count_and_sum(&checkpointer), expected);
     }
