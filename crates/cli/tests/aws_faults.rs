@@ -51,31 +51,8 @@ fn fast_rules(dir: &std::path::Path) -> std::path::PathBuf {
 /// Seed the DLQ with the original's mix as the consumer library dead-letters it; the DLQ
 /// message ids (the ledger keys) with their expected classes.
 async fn seed_dlq(clients: &AwsClients, dlq: &str, source: &str) -> BTreeMap<String, &'static str> {
-    let now = chrono::Utc::now();
     let mix = dlq_healer_demo::dead_letter_mix(MESSAGES, 11);
-    let letters: Vec<_> = mix
-        .iter()
-        .enumerate()
-        .map(|(i, letter)| {
-            let original = ReceivedMessage {
-                message_id: format!("order-{i}"),
-                receipt_handle: String::new(),
-                body: letter.body.clone(),
-                attributes: Default::default(),
-                receive_count: 1,
-                redrive_source: None,
-                sent_at: None,
-                group_id: None,
-            };
-            dead_letter_for(
-                &original,
-                letter.error.clone(),
-                "orders-consumer",
-                source,
-                now,
-            )
-        })
-        .collect();
+    let letters = dlq_healer_demo::dead_letters_as_sent(MESSAGES, 11, source, chrono::Utc::now());
     let sender = SqsSender::new(clients.sqs.clone());
     let mut keys = BTreeMap::new();
     for (chunk, letters) in mix.chunks(10).zip(letters.chunks(10)) {
