@@ -237,21 +237,8 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
     assert_eq!(keys.len(), 3, "this run's records stay: {keys:?}");
     assert!(text.contains("1 requeued"), "{text}");
     assert!(text.contains("2 archived"), "{text}");
-    let list = String::from_utf8(queue(&["list"]).stdout).unwrap();
-    let dlq_row = list.lines().find(|l| l.starts_with("orders-dlq")).unwrap();
-    assert_eq!(
-        dlq_row.split_whitespace().skip(1).collect::<Vec<_>>(),
-        ["0", "0", "0"]
-    );
-    let orders_row = list.lines().find(|l| l.starts_with("orders ")).unwrap();
-    assert_eq!(
-        orders_row
-            .split_whitespace()
-            .skip(1)
-            .map(|n| n.parse::<u64>().unwrap())
-            .sum::<u64>(),
-        1
-    );
+    assert_eq!(queue_counts(&db, "orders-dlq"), [0, 0, 0]);
+    assert_eq!(queue_counts(&db, "orders").iter().sum::<u64>(), 1);
     let archived = std::fs::read_dir(dir.path().join("q-archive"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -383,6 +370,21 @@ fn seed_local_dlq(db: &std::path::Path, count: usize) -> std::collections::BTree
     ids
 }
 
+/// The counts `queue list` prints for `queue` of the database at `db`: visible, in flight,
+/// delayed.
+fn queue_counts(db: &std::path::Path, queue: &str) -> Vec<u64> {
+    let list = run_ok(bin().arg("queue").arg("--db").arg(db).arg("list")).stdout;
+    let list = String::from_utf8(list).unwrap();
+    let row = list
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(queue))
+        .unwrap_or_else(|| panic!("no row for {queue} in {list}"));
+    row.split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
 /// One number from the database at `db`, read by a connection of its own.
 fn count(db: &std::path::Path, sql: &str) -> i64 {
     rusqlite::Connection::open(db)
@@ -440,19 +442,11 @@ fn a_healer_killed_while_it_heals_loses_no_message() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let output = run_ok(healer().arg("--until-empty"));
     let summary = String::from_utf8_lossy(&output.stderr).into_owned();
-    let dlq_row =
-        String::from_utf8(run_ok(bin().arg("queue").arg("--db").arg(&db).arg("list")).stdout)
-            .unwrap()
-            .lines()
-            .find(|line| line.starts_with("orders-dlq"))
-            .map(|line| {
-                line.split_whitespace()
-                    .skip(1)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap();
-    assert_eq!(dlq_row, "0 0 0", "the DLQ is empty: {summary}");
+    assert_eq!(
+        queue_counts(&db, "orders-dlq"),
+        [0, 0, 0],
+        "the DLQ is empty: {summary}"
+    );
     let decided: std::collections::BTreeSet<String> = {
         let connection = rusqlite::Connection::open(&db).unwrap();
         let mut keys = connection

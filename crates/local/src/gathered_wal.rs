@@ -94,8 +94,9 @@ unsafe fn default_vfs(vfs: *mut ffi::sqlite3_vfs) -> *mut ffi::sqlite3_vfs {
     unsafe { (*vfs).pAppData.cast() }
 }
 
-/// An open write-ahead log: SQLite's `sqlite3_file` (whose methods are [`WAL_METHODS`]), then
-/// what is gathered, then the default VFS's own file, at [`WAL_FILE_BYTES`].
+/// An open write-ahead log: SQLite's `sqlite3_file` (whose methods are [`WAL_METHODS`]) and the
+/// gathering state, in the bytes SQLite allocates for the file; the default VFS's own file
+/// follows at [`WAL_FILE_BYTES`].
 #[repr(C)]
 struct WalFile {
     base: ffi::sqlite3_file,
