@@ -60,32 +60,94 @@ unsafe fn register() -> bool {
         if default.is_null() {
             return false;
         }
-        let vfs = Box::leak(Box::new(ffi::sqlite3_vfs {
-            iVersion: 2,
-            szOsFile: (WAL_FILE_BYTES + (*default).szOsFile as usize) as c_int,
-            mxPathname: (*default).mxPathname,
-            pNext: ptr::null_mut(),
-            zName: VFS_NAME.as_ptr(),
-            pAppData: default.cast(),
-            xOpen: Some(open),
-            xDelete: Some(delete),
-            xAccess: Some(access),
-            xFullPathname: Some(full_pathname),
-            xDlOpen: Some(dl_open),
-            xDlError: Some(dl_error),
-            xDlSym: Some(dl_sym),
-            xDlClose: Some(dl_close),
-            xRandomness: Some(randomness),
-            xSleep: Some(sleep),
-            xCurrentTime: Some(current_time),
-            xGetLastError: Some(get_last_error),
-            xCurrentTimeInt64: Some(current_time_int64),
-            xSetSystemCall: None,
-            xGetSystemCall: None,
-            xNextSystemCall: None,
-        }));
-        ffi::sqlite3_vfs_register(vfs, 0) == ffi::SQLITE_OK
+        let Some(wrapper) = wrapper_of(default) else {
+            return false;
+        };
+        ffi::sqlite3_vfs_register(Box::leak(Box::new(wrapper)), 0) == ffi::SQLITE_OK
     }
+}
+
+/// What [`wrapper_of`] needs to know of the default VFS.
+struct DefaultVfs {
+    os_file_bytes: c_int,
+    max_pathname: c_int,
+    dl_open: bool,
+    dl_error: bool,
+    dl_sym: bool,
+    dl_close: bool,
+    get_last_error: bool,
+    current_time_int64: bool,
+    /// Whether it has each of the methods SQLite calls without checking for them.
+    always_called: [bool; 7],
+}
+
+/// The VFS over `default`: each of its methods forwards to `default`'s, and is absent where
+/// `default`'s is, so that SQLite does without it as it would with `default` (loading extensions,
+/// the last error, the time in milliseconds); no forwarder ever finds a method missing. `None`
+/// when `default` lacks a method SQLite always calls: connections then use `default` itself.
+///
+/// # Safety
+/// `default` points to a VFS that outlives the one returned.
+unsafe fn wrapper_of(default: *mut ffi::sqlite3_vfs) -> Option<ffi::sqlite3_vfs> {
+    // SAFETY: the caller's promise. The fields are read one by one, not through a reference to
+    // the whole struct, and the one of version 2 only from a VFS of version 2: a VFS of version 1
+    // may end before it.
+    let d = unsafe {
+        DefaultVfs {
+            os_file_bytes: (*default).szOsFile,
+            max_pathname: (*default).mxPathname,
+            dl_open: (*default).xDlOpen.is_some(),
+            dl_error: (*default).xDlError.is_some(),
+            dl_sym: (*default).xDlSym.is_some(),
+            dl_close: (*default).xDlClose.is_some(),
+            get_last_error: (*default).xGetLastError.is_some(),
+            current_time_int64: (*default).iVersion >= 2 && (*default).xCurrentTimeInt64.is_some(),
+            always_called: [
+                (*default).xOpen.is_some(),
+                (*default).xDelete.is_some(),
+                (*default).xAccess.is_some(),
+                (*default).xFullPathname.is_some(),
+                (*default).xRandomness.is_some(),
+                (*default).xSleep.is_some(),
+                (*default).xCurrentTime.is_some(),
+            ],
+        }
+    };
+    if d.always_called.contains(&false) {
+        return None;
+    }
+    Some(ffi::sqlite3_vfs {
+        iVersion: 2,
+        szOsFile: (WAL_FILE_BYTES + d.os_file_bytes as usize) as c_int,
+        mxPathname: d.max_pathname,
+        pNext: ptr::null_mut(),
+        zName: VFS_NAME.as_ptr(),
+        pAppData: default.cast(),
+        xOpen: Some(open),
+        xDelete: Some(delete),
+        xAccess: Some(access),
+        xFullPathname: Some(full_pathname),
+        xDlOpen: if d.dl_open { Some(dl_open) } else { None },
+        xDlError: if d.dl_error { Some(dl_error) } else { None },
+        xDlSym: if d.dl_sym { Some(dl_sym) } else { None },
+        xDlClose: if d.dl_close { Some(dl_close) } else { None },
+        xRandomness: Some(randomness),
+        xSleep: Some(sleep),
+        xCurrentTime: Some(current_time),
+        xGetLastError: if d.get_last_error {
+            Some(get_last_error)
+        } else {
+            None
+        },
+        xCurrentTimeInt64: if d.current_time_int64 {
+            Some(current_time_int64)
+        } else {
+            None
+        },
+        xSetSystemCall: None,
+        xGetSystemCall: None,
+        xNextSystemCall: None,
+    })
 }
 
 /// The VFS this one wraps.
@@ -146,7 +208,9 @@ unsafe extern "C" fn open(
     // start of them, or after a `WalFile`.
     unsafe {
         let default = default_vfs(vfs);
-        let default_open = (*default).xOpen.expect("every VFS opens files");
+        let default_open = (*default)
+            .xOpen
+            .expect("a VFS without xOpen is not wrapped (`wrapper_of`)");
         if flags & ffi::SQLITE_OPEN_WAL == 0 {
             return default_open(default, name, file, flags, out_flags);
         }
@@ -368,7 +432,9 @@ macro_rules! to_default_vfs {
         // SAFETY: the default VFS's own method, with SQLite's arguments.
         unsafe {
             let default = default_vfs($vfs);
-            let method = (*default).$method.expect("the default VFS has this method");
+            let method = (*default)
+                .$method
+                .expect("a method is forwarded only where the default VFS has it (`wrapper_of`)");
             method(default $(, $arg)*)
         }
     }};
@@ -514,6 +580,60 @@ mod tests {
             .unwrap();
         for id in from..from + rows {
             insert.execute(rusqlite::params![id, bytes as i64]).unwrap();
+        }
+    }
+
+    /// A copy of SQLite's default VFS, to take methods away from.
+    fn default_vfs_copy() -> ffi::sqlite3_vfs {
+        // SAFETY: SQLite is initialized and has a default VFS (the unix one); its struct is
+        // plain data, copied bit for bit.
+        unsafe {
+            assert_eq!(ffi::sqlite3_initialize(), ffi::SQLITE_OK);
+            let default = ffi::sqlite3_vfs_find(ptr::null());
+            assert!(!default.is_null());
+            ptr::read(default)
+        }
+    }
+
+    #[test]
+    fn the_wrapper_has_a_method_only_where_the_default_vfs_has_it() {
+        let mut default = default_vfs_copy();
+        // SAFETY: `default` outlives the wrapper, which is never registered.
+        let full = unsafe { wrapper_of(&mut default) }.expect("the unix VFS is wrapped");
+        assert!(full.xGetLastError.is_some() && full.xCurrentTimeInt64.is_some());
+        assert_eq!(full.xDlOpen.is_some(), default.xDlOpen.is_some());
+
+        default.xDlOpen = None;
+        default.xDlSym = None;
+        default.xGetLastError = None;
+        default.xCurrentTimeInt64 = None;
+        // SAFETY: as above.
+        let wrapper = unsafe { wrapper_of(&mut default) }.expect("those methods are optional");
+        assert!(wrapper.xDlOpen.is_none() && wrapper.xDlSym.is_none());
+        assert!(wrapper.xGetLastError.is_none() && wrapper.xCurrentTimeInt64.is_none());
+        assert!(wrapper.xSleep.is_some() && wrapper.xOpen.is_some());
+
+        let mut old = default_vfs_copy();
+        old.iVersion = 1;
+        // SAFETY: as above.
+        let wrapper = unsafe { wrapper_of(&mut old) }.expect("a version 1 VFS is wrapped");
+        assert!(
+            wrapper.xCurrentTimeInt64.is_none(),
+            "a version 1 VFS has no xCurrentTimeInt64 to forward to"
+        );
+    }
+
+    #[test]
+    fn a_default_vfs_without_a_method_sqlite_always_calls_is_not_wrapped() {
+        for take_away in 0..3 {
+            let mut default = default_vfs_copy();
+            match take_away {
+                0 => default.xSleep = None,
+                1 => default.xAccess = None,
+                _ => default.xOpen = None,
+            }
+            // SAFETY: `default` outlives the call; nothing is registered.
+            assert!(unsafe { wrapper_of(&mut default) }.is_none());
         }
     }
 
