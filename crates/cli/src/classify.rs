@@ -162,11 +162,29 @@ pub fn run(
     }
     for (number, line) in input.lines().enumerate() {
         let out = match line {
-            Ok(line) => match message_from_line(&line) {
-                Ok(message) => classify_message(rules, message),
-                Err(error) => json!({"error": format!("line {}: {error}", number + 1)}),
-            },
-            Err(error) => json!({"error": format!("line {}: cannot read: {error}", number + 1)}),
+            Ok(line) => {
+                // A byte order mark, as some editors on Windows write, does not start a line.
+                let line = if number == 0 {
+                    line.trim_start_matches('\u{feff}')
+                } else {
+                    &line
+                };
+                match message_from_line(line) {
+                    Ok(message) => classify_message(rules, message),
+                    Err(error) => json!({"error": format!("line {}: {error}", number + 1)}),
+                }
+            }
+            // The line was read whole but is not UTF-8: that line is malformed, the next one
+            // may not be.
+            Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                json!({"error": format!("line {}: cannot read: {error}", number + 1)})
+            }
+            // Any other read error (a directory given as input, a device that failed) would
+            // come back on every further read: stop.
+            Err(error) => {
+                return Err(error)
+                    .with_context(|| format!("reading line {} of the input", number + 1));
+            }
         };
         writeln!(output, "{out}").context("writing the output")?;
     }
@@ -294,6 +312,78 @@ mod tests {
         assert!(out[5]["error"].as_str().unwrap().contains("receive_count"));
         assert!(out[6]["error"].is_string());
         assert_eq!(out[7]["class"], "bad_payload", "an empty body is not JSON");
+    }
+
+    /// Input whose reads fail with `kind` after `first` (as a directory's fail from the
+    /// start), `failures` times, and then end, so that a reader that keeps reading ends too.
+    struct FailingInput {
+        kind: std::io::ErrorKind,
+        first: Option<&'static [u8]>,
+        failures: usize,
+    }
+
+    impl std::io::Read for FailingInput {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.first.take() {
+                Some(first) => {
+                    buf[..first.len()].copy_from_slice(first);
+                    Ok(first.len())
+                }
+                None if self.failures == 0 => Ok(0),
+                None => {
+                    self.failures -= 1;
+                    Err(std::io::Error::from(self.kind))
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_error_stops_with_an_error_instead_of_repeating_on_every_line() {
+        let input = std::io::BufReader::new(FailingInput {
+            kind: std::io::ErrorKind::IsADirectory,
+            first: Some(b"{\"body\": \"{}\", \"error\": \"401 Unauthorized\"}\n"),
+            failures: 3,
+        });
+        let mut out = Vec::new();
+        let error = run(&RuleSet::defaults(), input, &mut out, false).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("reading line 2 of the input"),
+            "{error:#}"
+        );
+        let printed = String::from_utf8(out).unwrap();
+        assert_eq!(
+            printed.lines().count(),
+            1,
+            "the line read before: {printed}"
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_an_error_line_and_the_next_is_classified() {
+        let mut input = b"{\"body\": \"\xff\"}\n".to_vec();
+        input.extend_from_slice(b"{\"body\": \"{}\", \"error\": \"401 Unauthorized\"}\n");
+        let mut out = Vec::new();
+        run(&RuleSet::defaults(), input.as_slice(), &mut out, false).unwrap();
+        let out: Vec<Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(out.len(), 2);
+        assert!(
+            out[0]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("line 1: cannot read")
+        );
+        assert_eq!(out[1]["class"], "auth");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_line_is_skipped() {
+        let out = classify_lines("\u{feff}{\"body\": \"{}\", \"error\": \"401 Unauthorized\"}");
+        assert_eq!(out[0]["class"], "auth", "{out:?}");
     }
 
     #[test]
