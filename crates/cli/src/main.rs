@@ -69,8 +69,10 @@ const MAX_RETENTION_DAYS: i64 = 36_500;
 #[derive(Debug, Parser)]
 #[command(name = "dlq-healer", version, about, long_about = None)]
 struct Cli {
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info")]
+    /// Log level: error, warn (or warning), info, debug or trace, in any case; or a filter
+    /// such as info,dlq_healer_core=debug.
+    #[arg(long, global = true, env = "LOG_LEVEL", default_value = "info",
+          value_parser = dlq_healer_core::log_level::log_filter)]
     log_level: String,
     /// Configuration file (TOML) whose keys are the environment variables' names (DLQ_URL,
     /// MAIN_QUEUE_URL, ARCHIVE_BUCKET, FAILED_TABLE, ALERT_TOPIC_ARN, LOG_LEVEL, DLQ_HEALER_DB, ...);
@@ -366,8 +368,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase())
+/// `filter` is a [`dlq_healer_core::log_level::log_filter`].
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -246,6 +246,62 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
 }
 
 #[test]
+fn log_level_takes_python_names_and_refuses_a_word_that_would_silence_the_log() {
+    let dir = scratch("log-level");
+    let db = dir.path().join("q.db");
+    let queue = |args: &[&str]| {
+        let mut command = bin();
+        command.arg("queue").arg("--db").arg(&db).args(args);
+        run_ok(&mut command)
+    };
+    queue(&["create", "orders-dlq"]);
+    let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
+    queue(&[
+        "send",
+        "orders-dlq",
+        "--body",
+        "{}",
+        "--attribute",
+        &format!("dlq-context={auth}"),
+    ]);
+    let stderr = refused(
+        bin()
+            .env("LOG_LEVEL", "loud")
+            .arg("run")
+            .arg("--db")
+            .arg(&db)
+            .args([
+                "--dlq",
+                "orders-dlq",
+                "--until-empty",
+                "--wait-seconds",
+                "0",
+            ]),
+    );
+    assert!(stderr.contains("\"loud\" is not a log level"), "{stderr}");
+    assert_eq!(queue_counts(&db, "orders-dlq"), [1, 0, 0], "nothing healed");
+    // Python's WARNING, as the original design's functions were configured: the alert, logged
+    // at warn, still shows.
+    let output = run_ok(
+        bin()
+            .env("LOG_LEVEL", "WARNING")
+            .arg("run")
+            .arg("--db")
+            .arg(&db)
+            .args([
+                "--dlq",
+                "orders-dlq",
+                "--until-empty",
+                "--wait-seconds",
+                "0",
+            ]),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("failed with auth"), "{stderr}");
+    assert!(!stderr.contains(" INFO "), "info lines are off: {stderr}");
+}
+
+#[test]
 fn run_refuses_a_retention_on_aws_where_dynamodb_ttl_decides() {
     let stderr = refused(
         bin()

@@ -27,6 +27,7 @@ pub mod contract;
 pub mod engine;
 pub mod json_check;
 pub mod letter;
+pub mod log_level;
 pub mod message;
 pub mod metrics;
 pub mod policy;

@@ -164,25 +164,14 @@ fn log_level(lookup: Lookup<'_>) -> String {
     optional(lookup, "LOG_LEVEL").unwrap_or_else(|| "INFO".to_string())
 }
 
-/// A tracing filter for a `LOG_LEVEL`: Python's names (`DEBUG`, `INFO`, `WARNING`, `ERROR`,
-/// `CRITICAL`) in any case, or a tracing filter directive such as `info,dlq_healer_core=debug`.
-pub fn log_filter(level: &str) -> String {
-    match level.trim().to_ascii_lowercase().as_str() {
-        "warning" | "warn" => "warn".into(),
-        "critical" | "fatal" => "error".into(),
-        "" => "info".into(),
-        other => other.into(),
-    }
-}
-
 /// Log to stdout (CloudWatch Logs) without colours or timestamps, which Lambda adds itself.
 /// An unusable `LOG_LEVEL` falls back to `info` with a warning rather than failing init.
 pub fn init_logging(level: &str) {
-    let filter = log_filter(level);
-    let (filter, bad) = match tracing_subscriber::EnvFilter::try_new(&filter) {
-        Ok(filter) => (filter, false),
-        Err(_) => (tracing_subscriber::EnvFilter::new("info"), true),
-    };
+    let filter = dlq_healer_core::log_level::log_filter(level)
+        .ok()
+        .and_then(|filter| tracing_subscriber::EnvFilter::try_new(filter).ok());
+    let bad = filter.is_none();
+    let filter = filter.unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
@@ -252,13 +241,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("MAIN_QUEUE_URL"), "{error}");
-    }
-
-    #[test]
-    fn python_level_names_become_tracing_filters() {
-        assert_eq!(log_filter("WARNING"), "warn");
-        assert_eq!(log_filter("INFO"), "info");
-        assert_eq!(log_filter("CRITICAL"), "error");
-        assert_eq!(log_filter("info,hyper=warn"), "info,hyper=warn");
     }
 }
