@@ -11,7 +11,8 @@ use std::sync::Arc;
 /// What to do with queues.
 #[derive(Debug, Clone, Subcommand)]
 pub enum QueueAction {
-    /// Create a queue (idempotent).
+    /// Create a queue. Creating one that exists with the same settings does nothing; with
+    /// other settings it is refused unless --update is given.
     Create {
         /// Queue name.
         name: String,
@@ -27,6 +28,11 @@ pub enum QueueAction {
         /// A FIFO queue (message groups, deduplication ids, no per-message delay).
         #[arg(long)]
         fifo: bool,
+        /// If the queue exists, give it these settings, as SQS SetQueueAttributes would (the
+        /// settings not given take their defaults: no DLQ, 30 s). A queue's type, standard or
+        /// FIFO, cannot change.
+        #[arg(long)]
+        update: bool,
     },
     /// List queues with their depths.
     List,
@@ -56,6 +62,7 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
             max_receive_count,
             visibility_timeout,
             fifo,
+            update,
         } => {
             let mut queue_settings =
                 QueueSettings::default().with_visibility_timeout(visibility_timeout);
@@ -64,6 +71,23 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
             }
             if fifo {
                 queue_settings = queue_settings.fifo();
+            }
+            let existing = backend.queues.queue_settings(&name)?;
+            match existing {
+                Some(existing) if existing == queue_settings => {
+                    println!(
+                        "queue {name} already exists with these settings in {}",
+                        settings.db.display()
+                    );
+                    return Ok(());
+                }
+                Some(existing) if !update => bail!(
+                    "queue {name} already exists with other settings ({}; asked for {}): \
+                     run again with --update to change them",
+                    describe(&existing),
+                    describe(&queue_settings)
+                ),
+                _ => {}
             }
             backend.queues.create_queue(&name, queue_settings)?;
             println!("queue {name} ready in {}", settings.db.display());
@@ -106,4 +130,23 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A queue's settings as `queue create` takes them.
+fn describe(settings: &QueueSettings) -> String {
+    let mut parts = vec![format!(
+        "visibility timeout {} s",
+        settings.visibility_timeout_seconds
+    )];
+    match &settings.redrive {
+        Some(redrive) => parts.push(format!(
+            "DLQ {} after {} receives",
+            redrive.dead_letter_queue, redrive.max_receive_count
+        )),
+        None => parts.push("no DLQ".into()),
+    }
+    if settings.fifo {
+        parts.push("FIFO".into());
+    }
+    parts.join(", ")
 }

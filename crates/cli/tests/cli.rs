@@ -246,6 +246,72 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
 }
 
 #[test]
+fn queue_create_again_keeps_the_settings_unless_told_to_update_them() {
+    let dir = scratch("create-again");
+    let db = dir.path().join("q.db");
+    let queue = |args: &[&str]| {
+        let mut command = bin();
+        command.arg("queue").arg("--db").arg(&db).args(args);
+        command
+    };
+    let with_dlq = [
+        "create",
+        "orders",
+        "--dlq",
+        "orders-dlq",
+        "--max-receive-count",
+        "5",
+        "--visibility-timeout",
+        "120",
+    ];
+    run_ok(&mut queue(&["create", "orders-dlq"]));
+    run_ok(&mut queue(&with_dlq));
+    let again = run_ok(&mut queue(&with_dlq));
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already exists with these settings"),
+        "the same settings again: nothing to do"
+    );
+    let stderr = refused(&mut queue(&["create", "orders"]));
+    assert!(
+        stderr.contains("already exists with other settings (visibility timeout 120 s, DLQ orders-dlq after 5 receives; asked for visibility timeout 30 s, no DLQ)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--update"), "{stderr}");
+    let stderr = refused(&mut queue(&["create", "orders", "--fifo", "--update"]));
+    assert!(stderr.contains("cannot become a FIFO one"), "{stderr}");
+    let settings = || {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        connection
+            .query_row(
+                "SELECT visibility_timeout_seconds, dead_letter_queue, fifo FROM queues
+                 WHERE name = 'orders'",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                },
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        settings(),
+        (120, Some("orders-dlq".into()), false),
+        "unchanged"
+    );
+    run_ok(&mut queue(&[
+        "create",
+        "orders",
+        "--update",
+        "--visibility-timeout",
+        "60",
+    ]));
+    assert_eq!(settings(), (60, None, false), "updated when asked");
+}
+
+#[test]
 fn log_level_takes_python_names_and_refuses_a_word_that_would_silence_the_log() {
     let dir = scratch("log-level");
     let db = dir.path().join("q.db");

@@ -151,13 +151,7 @@ pub struct LocalQueues {
     store: LocalStore,
 }
 
-struct QueueRow {
-    visibility_timeout_seconds: u32,
-    redrive: Option<RedrivePolicy>,
-    fifo: bool,
-}
-
-fn load_queue(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<QueueRow>> {
+fn load_queue(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<QueueSettings>> {
     tx.prepare_cached(
         "SELECT visibility_timeout_seconds, dead_letter_queue, max_receive_count, fifo
          FROM queues WHERE name = ?1",
@@ -165,7 +159,7 @@ fn load_queue(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<Queue
     .query_row([name], |row| {
         let dlq: Option<String> = row.get(1)?;
         let max: Option<u32> = row.get(2)?;
-        Ok(QueueRow {
+        Ok(QueueSettings {
             visibility_timeout_seconds: row.get(0)?,
             redrive: dlq
                 .zip(max)
@@ -186,7 +180,9 @@ impl LocalQueues {
     }
 
     /// Create a queue, or update its settings if it exists (like SQS `CreateQueue` followed by
-    /// `SetQueueAttributes`). A redrive target must already exist.
+    /// `SetQueueAttributes`). A redrive target must already exist. A queue's type, standard or
+    /// FIFO, cannot change (nor can SQS's `FifoQueue`): the messages in it were sent for the
+    /// other.
     pub fn create_queue(&self, name: &str, settings: QueueSettings) -> Result<(), LocalError> {
         let name = queue_name(name);
         if !valid_name(name) {
@@ -215,6 +211,16 @@ impl LocalQueues {
         }
         let now = self.store.now();
         self.store.write("create queue", name, |tx| {
+            if let Some(existing) = load_queue(tx, name)?
+                && existing.fifo != settings.fifo
+            {
+                let kind = |fifo: bool| if fifo { "FIFO" } else { "standard" };
+                return Ok(Err(LocalError::Invalid(format!(
+                    "queue {name:?} is a {} queue and cannot become a {} one: create a queue of another name",
+                    kind(existing.fifo),
+                    kind(settings.fifo)
+                ))));
+            }
             if let Some(redrive) = &settings.redrive {
                 let dlq_name = queue_name(&redrive.dead_letter_queue);
                 match load_queue(tx, dlq_name)? {
@@ -250,6 +256,13 @@ impl LocalQueues {
             )?;
             Ok(Ok(()))
         })?
+    }
+
+    /// The settings of queue `name`, or `None` when there is no such queue.
+    pub fn queue_settings(&self, name: &str) -> Result<Option<QueueSettings>, LocalError> {
+        let name = queue_name(name);
+        self.store
+            .read("read the settings of", name, |tx| load_queue(tx, name))
     }
 
     /// A [`MessageSource`] on an existing queue.

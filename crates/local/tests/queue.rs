@@ -223,6 +223,41 @@ fn queue_settings_are_checked_and_updated() {
         orders.settings.redrive.as_ref().unwrap().max_receive_count,
         4
     );
+    assert_eq!(
+        queues.queue_settings("orders").unwrap(),
+        Some(orders.settings.clone())
+    );
+    assert_eq!(queues.queue_settings("nope").unwrap(), None);
+}
+
+#[test]
+fn a_queue_cannot_change_between_standard_and_fifo() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues
+        .create_queue("orders", QueueSettings::default())
+        .unwrap();
+    let error = queues
+        .create_queue("orders", QueueSettings::default().fifo())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("is a standard queue and cannot become a FIFO one"),
+        "{error}"
+    );
+    queues
+        .create_queue("groups", QueueSettings::default().fifo())
+        .unwrap();
+    let error = queues
+        .create_queue("groups", QueueSettings::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("is a FIFO queue and cannot become a standard one"),
+        "{error}"
+    );
+    assert!(!queues.queue_settings("orders").unwrap().unwrap().fifo);
+    assert!(queues.queue_settings("groups").unwrap().unwrap().fifo);
 }
 
 #[tokio::test]
