@@ -62,6 +62,14 @@ const RUN_BATCH_SIZE: u32 = 100;
 /// second at batch 100 with two loops against 14,700-16,500 with one, in the same minutes.
 const RUN_CONCURRENCY: u32 = 2;
 
+/// How long `run` long-polls an empty DLQ: SQS's longest wait, as few empty receives as can be.
+const RUN_WAIT_SECONDS: u64 = 20;
+
+/// How long `run --until-empty` long-polls before it takes the DLQ for drained. Any wait above
+/// zero is a long poll, which on SQS asks every server (a short poll samples some and may answer
+/// empty while messages wait); a longer one would only keep a cron job waiting.
+const UNTIL_EMPTY_WAIT_SECONDS: u64 = 1;
+
 /// The longest `run --retention-days`: a century, far inside the range of times there are.
 const MAX_RETENTION_DAYS: i64 = 36_500;
 
@@ -227,9 +235,11 @@ enum Command {
         /// Drain the DLQ, then exit 0 (for cron jobs and scripts).
         #[arg(long)]
         until_empty: bool,
-        /// Long-poll wait for an empty DLQ, in seconds (0 to 20).
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=20))]
-        wait_seconds: u64,
+        /// Long-poll wait for an empty DLQ, in seconds (0 to 20): 20 unless --until-empty, 1 with
+        /// it (the drain ends at the first receive that waited this long for nothing). SIGINT and
+        /// SIGTERM end the wait at once.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=20))]
+        wait_seconds: Option<u64>,
         /// Rules file (TOML); the shipped defaults when absent.
         #[arg(long, env = "DLQ_HEALER_RULES")]
         rules: Option<PathBuf>,
@@ -450,7 +460,11 @@ fn dispatch(command: Command) -> Result<i32> {
                 main_queue,
                 batch_size: batch_size as usize,
                 until_empty,
-                wait: std::time::Duration::from_secs(wait_seconds),
+                wait: std::time::Duration::from_secs(wait_seconds.unwrap_or(if until_empty {
+                    UNTIL_EMPTY_WAIT_SECONDS
+                } else {
+                    RUN_WAIT_SECONDS
+                })),
                 rules: std::sync::Arc::new(load_rules(rules.as_deref())?),
                 archive_prefix,
                 retention: run::retention(backend, retention_days)?,

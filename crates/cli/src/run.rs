@@ -112,6 +112,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         batch_size = options.batch_size,
         concurrency = options.concurrency,
         until_empty = options.until_empty,
+        wait_seconds = options.wait.as_secs(),
         retention_days = options.retention.map(|r| r.num_days()),
         "healer started"
     );

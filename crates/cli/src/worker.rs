@@ -6,22 +6,51 @@
 use dlq_healer_core::engine::{BatchReport, Engine, Tally};
 use dlq_healer_core::message::ReceivedMessage;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// A flag the signal handler sets and the loop reads between batches.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown(Arc<AtomicBool>);
+/// A flag the signal handler sets; the loop reads it between batches and stops waiting for an
+/// empty DLQ when it is set.
+#[derive(Debug, Clone)]
+pub struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown(Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+}
 
 impl Shutdown {
     /// Ask the loop to stop after the batch in hand.
     pub fn request(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.send_replace(true);
     }
 
     /// Whether a stop was asked for.
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+
+    /// Wait until a stop is asked for.
+    pub async fn wait(&self) {
+        let mut requests = self.0.subscribe();
+        // The sender lives as long as `self`, so the wait cannot fail.
+        let _ = requests.wait_for(|&requested| requested).await;
+    }
+
+    /// `receive`'s answer, or `None` if a stop is asked for first. A receive still waiting for
+    /// messages is then dropped: on the local backend that happens between polls, with nothing
+    /// received; on SQS, messages an unfinished receive took come back after the DLQ's
+    /// visibility timeout. An answer that is ready wins over the stop, so that a batch received
+    /// is healed.
+    pub async fn unless_requested<T>(
+        &self,
+        receive: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            biased;
+            answer = receive => Some(answer),
+            () = self.wait() => None,
+        }
     }
 
     /// Set the flag on SIGINT or SIGTERM.
@@ -142,15 +171,15 @@ impl KeepAlive {
 }
 
 /// Heal one batch, extending its visibility while the engine works on it, and meanwhile receive
-/// the next one (unless `receive_next` is false): its receive goes on while the batch waits on
-/// the disk or the network, instead of after it. The next batch's visibility is extended too,
+/// the next one (unless a stop is asked for, before or while it waits for messages): its receive
+/// goes on while the batch waits on the disk or the network, instead of after it. The next batch's visibility is extended too,
 /// from its arrival until this batch is done. An extension that lands after the engine parked a
 /// message only shortens the park: the ledger re-parks it.
 async fn heal_and_receive_next(
     engine: &Engine,
     batch: Vec<ReceivedMessage>,
     settings: LoopSettings,
-    receive_next: bool,
+    shutdown: &Shutdown,
 ) -> (BatchReport, Option<Received>) {
     let handles = |batch: &[ReceivedMessage], seconds: u32| -> Vec<(String, u32)> {
         batch
@@ -174,10 +203,12 @@ async fn heal_and_receive_next(
         report
     };
     let next = async {
-        if !receive_next {
+        if shutdown.requested() {
             return None;
         }
-        let received = receive_batch(engine, &settings).await;
+        let received = shutdown
+            .unless_requested(receive_batch(engine, &settings))
+            .await?;
         if let Ok(next) = &received {
             in_hand().extend(handles(next, extend_to));
         }
@@ -249,14 +280,26 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
     while received.is_some() || !shutdown.requested() {
         let answer = match received.take() {
             Some(answer) => answer,
-            None => receive_batch(engine, &settings).await,
+            None => match shutdown
+                .unless_requested(receive_batch(engine, &settings))
+                .await
+            {
+                Some(answer) => answer,
+                None => break,
+            },
         };
         let batch = match answer {
             Ok(batch) => batch,
             Err(error) => {
                 summary.receive_errors += 1;
                 tracing::warn!(%error, "receive from the DLQ failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
+                if shutdown
+                    .unless_requested(tokio::time::sleep(backoff))
+                    .await
+                    .is_none()
+                {
+                    break;
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
@@ -271,8 +314,7 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
             }
             continue;
         }
-        let (report, next) =
-            heal_and_receive_next(engine, batch, settings, !shutdown.requested()).await;
+        let (report, next) = heal_and_receive_next(engine, batch, settings, shutdown).await;
         received = next;
         for failed in report.not_settled() {
             if let dlq_healer_core::Outcome::Failed { reason } = &failed.outcome {
@@ -300,9 +342,10 @@ mod tests {
     use dlq_healer_core::testing::{
         MemoryAlerter, MemoryArchive, MemoryLedger, MemoryMetrics, MemoryQueue, MemoryQueues,
     };
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// The DLQ, counting receives and asking for a shutdown at the `stop_at`th.
+    /// The DLQ, counting receives and asking for a shutdown at the `stop_at`th. A receive that
+    /// finds nothing waits out its `wait`, as a long poll on an empty queue does.
     struct CountingDlq {
         inner: Arc<MemoryQueue>,
         receives: AtomicUsize,
@@ -323,7 +366,11 @@ mod tests {
             if self.receives.fetch_add(1, Ordering::SeqCst) + 1 == self.stop_at {
                 self.shutdown.request();
             }
-            self.inner.receive(max, wait).await
+            let messages = self.inner.receive(max, wait).await?;
+            if messages.is_empty() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(messages)
         }
         async fn delete(&self, handles: &[String]) -> Result<EntryResults<()>, PortError> {
             self.inner.delete(handles).await
@@ -476,5 +523,52 @@ mod tests {
             5,
             "the rest stays in the DLQ, none in flight"
         );
+    }
+
+    /// Settings that long-poll an empty DLQ for a minute and never stop on their own.
+    fn waiting_a_minute() -> LoopSettings {
+        LoopSettings {
+            wait: Duration::from_secs(60),
+            until_empty: false,
+            ..settings(10)
+        }
+    }
+
+    /// Ask `shutdown` for a stop in 50 ms.
+    fn stop_soon(shutdown: &Shutdown) {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            shutdown.request();
+        });
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait_on_an_empty_dlq_at_once() {
+        let (engine, dlq, shutdown) = world(0, usize::MAX).await;
+        stop_soon(&shutdown);
+        let summary = tokio::time::timeout(
+            Duration::from_secs(10),
+            heal_loop(&engine, waiting_a_minute(), &shutdown),
+        )
+        .await
+        .expect("the loop stops without waiting out its minute-long poll");
+        assert_eq!(summary.batches, 0);
+        assert_eq!(dlq.receives.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_wait_for_the_next_batch_after_the_one_in_hand_is_healed() {
+        let (engine, dlq, shutdown) = world(5, usize::MAX).await;
+        stop_soon(&shutdown);
+        let summary = tokio::time::timeout(
+            Duration::from_secs(10),
+            heal_loop(&engine, waiting_a_minute(), &shutdown),
+        )
+        .await
+        .expect("the loop stops without waiting out the next batch's minute-long poll");
+        assert_eq!(summary.batches, 1);
+        assert_eq!(summary.tally.requeued, 5, "the batch in hand is healed");
+        assert_eq!(left_in(&dlq).await, 0);
     }
 }

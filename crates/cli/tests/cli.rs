@@ -215,14 +215,22 @@ fn run_until_empty_heals_a_local_dlq_and_exits_zero() {
             [],
         )
         .unwrap();
+    let started = std::time::Instant::now();
     let output = run_ok(bin().arg("run").arg("--db").arg(&db).args([
         "--dlq",
         "orders-dlq",
         "--until-empty",
-        "--wait-seconds",
-        "0",
     ]));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the drain ends without waiting out a 20 s long poll: {:?}",
+        started.elapsed()
+    );
     let text = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        text.contains("wait_seconds=1"),
+        "a 1 s long poll by default with --until-empty: {text}"
+    );
     assert!(text.contains("batch_size=100"), "the default batch: {text}");
     assert!(
         text.contains("concurrency=2"),
@@ -428,11 +436,12 @@ fn run_stops_gracefully_on_sigterm() {
             .arg(&db)
             .args(["create", "dlq"]),
     );
+    // The default long poll of 20 s: the signal ends it.
     let mut child = bin()
         .arg("run")
         .arg("--db")
         .arg(&db)
-        .args(["--dlq", "dlq", "--wait-seconds", "1"])
+        .args(["--dlq", "dlq"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -449,8 +458,8 @@ fn run_stops_gracefully_on_sigterm() {
             break child.wait_with_output().unwrap();
         }
         assert!(
-            started.elapsed().as_secs() < 15,
-            "did not stop after SIGTERM"
+            started.elapsed().as_secs() < 10,
+            "did not stop after SIGTERM within 10 s, as `docker stop` expects"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
