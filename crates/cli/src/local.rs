@@ -1,6 +1,6 @@
 //! Wiring of the embedded local backend: one SQLite file plus an archive directory.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use dlq_healer_core::engine::{Engine, EngineConfig, Ports};
 use dlq_healer_core::ports::Clock;
 use dlq_healer_core::rules::RuleSet;
@@ -68,9 +68,22 @@ impl LocalBackend {
 
     /// A healing engine on the DLQ `dlq`.
     pub fn engine(&self, dlq: &str, rules: Arc<RuleSet>, config: EngineConfig) -> Result<Engine> {
+        let db = self.store.path().display();
         let source = self.queues.queue(dlq).with_context(|| {
-            format!("cannot heal {dlq:?}; list queues with `dlq-healer queue list`")
+            format!(
+                "cannot heal {dlq:?}: see the queues with `dlq-healer queue --db {db} list`, or \
+                 create it with `dlq-healer queue --db {db} create {dlq}`"
+            )
         })?;
+        if let Some(target) = &config.default_target
+            && self.queues.queue_settings(target)?.is_none()
+        {
+            bail!(
+                "cannot re-queue to {target:?} (--main-queue): it does not exist in {db}; see the \
+                 queues with `dlq-healer queue --db {db} list`, or create it with \
+                 `dlq-healer queue --db {db} create {target}`"
+            );
+        }
         let ports = Ports {
             dlq: Arc::new(source),
             queues: self.queues.clone(),

@@ -300,10 +300,16 @@ enum Command {
 #[derive(Debug, Clone, clap::Args)]
 struct LocalArgs {
     /// The SQLite file of the local backend (created when missing).
-    #[arg(long, env = "DLQ_HEALER_DB", default_value = "dlq-healer.db")]
+    // Global, so that it may come after a subcommand too (`queue list --db FILE`).
+    #[arg(
+        long,
+        global = true,
+        env = "DLQ_HEALER_DB",
+        default_value = "dlq-healer.db"
+    )]
     db: PathBuf,
     /// Directory of archived messages; `<db name>-archive` beside the database when absent.
-    #[arg(long, env = "DLQ_HEALER_ARCHIVE_DIR")]
+    #[arg(long, global = true, env = "DLQ_HEALER_ARCHIVE_DIR")]
     archive_dir: Option<PathBuf>,
 }
 

@@ -418,9 +418,27 @@ fn run_on_a_missing_dlq_says_what_to_do() {
             .args(["--dlq", "nope", "--until-empty"]),
     );
     assert!(stderr.contains("nope"), "{stderr}");
+    let db = dir.path().join("x.db");
+    let suggested = format!("`dlq-healer queue --db {} list`", db.display());
+    assert!(stderr.contains(&suggested), "{stderr}");
+    // The commands suggested work as written, with --db before or after the action.
+    run_ok(
+        bin()
+            .args(["queue", "--db"])
+            .arg(&db)
+            .args(["create", "dlq"]),
+    );
+    run_ok(bin().args(["queue", "list", "--db"]).arg(&db));
+    let stderr = refused(bin().arg("run").arg("--db").arg(&db).args([
+        "--dlq",
+        "dlq",
+        "--main-queue",
+        "ghost",
+        "--until-empty",
+    ]));
     assert!(
-        stderr.contains("queue list") || stderr.contains("queue create"),
-        "{stderr}"
+        stderr.contains("cannot re-queue to \"ghost\" (--main-queue): it does not exist"),
+        "a re-queue target that does not exist is refused at start, not found by each message: {stderr}"
     );
 }
 

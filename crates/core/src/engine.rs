@@ -543,6 +543,12 @@ impl Engine {
                     }
                     Err(error) if !error.retryable => {
                         // The source queue is gone: keep the message where a person can find it.
+                        tracing::warn!(
+                            message_id = %plan.letter.message.message_id,
+                            %queue,
+                            %error,
+                            "cannot re-queue the message; archiving it instead"
+                        );
                         plan.step = Step::Archive {
                             reason: format!("re-queue to {queue} impossible: {error}"),
                         };

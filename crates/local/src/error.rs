@@ -88,7 +88,7 @@ pub enum LocalError {
         source: std::io::Error,
     },
     /// A queue that was named does not exist.
-    #[error("queue {0:?} does not exist; create it first (e.g. `LocalQueues::create_queue`)")]
+    #[error("queue {0:?} does not exist")]
     NoSuchQueue(String),
     /// Settings or arguments that cannot work.
     #[error("{0}")]
