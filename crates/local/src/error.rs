@@ -27,6 +27,17 @@ pub enum LocalError {
         /// What SQLite said.
         reason: String,
     },
+    /// The file is an SQLite database of something else: opening it would add the store's
+    /// tables to it.
+    #[error(
+        "{path} is an SQLite database of something else (its tables include {tables}), not a dlq-healer one; give dlq-healer a file of its own (--db)"
+    )]
+    ForeignDatabase {
+        /// The file.
+        path: PathBuf,
+        /// Some of its tables, quoted.
+        tables: String,
+    },
     /// The database was written by a newer dlq-healer.
     #[error(
         "the database {path} has schema version {found}, newer than this build understands ({known}); upgrade dlq-healer"
@@ -146,6 +157,7 @@ impl LocalError {
             LocalError::Database { .. } => true,
             LocalError::Open { .. }
             | LocalError::NotADatabase { .. }
+            | LocalError::ForeignDatabase { .. }
             | LocalError::NewerSchema { .. }
             | LocalError::NoSuchQueue(_)
             | LocalError::Invalid(_)

@@ -162,6 +162,42 @@ CREATE INDEX IF NOT EXISTS ledger_retried_by_digest_prefix ON ledger(substr(body
     WHERE action IN ('requeued', 'parked');
 "#;
 
+/// Tables every dlq-healer database has had since schema version 1.
+const OWN_TABLES: [&str; 3] = ["queues", "messages", "ledger"];
+
+/// Refuse a database that has tables but is not a dlq-healer one (schema version 0, or without
+/// the store's tables), before anything is written to it: not its journal mode, and not the
+/// store's tables.
+fn refuse_foreign(connection: &Connection, path: &Path) -> Result<(), LocalError> {
+    let read = |e| LocalError::sql("read the schema of", "the database", path, e);
+    let tables: Vec<String> = connection
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+        .and_then(|mut statement| {
+            statement
+                .query_map([], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()
+        })
+        .map_err(read)?;
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let version: i64 = connection
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(read)?;
+    let ours = version >= 1 && OWN_TABLES.iter().all(|own| tables.iter().any(|t| t == own));
+    if ours {
+        return Ok(());
+    }
+    let mut named: Vec<String> = tables.iter().take(3).map(|t| format!("{t:?}")).collect();
+    if tables.len() > 3 {
+        named.push(format!("{} more", tables.len() - 3));
+    }
+    Err(LocalError::ForeignDatabase {
+        path: path.to_path_buf(),
+        tables: named.join(", "),
+    })
+}
+
 struct Inner {
     path: PathBuf,
     connection: Mutex<Connection>,
@@ -342,6 +378,7 @@ impl LocalStore {
         })?;
         let setup = |e| LocalError::sql("set up", "the database", &path, e);
         connection.busy_timeout(BUSY_TIMEOUT).map_err(setup)?;
+        refuse_foreign(&connection, &path)?;
         // Only a new, empty file takes the page size; an existing one keeps its own.
         connection
             .pragma_update(None, "page_size", PAGE_SIZE)

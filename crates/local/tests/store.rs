@@ -41,6 +41,56 @@ fn a_file_that_is_not_sqlite_is_a_clear_error() {
 }
 
 #[test]
+fn another_applications_database_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, schema) in [
+        (
+            "app.db",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);",
+        ),
+        // A table of one of the store's names, without the store's schema version.
+        ("clash.db", "CREATE TABLE queues (name TEXT, owner TEXT);"),
+        // The store's schema version, without its tables.
+        (
+            "versioned.db",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY); PRAGMA user_version = 3;",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(schema)
+            .unwrap();
+        let error = LocalStore::open(&path).unwrap_err();
+        assert!(
+            matches!(error, LocalError::ForeignDatabase { .. }),
+            "{name}: {error:?}"
+        );
+        assert!(
+            error.to_string().contains("not a dlq-healer one"),
+            "{name}: {error}"
+        );
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        let tables: i64 = raw
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(tables, 1, "{name}: no table added");
+        let mode: String = raw
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "delete", "{name}: its journal mode is left alone");
+    }
+    // An empty file is a new database.
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    LocalStore::open(&empty).unwrap();
+}
+
+#[test]
 fn a_newer_schema_is_refused() {
     let fixture = Fixture::new();
     assert_eq!(
@@ -165,8 +215,12 @@ async fn new_files_get_the_small_page_size_and_older_files_keep_theirs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("older.db");
     let raw = rusqlite::Connection::open(&path).unwrap();
-    raw.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
-        .unwrap();
+    // The table fixes the page size in the file; dropped, it leaves no table a dlq-healer file
+    // would not have.
+    raw.execute_batch(
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x); DROP TABLE t;",
+    )
+    .unwrap();
     drop(raw);
     let store = LocalStore::open(&path).unwrap();
     assert_eq!(page_size(&path), 4096);
