@@ -146,24 +146,67 @@ pub async fn select(
     filter: &crate::filter::Filter,
     limit: Option<usize>,
 ) -> Result<Vec<Archived>> {
+    let selection = select_readable(operator, filter, limit, true).await?;
+    match selection.unreadable.into_iter().next() {
+        Some(unreadable) => Err(unreadable.problem),
+        None => Ok(selection.matched),
+    }
+}
+
+/// An entry of the archive index whose record could not be read.
+struct Unreadable {
+    entry: ArchivedEntry,
+    /// Why its record could not be read.
+    problem: anyhow::Error,
+}
+
+/// What [`select_readable`] found.
+struct Selection {
+    /// The records that match the filter, newest first.
+    matched: Vec<Archived>,
+    /// The entries, in the same order, whose records could not be read, so that the filter
+    /// could not be tried on them (beyond the index's class and time).
+    unreadable: Vec<Unreadable>,
+}
+
+/// Archived records matching the filter, newest first, with the entries whose records could not
+/// be read set aside (only the first, if `stop_at_unreadable`). Up to `limit` of both together.
+async fn select_readable(
+    operator: &dyn Operator,
+    filter: &crate::filter::Filter,
+    limit: Option<usize>,
+    stop_at_unreadable: bool,
+) -> Result<Selection> {
     // Fingerprints, sources and body matches need the records; limit after filtering then.
     let needs_records =
         !filter.fingerprints.is_empty() || !filter.wheres.is_empty() || !filter.sources.is_empty();
     let entries = operator
         .archived(&query(filter, if needs_records { None } else { limit }))
         .await?;
-    let mut selected = Vec::new();
+    let mut selection = Selection {
+        matched: Vec::new(),
+        unreadable: Vec::new(),
+    };
     for entry in entries {
-        if limit.is_some_and(|l| selected.len() >= l) {
+        if limit.is_some_and(|l| selection.matched.len() + selection.unreadable.len() >= l) {
             break;
         }
-        let record = operator.fetch_archived(&entry).await?;
-        let archived = Archived::new(entry, record)?;
-        if filter.matches(&archived.facts()) {
-            selected.push(archived);
+        let read = operator
+            .fetch_archived(&entry)
+            .await
+            .and_then(|record| Archived::new(entry.clone(), record));
+        match read {
+            Ok(archived) if filter.matches(&archived.facts()) => selection.matched.push(archived),
+            Ok(_) => {}
+            Err(problem) => {
+                selection.unreadable.push(Unreadable { entry, problem });
+                if stop_at_unreadable {
+                    break;
+                }
+            }
         }
     }
-    Ok(selected)
+    Ok(selection)
 }
 
 /// `archive list`.
@@ -174,7 +217,15 @@ pub async fn list(
     json: bool,
 ) -> Result<String> {
     let filter = filter.build(Utc::now())?;
-    let selected = select(operator, &filter, Some(limit)).await?;
+    let Selection {
+        matched: selected,
+        unreadable,
+    } = select_readable(operator, &filter, Some(limit), false).await?;
+    // One damaged or missing file does not hide the rest of the archive: its entries are
+    // listed as unreadable (in the table) and named on standard error.
+    for u in &unreadable {
+        tracing::warn!(key = %u.entry.key, attempt = u.entry.attempt, "cannot read the archived record: {:#}", u.problem);
+    }
     if json {
         return Ok(serde_json::to_string_pretty(&selected)?);
     }
@@ -182,18 +233,35 @@ pub async fn list(
         "{:<40} {:>3} {:<12} {:<20} {:<16} {}\n",
         "key", "try", "class", "archived at", "fingerprint", "source"
     );
-    for a in &selected {
-        out.push_str(&format!(
+    let row = |entry: &ArchivedEntry, fingerprint: &str| {
+        format!(
             "{:<40} {:>3} {:<12} {:<20} {:<16} {}\n",
-            a.entry.key,
-            a.entry.attempt,
-            a.entry.class.as_str(),
-            a.entry.archived_at.format("%Y-%m-%d %H:%M:%S"),
-            a.fingerprint,
-            a.entry.source.as_deref().unwrap_or("-")
-        ));
+            entry.key,
+            entry.attempt,
+            entry.class.as_str(),
+            entry.archived_at.format("%Y-%m-%d %H:%M:%S"),
+            fingerprint,
+            entry.source.as_deref().unwrap_or("-")
+        )
+    };
+    // Newest first, the unreadable entries among the others.
+    let mut rows: Vec<(&ArchivedEntry, &str)> = selected
+        .iter()
+        .map(|a| (&a.entry, a.fingerprint.as_str()))
+        .chain(unreadable.iter().map(|u| (&u.entry, "(unreadable)")))
+        .collect();
+    rows.sort_by_key(|(entry, _)| std::cmp::Reverse(entry.archived_at));
+    for (entry, fingerprint) in rows {
+        out.push_str(&row(entry, fingerprint));
     }
     out.push_str(&format!("{} archived messages\n", selected.len()));
+    if let Some(first) = unreadable.first() {
+        out.push_str(&format!(
+            "{} more whose archived records cannot be read (the first: {:#})\n",
+            unreadable.len(),
+            first.problem
+        ));
+    }
     Ok(out)
 }
 
@@ -209,12 +277,18 @@ pub async fn show(
             ..ArchiveQuery::default()
         })
         .await?;
+    if entries.is_empty() {
+        bail!("no archived message has the key {key:?}; list them with `dlq-healer archive list`");
+    }
+    let attempts: Vec<String> = entries.iter().map(|e| e.attempt.to_string()).collect();
     let entry = entries
         .into_iter()
         .find(|e| attempt.is_none_or(|a| e.attempt == a))
         .with_context(|| {
             format!(
-                "no archived message has the key {key:?}; list them with `dlq-healer archive list`"
+                "the key {key:?} has no archived attempt {}; its archived attempts: {}",
+                attempt.unwrap_or_default(),
+                attempts.join(", ")
             )
         })?;
     operator.fetch_archived(&entry).await

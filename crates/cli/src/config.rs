@@ -2,6 +2,7 @@
 //! variables' own names as keys. Flags win over the environment, the environment over the file.
 //!
 //! ```toml
+//! DLQ_HEALER_BACKEND = "aws"
 //! DLQ_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq"
 //! MAIN_QUEUE_URL = "https://sqs.us-east-1.amazonaws.com/123456789012/orders"
 //! ARCHIVE_BUCKET = "orders-archive"
@@ -14,7 +15,8 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 /// The variables a configuration file may set.
-pub const SETTINGS: [&str; 13] = [
+pub const SETTINGS: [&str; 14] = [
+    "DLQ_HEALER_BACKEND",
     "DLQ_URL",
     "MAIN_QUEUE_URL",
     "ARCHIVE_BUCKET",
@@ -72,7 +74,13 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>> {
         }
         let value = match value {
             toml::Value::String(text) => text,
-            other => bail!("{key} must be a string, not {}", other.type_str()),
+            // As the environment would hold them: `DLQ_HEALER_RETENTION_DAYS = 30`.
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            other => bail!(
+                "{key} must be a string or a number, not {}",
+                other.type_str()
+            ),
         };
         settings.push((key, value));
     }
@@ -122,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn settings_are_the_variables_and_strings() {
+    fn settings_are_the_variables_with_strings_or_numbers() {
         let settings = parse("DLQ_URL = \"q\"\nLOG_LEVEL = \"debug\"\n").unwrap();
         assert_eq!(
             settings,
@@ -137,11 +145,19 @@ mod tests {
                 .to_string()
                 .contains("unknown setting \"DLQ_URLS\"")
         );
+        assert_eq!(
+            parse("DLQ_HEALER_RETENTION_DAYS = 30\nDLQ_HEALER_BACKEND = \"aws\"").unwrap(),
+            vec![
+                ("DLQ_HEALER_BACKEND".into(), "aws".into()),
+                ("DLQ_HEALER_RETENTION_DAYS".into(), "30".into())
+            ],
+            "numbers as the environment would hold them"
+        );
         assert!(
-            parse("DLQ_URL = 5")
+            parse("DLQ_URL = [5]")
                 .unwrap_err()
                 .to_string()
-                .contains("must be a string")
+                .contains("must be a string or a number, not array")
         );
         assert!(parse("DLQ_URL = ").is_err());
     }

@@ -117,10 +117,12 @@ pub struct FilterArgs {
     /// Only messages from this source queue (repeatable; name, URL or ARN; `*` globs).
     #[arg(long = "source", value_name = "QUEUE")]
     pub sources: Vec<String>,
-    /// Only messages that failed at or after this time: RFC 3339, or a duration ago like 2h, 30m, 1d.
+    /// Only messages of this time or later: RFC 3339, or a duration ago like 2h, 30m, 1d. In a
+    /// DLQ, when the message failed (its context's failed_at, else when it was sent); in the
+    /// archive, when it was archived.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Only messages that failed before this time: RFC 3339, or a duration ago like 2h.
+    /// Only messages of before this time (RFC 3339, or a duration ago like 2h), as --since.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
     /// Only this message key or DLQ message id (repeatable).

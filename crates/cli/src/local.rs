@@ -75,6 +75,15 @@ impl LocalBackend {
                  create it with `dlq-healer queue --db {db} create {dlq}`"
             )
         })?;
+        if let Some(redrive) = self.queues.queue_settings(dlq)?.and_then(|q| q.redrive) {
+            tracing::warn!(
+                "{dlq:?} has a dead-letter queue of its own ({:?} after {} receives): it looks like \
+                 a source queue rather than a DLQ; every message in it will be healed as a dead \
+                 letter (re-queued, archived or alerted on by the rules)",
+                redrive.dead_letter_queue,
+                redrive.max_receive_count
+            );
+        }
         if let Some(target) = &config.default_target
             && self.queues.queue_settings(target)?.is_none()
         {

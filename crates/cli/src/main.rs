@@ -207,7 +207,7 @@ enum Command {
     /// from (from their dlq-context, or the DLQ's redrive source), MAIN_QUEUE_URL being the fallback.
     Run {
         /// The backend.
-        #[arg(long, value_enum, default_value = "local")]
+        #[arg(long, value_enum, env = "DLQ_HEALER_BACKEND", default_value = "local")]
         backend: run::Backend,
         #[command(flatten)]
         local: LocalArgs,

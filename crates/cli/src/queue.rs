@@ -41,8 +41,23 @@ pub enum QueueAction {
         /// Queue name.
         name: String,
         /// The message body.
+        #[arg(
+            long,
+            required_unless_present = "body_file",
+            conflicts_with = "body_file"
+        )]
+        body: Option<String>,
+        /// Read the message body from this file (`-` for standard input), for bodies too long
+        /// for a command line or not UTF-8.
+        #[arg(long, value_name = "FILE")]
+        body_file: Option<std::path::PathBuf>,
+        /// The message group of a FIFO queue (required there).
         #[arg(long)]
-        body: String,
+        group_id: Option<String>,
+        /// The deduplication id of a FIFO message (SQS's content-based deduplication is not
+        /// emulated: a message without one is never taken for a duplicate).
+        #[arg(long, requires = "group_id")]
+        deduplication_id: Option<String>,
         /// A String attribute as name=value (repeatable; at most 10).
         #[arg(long = "attribute", value_name = "NAME=VALUE")]
         attributes: Vec<String>,
@@ -107,15 +122,38 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
         QueueAction::Send {
             name,
             body,
+            body_file,
+            group_id,
+            deduplication_id,
             attributes,
             delay,
         } => {
-            let mut message = OutgoingMessage::new("cli", body.into_bytes());
+            let body = match (body, body_file) {
+                (Some(body), _) => body.into_bytes(),
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut body = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                        .context("reading the body from standard input")?;
+                    body
+                }
+                (None, Some(path)) => std::fs::read(&path)
+                    .with_context(|| format!("reading the body from {}", path.display()))?,
+                (None, None) => bail!("give the body with --body or --body-file"),
+            };
+            let mut message = OutgoingMessage::new("cli", body);
             message.delay_seconds = delay;
+            message.group_id = group_id;
+            message.deduplication_id = deduplication_id;
             for pair in attributes {
                 let Some((key, value)) = pair.split_once('=') else {
                     bail!("attribute {pair:?} is not NAME=VALUE");
                 };
+                if key.is_empty() {
+                    bail!("attribute {pair:?} has no name; write NAME=VALUE");
+                }
+                if message.attributes.get(key).is_some() {
+                    bail!("attribute {key:?} is given twice");
+                }
                 message
                     .attributes
                     .insert(key.to_string(), Attribute::string(value));

@@ -80,6 +80,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
     let mut retention_sweeper = None;
     let engine = match options.backend {
         Backend::Local => {
+            refuse_aws_names_on_local(&options.dlq)?;
             let backend = LocalBackend::open(&options.local, Arc::new(SystemClock))?;
             let engine = backend.engine(&options.dlq, options.rules.clone(), config)?;
             if let Some(retention) = options.retention {
@@ -126,14 +127,44 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         worker::heal_concurrently(Arc::new(engine), settings, &shutdown, options.concurrency).await;
     drop(retention_sweeper);
     if let Some(backend) = local_backend {
+        // Repeats held back in a window would wait for the next `run` to be reported.
+        if let Err(error) = backend
+            .alerter
+            .send_held_back_digests(backend.store.clock().now())
+        {
+            tracing::warn!(%error, "sending the alert digests held back failed; the next run sends them");
+        }
         backend.alerter.wait_for_webhooks(Duration::from_secs(10));
     }
     let t = summary.tally;
     eprintln!(
-        "healed {} batches: {} requeued, {} parked, {} archived, {} already handled, {} failed (left in the DLQ)",
-        summary.batches, t.requeued, t.parked, t.archived, t.duplicates, t.failed
+        "healed {} {}: {} requeued, {} parked, {} archived, {} already handled, {} failed (left in the DLQ)",
+        summary.batches,
+        if summary.batches == 1 {
+            "batch"
+        } else {
+            "batches"
+        },
+        t.requeued,
+        t.parked,
+        t.archived,
+        t.duplicates,
+        t.failed
     );
     Ok(summary)
+}
+
+/// An SQS queue URL or ARN given to the local backend, whose queues have plain names: the
+/// backend was meant to be aws. Refused before a database file is made for it.
+fn refuse_aws_names_on_local(dlq: &str) -> Result<()> {
+    if dlq.starts_with("https://") || dlq.starts_with("http://") || dlq.starts_with("arn:") {
+        anyhow::bail!(
+            "{dlq:?} is an SQS queue URL or ARN, and the backend is local, whose queues have plain \
+             names: give --backend aws (or DLQ_HEALER_BACKEND=aws in the environment or the \
+             configuration file)"
+        );
+    }
+    Ok(())
 }
 
 /// The keep-alive for the DLQ's visibility timeout, read once at start; SQS's default timeout

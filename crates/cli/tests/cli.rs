@@ -320,6 +320,117 @@ fn queue_create_again_keeps_the_settings_unless_told_to_update_them() {
 }
 
 #[test]
+fn run_reports_the_repeats_it_held_back_before_it_exits() {
+    let dir = scratch("digest-at-exit");
+    let db = dir.path().join("q.db");
+    run_ok(
+        bin()
+            .args(["queue", "--db"])
+            .arg(&db)
+            .args(["create", "orders-dlq"]),
+    );
+    let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
+    for order in 0..5 {
+        run_ok(bin().args(["queue", "--db"]).arg(&db).args([
+            "send",
+            "orders-dlq",
+            "--body",
+            &format!("{{\"order\":{order}}}"),
+            "--attribute",
+            &format!("dlq-context={auth}"),
+        ]));
+    }
+    // One message a batch: alike messages of one batch make one alert of their own.
+    let output = run_ok(bin().arg("run").arg("--db").arg(&db).args([
+        "--dlq",
+        "orders-dlq",
+        "--until-empty",
+        "--wait-seconds",
+        "0",
+        "--batch-size",
+        "1",
+        "--concurrency",
+        "1",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("1 message failed with auth from orders"),
+        "the first at once: {stderr}"
+    );
+    assert!(
+        stderr.contains("4 more messages failed with auth from orders"),
+        "the repeats held back, before the run ends rather than at the next one: {stderr}"
+    );
+}
+
+#[test]
+fn queue_send_takes_a_body_from_a_file_or_stdin_and_a_fifo_group() {
+    let dir = scratch("send");
+    let db = dir.path().join("q.db");
+    let queue = || {
+        let mut command = bin();
+        command.arg("queue").arg("--db").arg(&db);
+        command
+    };
+    run_ok(queue().args(["create", "big"]));
+    // Too long for a command line (about 128 KiB), within SQS's 1 MiB.
+    let body = format!("{{\"blob\":\"{}\"}}", "x".repeat(200_000));
+    let file = dir.path().join("body.json");
+    std::fs::write(&file, &body).unwrap();
+    run_ok(queue().args(["send", "big", "--body-file"]).arg(&file));
+    let mut child = queue()
+        .args(["send", "big", "--body-file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(queue_counts(&db, "big"), [2, 0, 0]);
+    let too_big = "x".repeat(1_100_000);
+    std::fs::write(&file, &too_big).unwrap();
+    let stderr = refused(queue().args(["send", "big", "--body-file"]).arg(&file));
+    assert!(stderr.contains("over the maximum"), "{stderr}");
+    let stderr = refused(queue().args([
+        "send",
+        "big",
+        "--body",
+        "{}",
+        "--attribute",
+        "a=1",
+        "--attribute",
+        "a=2",
+    ]));
+    assert!(
+        stderr.contains("attribute \"a\" is given twice"),
+        "{stderr}"
+    );
+
+    run_ok(queue().args(["create", "orders.fifo", "--fifo"]));
+    let stderr = refused(queue().args(["send", "orders.fifo", "--body", "{}"]));
+    assert!(stderr.contains("needs a message group id"), "{stderr}");
+    for _ in 0..2 {
+        run_ok(queue().args([
+            "send",
+            "orders.fifo",
+            "--body",
+            "{}",
+            "--group-id",
+            "customer-1",
+            "--deduplication-id",
+            "order-1",
+        ]));
+    }
+    assert_eq!(queue_counts(&db, "orders.fifo"), [1, 0, 0], "deduplicated");
+}
+
+#[test]
 fn log_level_takes_python_names_and_refuses_a_word_that_would_silence_the_log() {
     let dir = scratch("log-level");
     let db = dir.path().join("q.db");
@@ -439,6 +550,27 @@ fn run_on_a_missing_dlq_says_what_to_do() {
     assert!(
         stderr.contains("cannot re-queue to \"ghost\" (--main-queue): it does not exist"),
         "a re-queue target that does not exist is refused at start, not found by each message: {stderr}"
+    );
+    // A source queue given as the DLQ is healed, with a warning first.
+    run_ok(bin().args(["queue", "--db"]).arg(&db).args([
+        "create",
+        "orders",
+        "--dlq",
+        "dlq",
+        "--max-receive-count",
+        "3",
+    ]));
+    let output = run_ok(bin().arg("run").arg("--db").arg(&db).args([
+        "--dlq",
+        "orders",
+        "--until-empty",
+        "--wait-seconds",
+        "0",
+    ]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"orders\" has a dead-letter queue of its own (\"dlq\" after 3 receives): it looks like a source queue"),
+        "{stderr}"
     );
 }
 
@@ -672,6 +804,26 @@ fn a_configuration_file_says_what_the_environment_would() {
             .env("DLQ_URL", "no-such-dlq"),
     );
     assert!(stderr.contains("no-such-dlq"));
+    // An SQS URL on the local backend: aws was meant; no database is made in the current
+    // directory (the default --db) for it.
+    let here = scratch("config-cwd");
+    let stderr = refused(
+        bin()
+            .current_dir(here.path())
+            .args(["run", "--until-empty"])
+            .env(
+                "DLQ_URL",
+                "https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq",
+            )
+            .env_remove("DLQ_HEALER_DB")
+            .env_remove("DLQ_HEALER_BACKEND"),
+    );
+    assert!(stderr.contains("give --backend aws"), "{stderr}");
+    assert!(
+        entries(here.path()).is_empty(),
+        "{:?}",
+        entries(here.path())
+    );
 
     std::fs::write(&config, "DLQ_URLS = \"x\"\n").unwrap();
     let stderr = refused(bin().arg("run").arg("--config").arg(&config));

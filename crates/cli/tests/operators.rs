@@ -195,6 +195,30 @@ fn bad_input_names_the_problem_and_moves_nothing() {
         })
         .collect();
     std::fs::write(&path, damaged.join("\n") + "\n").unwrap();
+    // The list goes on past the damaged record: the rest of the archive, and the damaged entry
+    // marked, with the reason on standard error.
+    let everything = run_ok(&mut fixture.cmd(&["archive", "list"]));
+    let table = String::from_utf8_lossy(&everything.stdout);
+    let damaged_row = table
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no row for {key}: {table}"));
+    assert!(damaged_row.contains("(unreadable)"), "{table}");
+    let readable = table
+        .lines()
+        .skip(1)
+        .filter(|l| !l.contains("(unreadable)") && !l.contains("archived messages"))
+        .filter(|l| !l.contains("cannot be read"))
+        .count();
+    assert!(readable > 1, "the other records are listed: {table}");
+    assert!(
+        table.contains("1 more whose archived records cannot be read (the first:"),
+        "{table}"
+    );
+    assert!(
+        String::from_utf8_lossy(&everything.stderr).contains(key),
+        "the damaged one is named on standard error"
+    );
     fails_with(
         &mut fixture.cmd(&["archive", "show", key]),
         &[key, "not a valid archive record", "restore"],
@@ -231,6 +255,10 @@ fn archive_lists_shows_and_replays_once() {
             .unwrap();
     assert_eq!(record["key"], key);
     assert!(record["body"].is_string());
+    fails_with(
+        &mut fixture.cmd(&["archive", "show", key, "--attempt", "99"]),
+        &["has no archived attempt 99; its archived attempts:"],
+    );
     let before = fixture.depth("orders").0;
     let dry = run_ok(&mut fixture.cmd(&["archive", "replay", "--key", key, "--dry-run"]));
     assert!(String::from_utf8_lossy(&dry.stdout).contains("would replay 1 of 1"));

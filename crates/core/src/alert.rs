@@ -38,10 +38,11 @@ impl Alert {
     /// A one-line summary for logs, chat and e-mail subjects.
     pub fn headline(&self) -> String {
         let source = self.source.as_deref().unwrap_or("an unknown source");
-        let what = if self.digest {
-            "more messages"
-        } else {
-            "messages"
+        let what = match (self.digest, self.count) {
+            (true, 1) => "more message",
+            (true, _) => "more messages",
+            (false, 1) => "message",
+            (false, _) => "messages",
         };
         format!(
             "dlq-healer: {} {what} failed with {} from {source}: {}",
@@ -232,6 +233,28 @@ mod tests {
             first_seen: t,
             last_seen: t,
         }
+    }
+
+    #[test]
+    fn the_headline_counts_in_words_that_agree() {
+        let one = alert(1, "k1");
+        assert_eq!(
+            one.headline(),
+            "dlq-healer: 1 message failed with auth from orders: 401 Unauthorized"
+        );
+        let digest = Alert {
+            digest: true,
+            ..alert(4, "k2")
+        };
+        assert_eq!(
+            digest.headline(),
+            "dlq-healer: 4 more messages failed with auth from orders: 401 Unauthorized"
+        );
+        let one_more = Alert {
+            digest: true,
+            ..one
+        };
+        assert!(one_more.headline().contains(" 1 more message failed "));
     }
 
     #[test]

@@ -99,6 +99,15 @@ struct Webhook {
     shared: Arc<WebhookShared>,
 }
 
+/// Which digests to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DigestsDue {
+    /// Those of windows that have closed (the repeats they held back, or none).
+    OfClosedWindows,
+    /// Every window's that holds repeats back, closed or not.
+    HeldBackNow,
+}
+
 /// The [`Alerter`] of the local backend.
 pub struct LocalAlerter {
     store: LocalStore,
@@ -362,6 +371,73 @@ impl LocalAlerter {
         })
     }
 
+    /// Send now the digests of every window that holds alerts back, closed or not, for a
+    /// process that stops: a repeat held back in a window that no process closes would
+    /// otherwise be reported only by the next `run`. The windows stay open, so that their
+    /// repeats are still held back.
+    pub fn send_held_back_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
+        self.send_digests(now, DigestsDue::HeldBackNow)
+    }
+
+    /// Send the digests `due` says, log them and hand them to the webhook.
+    fn send_digests(&self, now: DateTime<Utc>, due: DigestsDue) -> Result<AlertReport, PortError> {
+        let window = self.window;
+        let outgoing = self
+            .store
+            .write("flush digests of", "alerts", |tx| {
+                let rows: Vec<(String, String, String)> = {
+                    let mut statement =
+                        tx.prepare("SELECT fingerprint, template, state FROM alert_windows")?;
+                    statement
+                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<rusqlite::Result<_>>()?
+                };
+                let mut outgoing = Vec::new();
+                for (fingerprint, template, state) in rows {
+                    let decoded = serde_json::from_str::<Alert>(&template)
+                        .ok()
+                        .zip(serde_json::from_str::<WindowState>(&state).ok());
+                    let Some((template, mut state)) = decoded else {
+                        tracing::warn!(target: LOG_TARGET, %fingerprint, "damaged alert window dropped");
+                        tx.execute("DELETE FROM alert_windows WHERE fingerprint = ?1", [&fingerprint])?;
+                        continue;
+                    };
+                    let closed = alert::window_closed(&state, now, window);
+                    if !closed && due == DigestsDue::OfClosedWindows {
+                        continue;
+                    }
+                    match alert::digest_of(&template, state.clone()) {
+                        Some(digest) => {
+                            state.suppressed = 0;
+                            state.sample_keys.clear();
+                            save_window(tx, &template, &state)?;
+                            log_sent(tx, now, &digest)?;
+                            outgoing.push(digest);
+                        }
+                        // An open window with nothing held back still holds back repeats.
+                        None if !closed => {}
+                        // A closed window with nothing held back is the same as no window.
+                        None => {
+                            tx.execute(
+                                "DELETE FROM alert_windows WHERE fingerprint = ?1",
+                                [&fingerprint],
+                            )?;
+                        }
+                    }
+                }
+                Ok(outgoing)
+            })
+            .map_err(|e| e.into_port("flush digests", "alerts"))?;
+        let report = AlertReport {
+            sent: outgoing.len() as u64,
+            suppressed: 0,
+        };
+        for alert in outgoing {
+            self.emit(alert);
+        }
+        Ok(report)
+    }
+
     /// Log an alert that went out and hand it to the webhook.
     fn emit(&self, alert: Alert) {
         tracing::warn!(
@@ -437,57 +513,6 @@ impl Alerter for LocalAlerter {
     }
 
     async fn flush_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
-        let window = self.window;
-        let outgoing = self
-            .store
-            .write("flush digests of", "alerts", |tx| {
-                let rows: Vec<(String, String, String)> = {
-                    let mut statement =
-                        tx.prepare("SELECT fingerprint, template, state FROM alert_windows")?;
-                    statement
-                        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                        .collect::<rusqlite::Result<_>>()?
-                };
-                let mut outgoing = Vec::new();
-                for (fingerprint, template, state) in rows {
-                    let decoded = serde_json::from_str::<Alert>(&template)
-                        .ok()
-                        .zip(serde_json::from_str::<WindowState>(&state).ok());
-                    let Some((template, mut state)) = decoded else {
-                        tracing::warn!(target: LOG_TARGET, %fingerprint, "damaged alert window dropped");
-                        tx.execute("DELETE FROM alert_windows WHERE fingerprint = ?1", [&fingerprint])?;
-                        continue;
-                    };
-                    if !alert::window_closed(&state, now, window) {
-                        continue;
-                    }
-                    match alert::digest_of(&template, state.clone()) {
-                        Some(digest) => {
-                            state.suppressed = 0;
-                            state.sample_keys.clear();
-                            save_window(tx, &template, &state)?;
-                            log_sent(tx, now, &digest)?;
-                            outgoing.push(digest);
-                        }
-                        // A closed window with nothing held back is the same as no window.
-                        None => {
-                            tx.execute(
-                                "DELETE FROM alert_windows WHERE fingerprint = ?1",
-                                [&fingerprint],
-                            )?;
-                        }
-                    }
-                }
-                Ok(outgoing)
-            })
-            .map_err(|e| e.into_port("flush digests", "alerts"))?;
-        let report = AlertReport {
-            sent: outgoing.len() as u64,
-            suppressed: 0,
-        };
-        for alert in outgoing {
-            self.emit(alert);
-        }
-        Ok(report)
+        self.send_digests(now, DigestsDue::OfClosedWindows)
     }
 }

@@ -183,3 +183,55 @@ async fn two_processes_share_one_dedup_window() {
     assert_eq!(listed[0].count, 1);
     assert!(!listed[1].digest);
 }
+
+#[tokio::test]
+async fn a_stopping_process_sends_what_its_open_windows_hold_back_and_they_stay_open() {
+    let fixture = Fixture::new();
+    let window = Duration::minutes(10);
+    let alerter = LocalAlerter::new(fixture.store.clone(), window, None);
+    let t0 = fixture.store.now();
+    let at = |minutes| t0 + Duration::minutes(minutes);
+    alerter
+        .raise(vec![sample_alert("fp", "k1", t0)], t0)
+        .await
+        .unwrap();
+    alerter
+        .raise(vec![sample_alert("quiet", "q1", t0)], t0)
+        .await
+        .unwrap();
+    for (minute, key) in [(1, "k2"), (2, "k3")] {
+        let held = alerter
+            .raise(vec![sample_alert("fp", key, at(minute))], at(minute))
+            .await
+            .unwrap();
+        assert_eq!(held.suppressed, 1);
+    }
+    assert_eq!(
+        alerter.flush_digests(at(3)).await.unwrap().sent,
+        0,
+        "the window is open"
+    );
+    let sent = alerter.send_held_back_digests(at(3)).unwrap();
+    assert_eq!(
+        sent.sent, 1,
+        "one digest, for the window that holds repeats back"
+    );
+    let digest = &alerter.recent(1).unwrap()[0];
+    assert!(digest.digest);
+    assert_eq!(digest.count, 2);
+    assert_eq!(digest.sample_keys, vec!["k2".to_string(), "k3".to_string()]);
+    // Both windows stay open: a repeat is still held back, the quiet one's too.
+    for fingerprint in ["fp", "quiet"] {
+        let held = alerter
+            .raise(vec![sample_alert(fingerprint, "again", at(4))], at(4))
+            .await
+            .unwrap();
+        assert_eq!((held.sent, held.suppressed), (0, 1), "{fingerprint}");
+    }
+    assert_eq!(alerter.send_held_back_digests(at(5)).unwrap().sent, 2);
+    assert_eq!(
+        alerter.send_held_back_digests(at(5)).unwrap().sent,
+        0,
+        "nothing twice"
+    );
+}
