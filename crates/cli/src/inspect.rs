@@ -184,6 +184,8 @@ pub struct Inspection {
     pub dlq: String,
     /// Messages seen.
     pub total: usize,
+    /// Whether reading stopped at `--limit`, so that the DLQ may hold more.
+    pub limited: bool,
     /// When.
     pub at: DateTime<Utc>,
     /// By class, in class order.
@@ -255,6 +257,7 @@ pub fn group(dlq: &str, messages: &[Examined], now: DateTime<Utc>) -> Inspection
     Inspection {
         dlq: dlq.to_string(),
         total: messages.len(),
+        limited: false,
         at: now,
         classes,
     }
@@ -273,7 +276,9 @@ pub async fn inspect(
         .into_iter()
         .map(|m| Examined::new(m, rules))
         .collect();
-    Ok(group(dlq, &examined, Utc::now()))
+    let mut inspection = group(dlq, &examined, Utc::now());
+    inspection.limited = limit.is_some_and(|limit| inspection.total >= limit);
+    Ok(inspection)
 }
 
 /// A duration in seconds, short: `45s`, `12m`, `3h`, `2d`.
@@ -291,7 +296,24 @@ pub fn short_age(seconds: Option<i64>) -> String {
 pub fn render(inspection: &Inspection) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "DLQ {}: {} messages", inspection.dlq, inspection.total);
+    let messages = if inspection.total == 1 {
+        "message"
+    } else {
+        "messages"
+    };
+    if inspection.limited {
+        let _ = writeln!(
+            out,
+            "DLQ {}: the first {} {messages} (--limit; it may hold more)",
+            inspection.dlq, inspection.total
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "DLQ {}: {} {messages}",
+            inspection.dlq, inspection.total
+        );
+    }
     for class in &inspection.classes {
         let _ = writeln!(
             out,

@@ -53,13 +53,22 @@ impl Shutdown {
         }
     }
 
-    /// Set the flag on SIGINT or SIGTERM.
+    /// Set the flag on SIGINT or SIGTERM; exit at once on a second one, as command line tools
+    /// do when a stop takes longer than the person waiting wants.
     pub fn on_signals(&self) {
         let flag = self.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown requested; finishing the batch in hand");
+            tracing::info!(
+                "stop requested: finishing what is in hand (a second SIGINT or SIGTERM stops at once)"
+            );
             flag.request();
+            wait_for_signal().await;
+            tracing::warn!(
+                "stopped at once: messages received and not yet deleted come back after their \
+                 visibility timeout, and are not lost"
+            );
+            std::process::exit(130);
         });
     }
 }

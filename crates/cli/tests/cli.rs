@@ -621,6 +621,78 @@ fn run_stops_gracefully_on_sigterm() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("healed 0 batches"));
 }
 
+#[cfg(unix)]
+#[test]
+fn a_second_signal_stops_at_once_a_run_waiting_on_its_webhook() {
+    let dir = scratch("second-signal");
+    let db = dir.path().join("q.db");
+    run_ok(
+        bin()
+            .args(["queue", "--db"])
+            .arg(&db)
+            .args(["create", "dlq"]),
+    );
+    let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
+    run_ok(bin().args(["queue", "--db"]).arg(&db).args([
+        "send",
+        "dlq",
+        "--body",
+        "{}",
+        "--attribute",
+        &format!("dlq-context={auth}"),
+    ]));
+    // A webhook that takes connections and never answers: the alert's delivery is retried
+    // while the run, asked to stop, waits for it (up to 10 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", silent.local_addr().unwrap());
+    let mut child = bin()
+        .arg("run")
+        .arg("--db")
+        .arg(&db)
+        .args(["--dlq", "dlq", "--wait-seconds", "1", "--webhook-url", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let signal = |child: &std::process::Child| {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal(&child);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first signal waits for the webhook"
+    );
+    signal(&child);
+    let started = std::time::Instant::now();
+    let output = loop {
+        if child.try_wait().unwrap().is_some() {
+            break child.wait_with_output().unwrap();
+        }
+        assert!(
+            started.elapsed().as_secs() < 5,
+            "the second signal did not stop the run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(output.status.code(), Some(130));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("stopped at once"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        queue_counts(&db, "dlq"),
+        [0, 0, 0],
+        "the message was healed before"
+    );
+}
+
 /// Seed a local DLQ (`orders-dlq`, whose deliveries stay invisible for 2 s) with `count` dead
 /// letters of the original's mix, each with its `dlq-context` as the consumer library writes it;
 /// create the source queue `orders`. The messages' ids in the DLQ, which are their ledger keys.

@@ -52,7 +52,7 @@ pub enum LocalError {
     },
     /// Another process held the database locked for longer than the busy timeout.
     #[error(
-        "{operation} on {target}: the database {path} stayed locked by another process; try again, or stop the process holding it"
+        "{operation} {target}: the database {path} stayed locked by another process; try again, or stop the process holding it"
     )]
     Busy {
         /// What was attempted.
@@ -63,9 +63,7 @@ pub enum LocalError {
         path: PathBuf,
     },
     /// The disk holding the database or the archive is full.
-    #[error(
-        "{operation} on {target}: the disk holding {path} is full; free some space and try again"
-    )]
+    #[error("{operation} {target}: the disk holding {path} is full; free some space and try again")]
     DiskFull {
         /// What was attempted.
         operation: String,
@@ -75,7 +73,7 @@ pub enum LocalError {
         path: PathBuf,
     },
     /// Any other database failure.
-    #[error("{operation} on {target} failed in the database {path}: {source}")]
+    #[error("{operation} {target} failed in the database {path}: {source}")]
     Database {
         /// What was attempted.
         operation: String,
