@@ -211,7 +211,19 @@ impl LocalQueues {
         }
         let now = self.store.now();
         self.store.write("create queue", name, |tx| {
-            if let Some(existing) = load_queue(tx, name)?
+            let existing = load_queue(tx, name)?;
+            // As on SQS, a FIFO queue's name ends in `.fifo` and only a FIFO queue's does (queues
+            // made before this rule keep their names).
+            if existing.is_none() && name.ends_with(".fifo") != settings.fifo {
+                return Ok(Err(LocalError::Invalid(if settings.fifo {
+                    format!("a FIFO queue's name ends in .fifo, as on SQS: call it {name}.fifo")
+                } else {
+                    format!(
+                        "a queue named {name:?} is a FIFO queue, as on SQS: make it FIFO (--fifo), or drop .fifo from its name"
+                    )
+                })));
+            }
+            if let Some(existing) = existing
                 && existing.fifo != settings.fifo
             {
                 let kind = |fifo: bool| if fifo { "FIFO" } else { "standard" };

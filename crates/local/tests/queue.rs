@@ -204,10 +204,12 @@ fn queue_settings_are_checked_and_updated() {
     assert!(
         queues
             .create_queue(
-                "orders",
+                "orders.fifo",
                 QueueSettings::default().fifo().with_redrive("dlq", 3)
             )
-            .is_err(),
+            .unwrap_err()
+            .to_string()
+            .contains("must both be FIFO or both standard"),
         "a FIFO queue needs a FIFO DLQ"
     );
     queues
@@ -231,6 +233,23 @@ fn queue_settings_are_checked_and_updated() {
 }
 
 #[test]
+fn a_fifo_queue_is_named_dot_fifo_and_only_a_fifo_queue_is() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    let error = queues
+        .create_queue("orders", QueueSettings::default().fifo())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("call it orders.fifo"), "{error}");
+    let error = queues
+        .create_queue("orders.fifo", QueueSettings::default())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("is a FIFO queue, as on SQS"), "{error}");
+    assert_eq!(queues.list_queues().unwrap().len(), 0);
+}
+
+#[test]
 fn a_queue_cannot_change_between_standard_and_fifo() {
     let fixture = Fixture::new();
     let queues = fixture.store.queues();
@@ -246,10 +265,10 @@ fn a_queue_cannot_change_between_standard_and_fifo() {
         "{error}"
     );
     queues
-        .create_queue("groups", QueueSettings::default().fifo())
+        .create_queue("groups.fifo", QueueSettings::default().fifo())
         .unwrap();
     let error = queues
-        .create_queue("groups", QueueSettings::default())
+        .create_queue("groups.fifo", QueueSettings::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -257,7 +276,7 @@ fn a_queue_cannot_change_between_standard_and_fifo() {
         "{error}"
     );
     assert!(!queues.queue_settings("orders").unwrap().unwrap().fifo);
-    assert!(queues.queue_settings("groups").unwrap().unwrap().fifo);
+    assert!(queues.queue_settings("groups.fifo").unwrap().unwrap().fifo);
 }
 
 #[tokio::test]
