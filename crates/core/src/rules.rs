@@ -355,10 +355,16 @@ impl RuleSet {
         let mut policies = PolicyTable::default();
         for (class, policy) in file.policy {
             policy.validate().map_err(|reason| {
-                error_at(
-                    &format!("[policy.{class}]"),
-                    format!("policy for {class}: {reason}"),
-                )
+                let header = format!("[policy.{class}]");
+                let offset = policy_key_offset(text, &header, &reason)
+                    .or_else(|| text.find(&header))
+                    .unwrap_or(0);
+                let (line, column) = line_column(text, offset);
+                RulesError {
+                    origin: origin.to_string(),
+                    location: format!(":{line}:{column}"),
+                    reason: format!("policy for {class}: {reason}"),
+                }
             })?;
             policies.set(class, policy);
         }
@@ -691,6 +697,27 @@ impl RuleSet {
         }
         Err(Miss::NoSignal)
     }
+}
+
+/// Where, in the table that starts with `header`, the key that `reason` (a policy's validation
+/// error, which starts with the key at fault) is set; `None` when it cannot be found there.
+fn policy_key_offset(text: &str, header: &str, reason: &str) -> Option<usize> {
+    let key = reason.split_whitespace().next()?;
+    let start = text.find(header)? + header.len();
+    let table = &text[start..];
+    let end = table.find("\n[").unwrap_or(table.len());
+    let mut offset = start;
+    for line in table[..end].split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let is_key = trimmed
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if is_key {
+            return Some(offset + (line.len() - trimmed.len()));
+        }
+        offset += line.len();
+    }
+    None
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

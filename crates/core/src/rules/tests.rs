@@ -731,7 +731,8 @@ const GOOD_RULE: &str = "[[rule]]\nname = \"ok\"\nclass = \"timeout\"\ntext = [\
 
 #[test]
 fn rules_file_errors_name_the_file_the_place_and_the_fix() {
-    // (file text, words the reason must contain, the line the error must point at)
+    // (file text, words the reason must contain, the line the error must point at: for a
+    // policy's numbers, the key at fault)
     let cases: Vec<(String, &[&str], Option<usize>)> = vec![
         (
             "[[rule]\nname = \"x\"\nclass = \"auth\"\n".into(),
@@ -808,21 +809,21 @@ fn rules_file_errors_name_the_file_the_place_and_the_fix() {
         (
             format!("{GOOD_RULE}\n[policy.timeout]\naction = \"requeue\"\nmax_attempts = 0\n"),
             &["policy for timeout", "max_attempts must be at least 1"],
-            Some(6),
+            Some(8),
         ),
         (
             format!(
                 "{GOOD_RULE}\n[policy.dependency]\naction = \"requeue\"\nbase_delay_seconds = 60\nmax_delay_seconds = 10\n"
             ),
             &["base_delay_seconds 60 is more than max_delay_seconds 10"],
-            Some(6),
+            Some(8),
         ),
         (
             format!(
                 "{GOOD_RULE}\n[policy.auth]\naction = \"archive\"\nmax_delay_seconds = 100000\n"
             ),
             &["12 hours"],
-            Some(6),
+            Some(8),
         ),
         (
             format!("{GOOD_RULE}\n[policy.auth]\naction = \"retry\"\n"),
