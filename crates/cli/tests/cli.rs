@@ -323,23 +323,7 @@ fn queue_create_again_keeps_the_settings_unless_told_to_update_them() {
 fn run_reports_the_repeats_it_held_back_before_it_exits() {
     let dir = scratch("digest-at-exit");
     let db = dir.path().join("q.db");
-    run_ok(
-        bin()
-            .args(["queue", "--db"])
-            .arg(&db)
-            .args(["create", "orders-dlq"]),
-    );
-    let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
-    for order in 0..5 {
-        run_ok(bin().args(["queue", "--db"]).arg(&db).args([
-            "send",
-            "orders-dlq",
-            "--body",
-            &format!("{{\"order\":{order}}}"),
-            "--attribute",
-            &format!("dlq-context={auth}"),
-        ]));
-    }
+    auth_dead_letters(&db, "orders-dlq", 5);
     // One message a batch: alike messages of one batch make one alert of their own.
     let output = run_ok(bin().arg("run").arg("--db").arg(&db).args([
         "--dlq",
@@ -434,21 +418,7 @@ fn queue_send_takes_a_body_from_a_file_or_stdin_and_a_fifo_group() {
 fn log_level_takes_python_names_and_refuses_a_word_that_would_silence_the_log() {
     let dir = scratch("log-level");
     let db = dir.path().join("q.db");
-    let queue = |args: &[&str]| {
-        let mut command = bin();
-        command.arg("queue").arg("--db").arg(&db).args(args);
-        run_ok(&mut command)
-    };
-    queue(&["create", "orders-dlq"]);
-    let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
-    queue(&[
-        "send",
-        "orders-dlq",
-        "--body",
-        "{}",
-        "--attribute",
-        &format!("dlq-context={auth}"),
-    ]);
+    auth_dead_letters(&db, "orders-dlq", 1);
     let stderr = refused(
         bin()
             .env("LOG_LEVEL", "loud")
@@ -626,21 +596,7 @@ fn run_stops_gracefully_on_sigterm() {
 fn a_second_signal_stops_at_once_a_run_waiting_on_its_webhook() {
     let dir = scratch("second-signal");
     let db = dir.path().join("q.db");
-    run_ok(
-        bin()
-            .args(["queue", "--db"])
-            .arg(&db)
-            .args(["create", "dlq"]),
-    );
-    let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
-    run_ok(bin().args(["queue", "--db"]).arg(&db).args([
-        "send",
-        "dlq",
-        "--body",
-        "{}",
-        "--attribute",
-        &format!("dlq-context={auth}"),
-    ]));
+    auth_dead_letters(&db, "dlq", 1);
     // A webhook that takes connections and never answers: the alert's delivery is retried
     // while the run, asked to stop, waits for it (up to 10 s).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -691,6 +647,28 @@ fn a_second_signal_stops_at_once_a_run_waiting_on_its_webhook() {
         [0, 0, 0],
         "the message was healed before"
     );
+}
+
+/// Create the local queue `dlq` in `db` and send it `count` dead letters of orders that failed
+/// with 401 Unauthorized, each with its `dlq-context`.
+fn auth_dead_letters(db: &std::path::Path, dlq: &str, count: usize) {
+    let queue = || {
+        let mut command = bin();
+        command.arg("queue").arg("--db").arg(db);
+        command
+    };
+    run_ok(queue().args(["create", dlq]));
+    let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
+    for order in 0..count {
+        run_ok(queue().args([
+            "send",
+            dlq,
+            "--body",
+            &format!("{{\"order\":{order}}}"),
+            "--attribute",
+            &format!("dlq-context={auth}"),
+        ]));
+    }
 }
 
 /// Seed a local DLQ (`orders-dlq`, whose deliveries stay invisible for 2 s) with `count` dead
