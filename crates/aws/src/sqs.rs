@@ -265,7 +265,7 @@ impl MessageSource for SqsQueue {
             .attribute_names(QueueAttributeName::VisibilityTimeout)
             .send()
             .await
-            .map_err(|e| port_error("read the visibility timeout of", &self.url, &e))?;
+            .map_err(|e| port_error("read the visibility timeout", &self.url, &e))?;
         let seconds = output
             .attributes
             .and_then(|mut attributes| attributes.remove(&QueueAttributeName::VisibilityTimeout));

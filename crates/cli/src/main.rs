@@ -476,11 +476,13 @@ fn dispatch(command: Command) -> Result<i32> {
                 retention: run::retention(backend, retention_days)?,
             };
             let summary = runtime()?.block_on(run::run(options))?;
-            Ok(if summary.tally.failed > 0 && until_empty {
-                1
-            } else {
-                0
-            })
+            Ok(
+                if (summary.tally.failed > 0 || summary.gave_up) && until_empty {
+                    1
+                } else {
+                    0
+                },
+            )
         }
         Command::Setup {
             backend,

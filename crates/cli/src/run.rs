@@ -121,7 +121,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         batch_size: options.batch_size,
         wait: options.wait,
         until_empty: options.until_empty,
-        keep_alive: keep_alive_for(&engine).await,
+        keep_alive: keep_alive_for(&engine).await?,
     };
     let summary =
         worker::heal_concurrently(Arc::new(engine), settings, &shutdown, options.concurrency).await;
@@ -169,8 +169,10 @@ fn refuse_aws_names_on_local(dlq: &str) -> Result<()> {
 
 /// The keep-alive for the DLQ's visibility timeout, read once at start; SQS's default timeout
 /// when it cannot be read.
-async fn keep_alive_for(engine: &Engine) -> Option<KeepAlive> {
-    match engine.ports().dlq.visibility_timeout().await {
+/// A DLQ that cannot be read for a reason that will not pass (it does not exist, access is
+/// denied) is refused here, before any loop starts polling it.
+async fn keep_alive_for(engine: &Engine) -> Result<Option<KeepAlive>> {
+    Ok(match engine.ports().dlq.visibility_timeout().await {
         Ok(Some(timeout)) => {
             let keep_alive = KeepAlive::for_visibility_timeout(timeout);
             if keep_alive.is_none() {
@@ -181,9 +183,12 @@ async fn keep_alive_for(engine: &Engine) -> Option<KeepAlive> {
             keep_alive
         }
         Ok(None) => Some(KeepAlive::default()),
+        Err(error) if !error.retryable => {
+            anyhow::bail!("cannot heal the DLQ: {error}")
+        }
         Err(error) => {
             tracing::warn!(%error, "cannot read the DLQ's visibility timeout; keeping batches invisible as for SQS's default of 30 seconds");
             Some(KeepAlive::default())
         }
-    }
+    })
 }

@@ -103,12 +103,16 @@ pub struct RunSummary {
     pub tally: Tally,
     /// Receives that failed.
     pub receive_errors: usize,
+    /// Whether a drain (`until_empty`) stopped at a receive error that retrying will not cure
+    /// (the DLQ is gone, access is denied), with the DLQ perhaps not empty.
+    pub gave_up: bool,
 }
 
 impl RunSummary {
     fn merge(&mut self, other: &RunSummary) {
         self.batches += other.batches;
         self.receive_errors += other.receive_errors;
+        self.gave_up |= other.gave_up;
         self.tally.requeued += other.tally.requeued;
         self.tally.parked += other.tally.parked;
         self.tally.archived += other.tally.archived;
@@ -299,6 +303,12 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
         };
         let batch = match answer {
             Ok(batch) => batch,
+            Err(error) if !error.retryable && settings.until_empty => {
+                summary.receive_errors += 1;
+                summary.gave_up = true;
+                tracing::error!(%error, "receive from the DLQ failed, and retrying will not help; stopping the drain");
+                break;
+            }
             Err(error) => {
                 summary.receive_errors += 1;
                 tracing::warn!(%error, "receive from the DLQ failed; retrying in {backoff:?}");
@@ -354,9 +364,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The DLQ, counting receives and asking for a shutdown at the `stop_at`th. A receive that
-    /// finds nothing waits out its `wait`, as a long poll on an empty queue does.
+    /// finds nothing waits out its `wait`, as a long poll on an empty queue does; once `gone`,
+    /// every receive fails as on a deleted queue.
     struct CountingDlq {
         inner: Arc<MemoryQueue>,
+        gone: std::sync::atomic::AtomicBool,
         receives: AtomicUsize,
         stop_at: usize,
         shutdown: Shutdown,
@@ -374,6 +386,13 @@ mod tests {
         ) -> Result<Vec<ReceivedMessage>, PortError> {
             if self.receives.fetch_add(1, Ordering::SeqCst) + 1 == self.stop_at {
                 self.shutdown.request();
+            }
+            if self.gone.load(Ordering::SeqCst) {
+                return Err(PortError::permanent(
+                    "receive",
+                    "dlq",
+                    "the queue does not exist",
+                ));
             }
             let messages = self.inner.receive(max, wait).await?;
             if messages.is_empty() {
@@ -424,6 +443,7 @@ mod tests {
         let dlq = Arc::new(CountingDlq {
             inner: queues.queue("dlq"),
             receives: AtomicUsize::new(0),
+            gone: Default::default(),
             stop_at,
             shutdown: shutdown.clone(),
         });
@@ -550,6 +570,20 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             shutdown.request();
         });
+    }
+
+    #[tokio::test]
+    async fn a_drain_stops_at_a_receive_error_that_retrying_will_not_cure() {
+        let (engine, dlq, shutdown) = world(5, usize::MAX).await;
+        dlq.gone.store(true, Ordering::SeqCst);
+        let summary = tokio::time::timeout(
+            Duration::from_secs(10),
+            heal_loop(&engine, settings(10), &shutdown),
+        )
+        .await
+        .expect("the drain does not retry a queue that is gone");
+        assert!(summary.gave_up);
+        assert_eq!(summary.receive_errors, 1);
     }
 
     #[tokio::test]

@@ -230,6 +230,35 @@ async fn run_heals_a_timeout_an_auth_failure_and_a_bad_payload() {
 }
 
 #[test]
+fn run_on_a_dlq_that_does_not_exist_is_refused_at_start() {
+    let env = setup(&unique("gone"));
+    let (account, _) = env["DLQ_URL"].rsplit_once('/').unwrap();
+    let mut command = healer();
+    for name in VARIABLES {
+        command.env(name, &env[name]);
+    }
+    let mut child = command
+        .env("DLQ_URL", format!("{account}/no-such-dlq"))
+        .args(["run", "--backend", "aws", "--until-empty"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed().as_secs() > 60 {
+            child.kill().unwrap();
+            panic!("a drain of a DLQ that does not exist kept retrying");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot heal the DLQ"), "{stderr}");
+    assert!(stderr.contains("no-such-dlq"), "{stderr}");
+}
+
+#[test]
 fn run_without_archive_bucket_fails_naming_it() {
     let output = healer()
         .env("DLQ_URL", "http://127.0.0.1:9/queue/dlq")
