@@ -1111,6 +1111,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_dry_run_with_a_limit_previews_the_messages_the_move_takes() {
+        let world = world(&orders((0..25).map(|i| i % 3))).await;
+        let rig = Rig::new();
+        let dlq = world.queues.queue("orders-dlq").unwrap();
+        let options = |dry_run| MoveOptions {
+            dry_run,
+            limit: Some(2),
+            filter: filter_of(&[1], None, false),
+            ..Default::default()
+        };
+        let ids = |report: &MoveReport| -> Vec<String> {
+            report.moved.iter().map(|m| m.id.clone()).collect()
+        };
+        // Later than the sends: the peek's release happens at a time of its own.
+        world.clock.advance(chrono::Duration::seconds(60));
+        let preview = rig
+            .run(&dlq, &world.queues, &options(true), &|| false)
+            .await
+            .unwrap();
+        assert_eq!(preview.moved.len(), 2);
+        world.clock.advance(chrono::Duration::seconds(60));
+        let moved = rig
+            .run(&dlq, &world.queues, &options(false), &|| false)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&moved),
+            ids(&preview),
+            "the move takes what the dry run showed"
+        );
+    }
+
+    #[tokio::test]
     async fn rate_is_kept_on_the_fake_clock() {
         let world = world(&orders(std::iter::repeat_n(0, 30))).await;
         let rig = Rig::new();

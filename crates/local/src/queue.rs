@@ -836,7 +836,7 @@ impl MessageSource for LocalQueue {
         self.store
             .write("change visibility in", name, |tx| {
                 let mut find = tx.prepare_cached(
-                    "SELECT seq, visible_at_ms FROM messages
+                    "SELECT seq, visible_at_ms, sent_at_ms FROM messages
                      WHERE seq = ?1 AND queue = ?2 AND receipt_handle = ?3",
                 )?;
                 let mut update =
@@ -856,17 +856,26 @@ impl MessageSource for LocalQueue {
                         results.push(Err(not_issued_here("change visibility", name, handle)));
                         continue;
                     };
-                    let found: Option<(i64, i64)> = find
-                        .query_row(params![seq, name, handle], |r| Ok((r.get(0)?, r.get(1)?)))
+                    let found: Option<(i64, i64, i64)> = find
+                        .query_row(params![seq, name, handle], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
                         .optional()?;
                     results.push(match found {
                         None => refuse(format!(
                             "receipt handle {handle:?} is stale: the message was deleted or received again since"
                         )),
-                        Some((_, visible_at)) if visible_at <= now => refuse(format!(
+                        Some((_, visible_at, _)) if visible_at <= now => refuse(format!(
                             "the message of receipt handle {handle:?} is not in flight: its visibility timeout has passed"
                         )),
-                        Some((seq, _)) => {
+                        // Released at once (a peek gives back what it looked at): visible again
+                        // in its place by send time, not behind every message it was ahead of,
+                        // so that a dry run with --limit previews what the move will take.
+                        Some((seq, _, sent_at)) if *seconds == 0 => {
+                            update.execute(params![seq, sent_at.min(now)])?;
+                            Ok(())
+                        }
+                        Some((seq, _, _)) => {
                             update.execute(params![seq, LocalQueue::time_after(now_time, *seconds)])?;
                             Ok(())
                         }
