@@ -5,7 +5,8 @@
 //! Safety: binds 127.0.0.1 by default and refuses any other address without `--token`; with a
 //! token every request needs `Authorization: Bearer <token>` (or the cookie the page sets after
 //! `/?token=<token>`); request bodies are limited to 16 KiB; a real redrive needs the confirm
-//! token that the dry run of the same selection returned.
+//! token that the dry run of the same selection returned, and moves the messages that dry run
+//! listed, once.
 
 use crate::filter::Filter;
 use crate::inspect::Inspection;
@@ -23,7 +24,6 @@ use chrono::Utc;
 use dlq_healer_core::FailureClass;
 use dlq_healer_core::rules::RuleSet;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,11 +65,27 @@ pub struct AppState {
     dlq: Option<String>,
     rules: Arc<RuleSet>,
     token: Option<String>,
-    secret: String,
     window: chrono::Duration,
     groups: tokio::sync::Mutex<Option<(Instant, Inspection)>>,
     moving: tokio::sync::Mutex<()>,
+    /// The dry runs whose moves may still be confirmed, newest last.
+    dry_runs: std::sync::Mutex<Vec<DryRun>>,
 }
+
+/// A dry run the page showed: a confirm token moves the messages it listed, once.
+struct DryRun {
+    token: String,
+    /// The request's selection (see [`selection_of`]).
+    selection: String,
+    /// The DLQ message ids it would have moved.
+    ids: Vec<String>,
+    at: Instant,
+}
+
+/// How long a dry run's token confirms its move.
+const DRY_RUN_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// Dry runs kept for confirmation at once; older ones are forgotten first.
+const DRY_RUNS_KEPT: usize = 32;
 
 /// Check the bind address against the token: loopback is free, anything else needs a token.
 pub fn check_bind(bind: &SocketAddr, token: Option<&str>) -> Result<()> {
@@ -107,10 +123,10 @@ pub fn command(args: ServeArgs) -> Result<i32> {
             dlq: args.dlq.clone(),
             rules,
             token: args.token.clone(),
-            secret: uuid::Uuid::new_v4().to_string(),
             window,
             groups: tokio::sync::Mutex::new(None),
             moving: tokio::sync::Mutex::new(()),
+            dry_runs: std::sync::Mutex::new(Vec::new()),
         });
         println!("dashboard on http://{address}/");
         use std::io::Write;
@@ -415,20 +431,60 @@ struct RedriveResponse {
     confirm: Option<String>,
 }
 
+/// What a redrive request selects, to tell a confirmation from its dry run.
+fn selection_of(dlq: Option<&str>, request: &RedriveRequest) -> String {
+    format!(
+        "{}|{}|{}|{:?}|{:?}",
+        dlq.unwrap_or(""),
+        request.fingerprint.as_deref().unwrap_or(""),
+        request.class.as_deref().unwrap_or(""),
+        request.limit,
+        request.rate
+    )
+}
+
 impl AppState {
-    fn confirm_token(&self, request: &RedriveRequest) -> String {
-        let selection = format!(
-            "{}|{}|{}|{:?}|{:?}",
-            self.dlq.as_deref().unwrap_or(""),
-            request.fingerprint.as_deref().unwrap_or(""),
-            request.class.as_deref().unwrap_or(""),
-            request.limit,
-            request.rate
-        );
-        Sha256::digest(format!("{}|{selection}", self.secret).as_bytes())[..16]
+    /// Remember a dry run's listing; its confirm token.
+    fn remember_dry_run(&self, selection: String, ids: Vec<String>) -> String {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let mut dry_runs = self.dry_runs.lock().unwrap_or_else(|p| p.into_inner());
+        dry_runs.retain(|d| d.at.elapsed() < DRY_RUN_TOKEN_LIFETIME);
+        if dry_runs.len() >= DRY_RUNS_KEPT {
+            dry_runs.remove(0);
+        }
+        dry_runs.push(DryRun {
+            token: token.clone(),
+            selection,
+            ids,
+            at: Instant::now(),
+        });
+        token
+    }
+
+    /// The message ids a confirm token moves, taken so that it confirms one move only; an
+    /// error that says why when it confirms nothing for this selection.
+    fn take_dry_run(&self, token: Option<&str>, selection: &str) -> Result<Vec<String>, ApiError> {
+        let refuse = |why: &str| Err(ApiError(StatusCode::CONFLICT, why.into()));
+        let Some(token) = token else {
+            return refuse(
+                "a redrive needs the confirm token of a dry run of the same selection: run the dry run first",
+            );
+        };
+        let mut dry_runs = self.dry_runs.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(at) = dry_runs
             .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+            .position(|d| d.token == token && d.at.elapsed() < DRY_RUN_TOKEN_LIFETIME)
+        else {
+            return refuse(
+                "the confirm token is unknown, used already or older than 15 minutes: run the dry run again",
+            );
+        };
+        if dry_runs[at].selection != selection {
+            return refuse(
+                "the confirm token is of a dry run of another selection: run the dry run of this one first",
+            );
+        }
+        Ok(dry_runs.remove(at).ids)
     }
 }
 
@@ -462,13 +518,23 @@ async fn api_redrive(
             "choose a group: give a fingerprint or a class".into(),
         ));
     }
-    let expected = state.confirm_token(&request);
-    if !request.dry_run && request.confirm.as_deref() != Some(expected.as_str()) {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            "a redrive needs the confirm token of a dry run of the same selection: run the dry run first".into(),
-        ));
-    }
+    let selection = selection_of(state.dlq.as_deref(), &request);
+    // A move takes the messages its dry run listed, and only those: not the ones that arrived
+    // in the group since.
+    let filter = if request.dry_run {
+        filter
+    } else {
+        let ids = state.take_dry_run(request.confirm.as_deref(), &selection)?;
+        if ids.is_empty() {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "the dry run listed no message to move".into(),
+            ));
+        }
+        crate::filter::FilterArgs { keys: ids, ..args }
+            .build(Utc::now())
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))?
+    };
     if request.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
@@ -514,11 +580,11 @@ async fn api_redrive(
     if !request.dry_run {
         *state.groups.lock().await = None;
     }
-    Ok(axum::Json(RedriveResponse {
-        confirm: request.dry_run.then_some(expected),
-        report,
-    })
-    .into_response())
+    let confirm = request.dry_run.then(|| {
+        let ids = report.moved.iter().map(|m| m.id.clone()).collect();
+        state.remember_dry_run(selection, ids)
+    });
+    Ok(axum::Json(RedriveResponse { confirm, report }).into_response())
 }
 
 #[cfg(test)]

@@ -385,6 +385,33 @@ fn api_refuses_unconfirmed_moves_big_bodies_and_missing_tokens() {
     );
     assert_eq!(fixture.depth("orders-dlq").0, 5, "nothing moved");
 
+    // The confirmed move takes what its dry run listed, not what arrived in the group since,
+    // and its token confirms one move.
+    fixture.dead_letter(
+        r#"{"order":6,"tier":"gold"}"#,
+        "ExpiredTokenException",
+        "token expired for user 6",
+        &[],
+    );
+    let confirm = format!(
+        r#"{{"class":"auth","dry_run":false,"confirm":{}}}"#,
+        answer["confirm"]
+    );
+    let (status, body) = post(&confirm);
+    assert_eq!(status, 200, "{body}");
+    let done: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(done["report"]["moved"], answer["report"]["moved"], "{body}");
+    assert_eq!(fixture.depth("orders").0, 3);
+    assert_eq!(
+        fixture.depth("orders-dlq").0,
+        3,
+        "the new one and the timeouts stay"
+    );
+    let (status, body) = post(&confirm);
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("used already"), "{body}");
+    assert_eq!(fixture.depth("orders").0, 3, "nothing moved twice");
+
     // Beyond loopback without a token: refused at start.
     let output = bin()
         .arg("serve")
