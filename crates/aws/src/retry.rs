@@ -8,7 +8,6 @@
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use dlq_healer_core::ports::PortError;
 
@@ -97,6 +96,22 @@ pub fn sdk_error_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>
     }
 }
 
+/// An error and its sources, `: `-separated, each once: the SDK's `DisplayErrorContext` adds the
+/// whole error's `Debug` form, a dump of internal structures, which is no message for a person.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let text = error.to_string();
+        // A wrapper often repeats its source's text; keep the words once.
+        if !text.is_empty() && !parts.last().is_some_and(|last| last.ends_with(&text)) {
+            parts.push(text);
+        }
+        next = error.source();
+    }
+    parts.join(": ")
+}
+
 /// Translate an SDK error from `operation` on `target` into a [`PortError`], retryable or not,
 /// with the whole error chain in its message.
 pub fn port_error<E>(operation: &str, target: &str, error: &SdkError<E, HttpResponse>) -> PortError
@@ -114,7 +129,7 @@ where
                 err.message().unwrap_or("no message")
             )
         }
-        other => DisplayErrorContext(other).to_string(),
+        other => error_chain(other),
     };
     if sdk_error_code(error).is_some_and(is_not_found) {
         message.push_str("; check that it exists in this account and region");
@@ -154,6 +169,27 @@ pub fn entry_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dispatch_failure_reads_as_its_causes_without_a_debug_dump() {
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "tcp connect error");
+        let error: SdkError<
+            aws_sdk_sqs::operation::receive_message::ReceiveMessageError,
+            HttpResponse,
+        > = SdkError::dispatch_failure(ConnectorError::io(refused.into()));
+        let port = port_error("receive", "q", &error);
+        assert!(
+            port.message.contains("tcp connect error"),
+            "{}",
+            port.message
+        );
+        for dump in ["DispatchFailure(", "ConnectorError {", "kind:"] {
+            assert!(!port.message.contains(dump), "{}", port.message);
+        }
+        assert!(port.retryable);
+    }
 
     #[test]
     fn codes_decide_before_statuses() {

@@ -154,7 +154,7 @@ async fn purge(clients: &AwsClients, queues: &[&str]) -> Result<()> {
     for url in queues {
         // SQS allows one purge per queue per minute; a refused purge of an empty queue is fine.
         if let Err(error) = clients.sqs.purge_queue().queue_url(*url).send().await {
-            tracing::debug!(%url, error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "purge refused");
+            tracing::debug!(%url, error = %dlq_healer_aws::retry::error_chain(&error), "purge refused");
         }
     }
     Ok(())
@@ -176,7 +176,7 @@ pub async fn depth_rows(clients: &AwsClients, urls: &[&str]) -> Result<Vec<Depth
             .map_err(|e| {
                 anyhow::anyhow!(
                     "reading the depth of {url}: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                    dlq_healer_aws::retry::error_chain(&e)
                 )
             })?;
         let count = |name: QueueAttributeName| -> u64 {

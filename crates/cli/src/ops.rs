@@ -478,7 +478,7 @@ impl Operator for AwsOperator {
             .map_err(|e| {
                 anyhow!(
                     "the DLQ {url} cannot be read ({}); check the URL and region (see `aws sqs list-queues`)",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                    dlq_healer_aws::retry::error_chain(&e)
                 )
             })?;
         Ok(Arc::new(SqsQueue::new(self.clients.sqs.clone(), url)))
