@@ -461,6 +461,8 @@ pub fn command(args: ArchiveArgs) -> Result<i32> {
             }
             ArchiveAction::Replay { filter, moves, .. } => {
                 let options = moves.options(filter.build(Utc::now())?)?;
+                crate::redrive::check_target(operator.as_ref(), options.to.as_deref(), None)
+                    .await?;
                 let shutdown = crate::worker::Shutdown::default();
                 shutdown.on_signals();
                 let pacer = crate::rate::RealPacer::default();

@@ -12,7 +12,7 @@ use crate::filter::Filter;
 use crate::inspect::{Examined, release};
 use crate::ops::{Journal, JournalEntry};
 use crate::rate::{Pacer, Ramp, RampStep, RateLimiter};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use dlq_healer_core::FailureClass;
 use dlq_healer_core::letter::body_digest;
@@ -671,6 +671,26 @@ pub struct RedriveArgs {
     rules: Option<std::path::PathBuf>,
 }
 
+/// Refuse a `--to` that does not exist (found now, in a dry run too, rather than message by
+/// message in the move) or that is the DLQ being emptied.
+pub async fn check_target(
+    operator: &dyn crate::ops::Operator,
+    to: Option<&str>,
+    dlq: Option<&str>,
+) -> Result<()> {
+    let Some(to) = to else {
+        return Ok(());
+    };
+    let target = operator
+        .dlq(to)
+        .await
+        .with_context(|| format!("--to {to}: the queue cannot be read"))?;
+    if dlq.is_some_and(|dlq| dlq == target.queue_id()) {
+        bail!("--to {to} is the DLQ the messages are taken from; name their source queue");
+    }
+    Ok(())
+}
+
 /// Run `redrive`; exits 1 when something failed or the run stopped early.
 pub fn command(args: RedriveArgs) -> Result<i32> {
     let rules = crate::load_rules(args.rules.as_deref())?;
@@ -678,6 +698,12 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
     let report = crate::runtime()?.block_on(async {
         let operator = crate::ops::open(&args.ops).await?;
         let dlq = operator.dlq(&args.dlq).await?;
+        check_target(
+            operator.as_ref(),
+            options.to.as_deref(),
+            Some(dlq.queue_id()),
+        )
+        .await?;
         let redrive_source = operator.redrive_source(&args.dlq).await?;
         let sender = operator.sender();
         // A dry run reads the journal (to report earlier moves) but never writes it.

@@ -169,6 +169,32 @@ fn bad_input_names_the_problem_and_moves_nothing() {
         &["no-such-dlq"],
     );
     fails_with(
+        &mut fixture.cmd(&[
+            "redrive",
+            "--dlq",
+            "orders-dlq",
+            "--to",
+            "no-such-queue",
+            "--dry-run",
+        ]),
+        &["--to no-such-queue", "does not exist"],
+    );
+    fails_with(
+        &mut fixture.cmd(&["redrive", "--dlq", "orders-dlq", "--to", "orders-dlq"]),
+        &["is the DLQ the messages are taken from"],
+    );
+    fails_with(
+        &mut fixture.cmd(&[
+            "archive",
+            "replay",
+            "--class",
+            "auth",
+            "--to",
+            "no-such-queue",
+        ]),
+        &["--to no-such-queue"],
+    );
+    fails_with(
         operator_fixture::bin().args(["inspect", "--db", "/nonexistent/x.db", "--dlq", "q"]),
         &["/nonexistent/x.db", "--db"],
     );
