@@ -366,11 +366,39 @@ fn api_refuses_unconfirmed_moves_big_bodies_and_missing_tokens() {
     // Over the 16 KiB limit, yet small enough to sit whole in the loopback socket's buffers:
     // the client has written all of it before the server answers 413 and closes, so it reads
     // the answer instead of failing its write with a broken pipe (a larger body did that once).
-    let (status, _) = post(&format!(
+    let (status, body) = post(&format!(
         r#"{{"class":"auth","pad":"{}"}}"#,
         "x".repeat(17 * 1024)
     ));
     assert_eq!(status, 413);
+    let answer: Value = serde_json::from_str(&body).expect("errors are JSON");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("over 16384 bytes"),
+        "{body}"
+    );
+    match ureq::get(&format!("{url}/api/nope")).call() {
+        Err(ureq::Error::Status(404, r)) => {
+            let body: Value = r.into_json().expect("a 404 in JSON");
+            assert!(body["error"].as_str().unwrap().contains("/api/nope"));
+        }
+        other => panic!("expected 404, got {other:?}"),
+    }
+    match ureq::post(&format!("{url}/api/stats")).send_string("") {
+        Err(ureq::Error::Status(405, r)) => {
+            assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
+            let body: Value = r.into_json().expect("a 405 in JSON");
+            assert!(
+                body["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("does not take POST")
+            );
+        }
+        other => panic!("expected 405, got {other:?}"),
+    }
     let (status, body) = post(r#"{"class":"auth","dry_run":true}"#);
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();
