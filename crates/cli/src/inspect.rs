@@ -271,7 +271,10 @@ pub async fn inspect(
     limit: Option<usize>,
 ) -> Result<Inspection> {
     let source = operator.dlq(dlq).await?;
-    let messages = peek(source.as_ref(), limit, operator.scan_wait()).await?;
+    let messages = match operator.peek(dlq, limit).await? {
+        Some(messages) => messages,
+        None => peek(source.as_ref(), limit, operator.scan_wait()).await?,
+    };
     let examined: Vec<Examined> = messages
         .into_iter()
         .map(|m| Examined::new(m, rules))

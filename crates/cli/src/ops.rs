@@ -81,6 +81,15 @@ pub trait Operator: Send + Sync {
     fn scan_wait(&self) -> Duration;
     /// The DLQ to read, checked to exist; the error names it and says what to do.
     async fn dlq(&self, dlq: &str) -> Result<Arc<dyn MessageSource>>;
+    /// Up to `limit` (all when absent) of the messages of `dlq`, read without receiving them,
+    /// where the backend can; `None` where a peek must receive and release (SQS).
+    async fn peek(
+        &self,
+        _dlq: &str,
+        _limit: Option<usize>,
+    ) -> Result<Option<Vec<dlq_healer_core::ReceivedMessage>>> {
+        Ok(None)
+    }
     /// The queue whose redrive policy points at `dlq`, if any.
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>>;
     /// Sending to queues.
@@ -164,6 +173,15 @@ impl Operator for LocalOperator {
             )
         })?;
         Ok(Arc::new(queue))
+    }
+
+    async fn peek(
+        &self,
+        dlq: &str,
+        limit: Option<usize>,
+    ) -> Result<Option<Vec<dlq_healer_core::ReceivedMessage>>> {
+        let queue = self.backend.queues.queue(dlq)?;
+        Ok(Some(queue.peek(limit.unwrap_or(usize::MAX))?))
     }
 
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>> {

@@ -48,6 +48,25 @@ fn inspect_groups_by_class_and_fingerprint_without_consuming() {
         text.contains("DLQ orders-dlq: 5 messages") && text.contains("ExpiredTokenException"),
         "{text}"
     );
+    // Peeking reads without receiving: a DLQ with a DLQ of its own keeps its messages however
+    // often it is inspected (a receive would count toward its max receive count).
+    run_ok(&mut fixture.cmd(&["queue", "create", "last-resort"]));
+    run_ok(&mut fixture.cmd(&[
+        "queue",
+        "create",
+        "first-dlq",
+        "--dlq",
+        "last-resort",
+        "--max-receive-count",
+        "2",
+    ]));
+    run_ok(&mut fixture.cmd(&["queue", "send", "first-dlq", "--body", "{}"]));
+    for _ in 0..3 {
+        let text = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "first-dlq"])).stdout;
+        assert!(String::from_utf8_lossy(&text).contains("DLQ first-dlq: 1 message"));
+    }
+    assert_eq!(fixture.depth("first-dlq"), (1, 0, 0));
+    assert_eq!(fixture.depth("last-resort"), (0, 0, 0));
     let text = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq", "--limit", "1"])).stdout;
     let text = String::from_utf8_lossy(&text);
     assert!(

@@ -533,6 +533,33 @@ struct Candidate {
     group_id: Option<String>,
 }
 
+/// The columns [`delivery_of_row`] reads, of `messages AS m` and `message_payloads AS p`.
+const DELIVERY_COLUMNS: &str =
+    "m.message_id, m.receipt_handle, p.body, p.attributes, m.receive_count,
+     m.redrive_source, m.sent_at_ms, m.group_id";
+
+/// A row of [`DELIVERY_COLUMNS`].
+fn delivery_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+    let body: Option<Vec<u8>> = r.get(2)?;
+    Ok(Delivery {
+        message: ReceivedMessage {
+            message_id: r.get(0)?,
+            receipt_handle: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            body: Vec::new(),
+            attributes: Attributes::new(),
+            receive_count: r.get(4)?,
+            redrive_source: r.get(5)?,
+            sent_at: None,
+            group_id: r.get(7)?,
+        },
+        payload: match body {
+            Some(body) => Some((body, StoredAttributes::column(r, 3)?)),
+            None => None,
+        },
+        sent_at_ms: r.get(6)?,
+    })
+}
+
 /// A message delivered by a receive, with the columns read after the transaction.
 struct Delivery {
     message: ReceivedMessage,
@@ -666,68 +693,81 @@ impl LocalQueue {
             }
             // Read after the updates (`UPDATE ... RETURNING` costs more: SQLite collects the
             // returned rows in a temporary table).
-            let mut statement = tx.prepare_cached(
-                "SELECT m.message_id, m.receipt_handle, p.body, p.attributes, m.receive_count,
-                        m.redrive_source, m.sent_at_ms, m.group_id
+            let mut statement = tx.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS}
                  FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq
-                 WHERE m.seq = ?1",
-            )?;
-            let out = delivered.iter().map(|&seq| {
-                statement.query_row([seq], |r| {
-                    let body: Option<Vec<u8>> = r.get(2)?;
-                    Ok(Delivery {
-                        message: ReceivedMessage {
-                            message_id: r.get(0)?,
-                            receipt_handle: r.get(1)?,
-                            body: Vec::new(),
-                            attributes: Attributes::new(),
-                            receive_count: r.get(4)?,
-                            redrive_source: r.get(5)?,
-                            sent_at: None,
-                            group_id: r.get(7)?,
-                        },
-                        payload: match body {
-                            Some(body) => Some((body, StoredAttributes::column(r, 3)?)),
-                            None => None,
-                        },
-                        sent_at_ms: r.get(6)?,
-                    })
-                })
-            });
+                 WHERE m.seq = ?1"
+            ))?;
+            let out = delivered
+                .iter()
+                .map(|&seq| statement.query_row([seq], delivery_of_row));
             Ok(Some(out.collect::<rusqlite::Result<Vec<_>>>()?))
         })?;
         let Some(rows) = outcome else {
             return Err(LocalError::NoSuchQueue(self.name.clone()));
         };
         rows.into_iter()
+            .map(|delivery| self.message_of(delivery))
+            .collect()
+    }
+
+    /// Up to `max` of the messages a receive would deliver now, oldest-visible first, read
+    /// without receiving them: their receive counts, visibility and order stay as they are (a
+    /// receive-and-release peek raises the counts, which on a queue with a DLQ of its own
+    /// moves messages there). Each comes with the receive count a receive would give it, and no
+    /// receipt handle.
+    pub fn peek(&self, max: usize) -> Result<Vec<ReceivedMessage>, LocalError> {
+        let now = to_millis(self.store.now());
+        let name = self.name.as_str();
+        let rows = self.store.read("peek at", name, |tx| {
+            let mut statement = tx.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLUMNS}
+                 FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq
+                 WHERE m.queue = ?1 AND m.visible_at_ms <= ?2
+                 ORDER BY m.visible_at_ms, m.seq LIMIT ?3"
+            ))?;
+            let limit = i64::try_from(max).unwrap_or(i64::MAX);
+            statement
+                .query_map(params![name, now, limit], delivery_of_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
             .map(|delivery| {
-                let Delivery {
-                    mut message,
-                    payload,
-                    sent_at_ms: sent_at,
-                } = delivery;
-                let Some((body, attributes)) = payload else {
-                    return Err(self.store.corrupt(
-                        format!("message {}", message.message_id),
-                        "its body and attributes are missing from message_payloads",
-                    ));
-                };
-                message.body = body;
-                message.attributes = attributes.decode().map_err(|e| {
-                    self.store.corrupt(
-                        format!("the attributes of message {}", message.message_id),
-                        e,
-                    )
-                })?;
-                message.sent_at = Some(from_millis(sent_at).map_err(|e| {
-                    self.store.corrupt(
-                        format!("the send time of message {}", message.message_id),
-                        e,
-                    )
-                })?);
+                let mut message = self.message_of(delivery)?;
+                message.receipt_handle = String::new();
+                message.receive_count += 1;
                 Ok(message)
             })
             .collect()
+    }
+
+    /// The message a row read by [`delivery_of_row`] holds; a clear error if it is damaged.
+    fn message_of(&self, delivery: Delivery) -> Result<ReceivedMessage, LocalError> {
+        let Delivery {
+            mut message,
+            payload,
+            sent_at_ms: sent_at,
+        } = delivery;
+        let Some((body, attributes)) = payload else {
+            return Err(self.store.corrupt(
+                format!("message {}", message.message_id),
+                "its body and attributes are missing from message_payloads",
+            ));
+        };
+        message.body = body;
+        message.attributes = attributes.decode().map_err(|e| {
+            self.store.corrupt(
+                format!("the attributes of message {}", message.message_id),
+                e,
+            )
+        })?;
+        message.sent_at = Some(from_millis(sent_at).map_err(|e| {
+            self.store.corrupt(
+                format!("the send time of message {}", message.message_id),
+                e,
+            )
+        })?);
+        Ok(message)
     }
 
     /// Receive up to `max` messages, polling the file until one is there or `wait` is over.
