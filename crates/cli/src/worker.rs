@@ -185,9 +185,9 @@ impl KeepAlive {
 
 /// Heal one batch, extending its visibility while the engine works on it, and meanwhile receive
 /// the next one (unless a stop is asked for, before or while it waits for messages): its receive
-/// goes on while the batch waits on the disk or the network, instead of after it. The next batch's visibility is extended too,
-/// from its arrival until this batch is done. An extension that lands after the engine parked a
-/// message only shortens the park: the ledger re-parks it.
+/// goes on while the batch waits on the disk or the network, instead of after it. The next
+/// batch's visibility is extended too, from its arrival until this batch is done. An extension
+/// that lands after the engine parked a message only shortens the park: the ledger re-parks it.
 async fn heal_and_receive_next(
     engine: &Engine,
     batch: Vec<ReceivedMessage>,
