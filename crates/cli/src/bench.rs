@@ -142,8 +142,11 @@ pub fn classification_rate(rules: &RuleSet, sample: &[ReceivedMessage]) -> Class
 
 /// `count` with its noun: "1 round", "10,000 messages".
 fn counted(count: usize, one: &str, many: &str) -> String {
-    let noun = if count == 1 { one } else { many };
-    format!("{} {noun}", thousands(count as f64))
+    format!(
+        "{} {}",
+        thousands(count as f64),
+        crate::noun(count, one, many)
+    )
 }
 
 /// The median, lowest and highest of `rates` (not empty).

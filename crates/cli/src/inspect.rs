@@ -299,11 +299,7 @@ pub fn short_age(seconds: Option<i64>) -> String {
 pub fn render(inspection: &Inspection) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let messages = if inspection.total == 1 {
-        "message"
-    } else {
-        "messages"
-    };
+    let messages = crate::noun(inspection.total, "message", "messages");
     if inspection.limited {
         let _ = writeln!(
             out,

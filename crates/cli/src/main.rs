@@ -567,6 +567,11 @@ fn dispatch(command: Command) -> Result<i32> {
     }
 }
 
+/// The noun for `count` of a thing: `one` for 1, else `many` ("1 batch", "0 batches").
+fn noun<'a>(count: usize, one: &'a str, many: &'a str) -> &'a str {
+    if count == 1 { one } else { many }
+}
+
 /// The rules from a file, or the defaults.
 fn load_rules(path: Option<&Path>) -> Result<RuleSet> {
     match path {

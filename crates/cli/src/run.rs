@@ -140,11 +140,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
     eprintln!(
         "healed {} {}: {} requeued, {} parked, {} archived, {} already handled, {} failed (left in the DLQ)",
         summary.batches,
-        if summary.batches == 1 {
-            "batch"
-        } else {
-            "batches"
-        },
+        crate::noun(summary.batches, "batch", "batches"),
         t.requeued,
         t.parked,
         t.archived,

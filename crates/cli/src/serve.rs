@@ -536,7 +536,7 @@ async fn api_redrive(
         fingerprints: request.fingerprint.iter().cloned().collect(),
         ..Default::default()
     };
-    let filter: Filter = args
+    let mut filter: Filter = args
         .build(Utc::now())
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
     if filter.is_empty() {
@@ -545,12 +545,16 @@ async fn api_redrive(
             "choose a group: give a fingerprint or a class".into(),
         ));
     }
+    if request.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "rate must be positive".into(),
+        ));
+    }
     let selection = selection_of(state.dlq.as_deref(), &request);
     // A move takes the messages its dry run listed, and only those: not the ones that arrived
     // in the group since.
-    let filter = if request.dry_run {
-        filter
-    } else {
+    if !request.dry_run {
         let ids = state.take_dry_run(request.confirm.as_deref(), &selection)?;
         if ids.is_empty() {
             return Err(ApiError(
@@ -558,15 +562,7 @@ async fn api_redrive(
                 "the dry run listed no message to move".into(),
             ));
         }
-        crate::filter::FilterArgs { keys: ids, ..args }
-            .build(Utc::now())
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))?
-    };
-    if request.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "rate must be positive".into(),
-        ));
+        filter.keys = Some(ids.into_iter().collect());
     }
     let options = MoveOptions {
         filter,

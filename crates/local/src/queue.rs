@@ -533,12 +533,21 @@ struct Candidate {
     group_id: Option<String>,
 }
 
-/// The columns [`delivery_of_row`] reads, of `messages AS m` and `message_payloads AS p`.
-const DELIVERY_COLUMNS: &str =
-    "m.message_id, m.receipt_handle, p.body, p.attributes, m.receive_count,
-     m.redrive_source, m.sent_at_ms, m.group_id";
+/// A statement that reads the rows [`delivery_of_row`] takes, from `messages AS m` and their
+/// `message_payloads AS p`, with the rest of the statement (`WHERE ...`) after it: a literal,
+/// so that the receive does not format its statement anew each time.
+macro_rules! select_deliveries {
+    ($rest:literal) => {
+        concat!(
+            "SELECT m.message_id, m.receipt_handle, p.body, p.attributes, m.receive_count,
+                    m.redrive_source, m.sent_at_ms, m.group_id
+             FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq ",
+            $rest
+        )
+    };
+}
 
-/// A row of [`DELIVERY_COLUMNS`].
+/// A row read by a statement of [`select_deliveries`].
 fn delivery_of_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
     let body: Option<Vec<u8>> = r.get(2)?;
     Ok(Delivery {
@@ -693,11 +702,7 @@ impl LocalQueue {
             }
             // Read after the updates (`UPDATE ... RETURNING` costs more: SQLite collects the
             // returned rows in a temporary table).
-            let mut statement = tx.prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS}
-                 FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq
-                 WHERE m.seq = ?1"
-            ))?;
+            let mut statement = tx.prepare_cached(select_deliveries!("WHERE m.seq = ?1"))?;
             let out = delivered
                 .iter()
                 .map(|&seq| statement.query_row([seq], delivery_of_row));
@@ -720,10 +725,8 @@ impl LocalQueue {
         let now = to_millis(self.store.now());
         let name = self.name.as_str();
         let rows = self.store.read("peek at", name, |tx| {
-            let mut statement = tx.prepare_cached(&format!(
-                "SELECT {DELIVERY_COLUMNS}
-                 FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq
-                 WHERE m.queue = ?1 AND m.visible_at_ms <= ?2
+            let mut statement = tx.prepare_cached(select_deliveries!(
+                "WHERE m.queue = ?1 AND m.visible_at_ms <= ?2
                  ORDER BY m.visible_at_ms, m.seq LIMIT ?3"
             ))?;
             let limit = i64::try_from(max).unwrap_or(i64::MAX);
@@ -741,7 +744,7 @@ impl LocalQueue {
             .collect()
     }
 
-    /// The message a row read by [`delivery_of_row`] holds; a clear error if it is damaged.
+    /// The message of a row [`delivery_of_row`] read; a clear error if it is damaged.
     fn message_of(&self, delivery: Delivery) -> Result<ReceivedMessage, LocalError> {
         let Delivery {
             mut message,
