@@ -765,9 +765,12 @@ impl Alerter for SnsAlerter {
         }
         let mut report = AlertReport::default();
         let mut outgoing = Vec::new();
-        for (_, group) in groups {
+        for (fingerprint, group) in groups {
             let (send, held) = self.gate_group(group, now_ms).await?;
             report.suppressed += held;
+            if held > 0 {
+                report.held_back.insert(fingerprint);
+            }
             outgoing.extend(send);
         }
         self.send_all(outgoing, report, now_ms).await

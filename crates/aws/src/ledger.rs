@@ -4,7 +4,7 @@
 //!
 //! Item kinds (all in one table):
 //! - ledger record: `pk` = message key, `sk` = attempt; `class`, `rule`, `action`, `alerted`,
-//!   `at` (RFC 3339, UTC, nanoseconds, so that string order is time order), `source`,
+//!   `alert_held_back` (absent in items written before it, read as false), `at` (RFC 3339, UTC, nanoseconds, so that string order is time order), `source`,
 //!   `archive_ref`, `error`, `dlq_message_id`, `body_digest`, `due_at`, `expires_at`.
 //! - digest item: `pk` = `digest#<body_digest>`, `sk` = 0; `key`, `attempt`, `action`, `at`,
 //!   `expires_at`. Written only for re-queued and parked records (the engine adopts only keys that
@@ -111,6 +111,14 @@ fn opt_s(item: &Item, name: &str) -> Option<String> {
     item.get(name).and_then(|v| v.as_s().ok()).cloned()
 }
 
+/// A flag; false when absent.
+fn opt_bool(item: &Item, name: &str) -> bool {
+    item.get(name)
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
+}
+
 fn get_n<T: std::str::FromStr>(target: &str, item: &Item, name: &str) -> Result<T, PortError> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
@@ -140,11 +148,8 @@ fn record_from_item(target: &str, item: &Item) -> Result<LedgerRecord, PortError
             .map_err(|e| damaged(target, item, format!("class: {e}")))?,
         rule: get_s(target, item, "rule")?.to_string(),
         action: get_action(target, item)?,
-        alerted: item
-            .get("alerted")
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(false),
+        alerted: opt_bool(item, "alerted"),
+        alert_held_back: opt_bool(item, "alert_held_back"),
         at: get_time(target, item, TIME_ATTRIBUTE)?,
         source: opt_s(item, "source"),
         archive_ref: opt_s(item, "archive_ref"),
@@ -209,6 +214,7 @@ impl DynamoLedger {
         put("rule", s(&r.rule));
         put("action", s(r.action.as_str()));
         put("alerted", AttributeValue::Bool(r.alerted));
+        put("alert_held_back", AttributeValue::Bool(r.alert_held_back));
         put(TIME_ATTRIBUTE, s(time_text(r.at)));
         if let Some(source) = &r.source {
             put("source", s(source));
@@ -616,6 +622,7 @@ mod tests {
             rule: "timeouts".into(),
             action,
             alerted: false,
+            alert_held_back: false,
             at: Utc.with_ymd_and_hms(2026, 11, 27, 10, minute, 0).unwrap(),
             source: None,
             archive_ref: None,

@@ -44,6 +44,7 @@ fn record(key: &str, attempt: u32, action: RecordedAction, digest: &str) -> Ledg
         rule: "timeouts".into(),
         action,
         alerted: false,
+        alert_held_back: false,
         at: t0() + Duration::minutes(i64::from(attempt)),
         source: Some("orders".into()),
         archive_ref: None,

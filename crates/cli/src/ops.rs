@@ -609,6 +609,9 @@ impl Operator for AwsOperator {
                     if record.alerted {
                         totals.add(m::ALERTED, c, 1.0, 1);
                     }
+                    if record.alert_held_back {
+                        totals.add(m::ALERTS_SUPPRESSED, c, 1.0, 1);
+                    }
                 }
             }
         }

@@ -255,4 +255,40 @@ async fn inspect_redrive_stats_and_archive_on_the_emulator() {
         "--json",
     ]);
     assert_eq!(replay["moved"].as_array().unwrap().len(), 1, "{replay}");
+
+    // Two runs of auth failures within one alert window: the first run's alert goes out, the
+    // second run's repeats are held back for the digest, and stats reads them as the metrics do.
+    let heal = |aws: &Aws| {
+        aws.ok(&[
+            "run",
+            "--backend",
+            "aws",
+            "--dlq",
+            &dlq,
+            "--until-empty",
+            "--wait-seconds",
+            "0",
+        ])
+    };
+    for n in 7..=8 {
+        dead_letter(&client, &dlq, &main, n, "ExpiredTokenException").await;
+    }
+    heal(&aws);
+    for n in 9..=11 {
+        dead_letter(&client, &dlq, &main, n, "ExpiredTokenException").await;
+    }
+    heal(&aws);
+    let stats = aws.json(&["stats", "--backend", "aws", "--dlq", &dlq, "--json"]);
+    let auth = stats["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["class"] == "auth")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (auth["alerted"].clone(), auth["suppressed"].clone()),
+        (Value::from(2), Value::from(3)),
+        "{stats}"
+    );
 }

@@ -11,6 +11,18 @@ use std::sync::OnceLock;
 /// How many sample keys an alert carries.
 pub const MAX_SAMPLE_KEYS: usize = 5;
 
+/// What became of a message's alert.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AlertOutcome {
+    /// No alert: the rules asked for none, or raising it failed.
+    #[default]
+    None,
+    /// The alert about it went out.
+    Sent,
+    /// The dedup window held it back; it goes out in the window's digest.
+    HeldBack,
+}
+
 /// One alert about one or more messages that share a fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {

@@ -511,6 +511,7 @@ pub fn ledger_record(key: &str, attempt: u32, at: DateTime<Utc>, digest: &str) -
         rule: "timeouts".into(),
         action: RecordedAction::Requeued,
         alerted: false,
+        alert_held_back: false,
         at,
         source: Some("orders".into()),
         archive_ref: None,
@@ -531,7 +532,10 @@ pub async fn ledger_contract(ledger: &dyn Ledger) {
     let (k1, k2, missing) = (unique("key"), unique("key"), unique("missing"));
     let (digest, other_digest) = (unique("digest"), unique("digest"));
     let first = ledger_record(&k1, 1, t0, &digest);
-    let second = ledger_record(&k1, 2, t0 + Duration::minutes(1), &digest);
+    let second = LedgerRecord {
+        alert_held_back: true,
+        ..ledger_record(&k1, 2, t0 + Duration::minutes(1), &digest)
+    };
     let newer_key = ledger_record(&k2, 1, t0 + Duration::minutes(5), &digest);
     let elsewhere = ledger_record(&k2, 2, t0 + Duration::minutes(6), &other_digest);
     ledger
@@ -547,6 +551,7 @@ pub async fn ledger_contract(ledger: &dyn Ledger) {
     // Writing the same identity again replaces it.
     let replaced = LedgerRecord {
         action: RecordedAction::Archived,
+        alerted: true,
         archive_ref: Some("archive/timeout/2026/11/27/b.jsonl#1".into()),
         ..first.clone()
     };
@@ -786,6 +791,11 @@ pub async fn alerter_contract(alerter: &dyn Alerter, window: Duration) {
         (0, 2),
         "contract: alerts within the window are held back"
     );
+    assert_eq!(
+        report.held_back,
+        std::collections::BTreeSet::from([fingerprint.clone()]),
+        "contract: the report names the fingerprints held back"
+    );
     let other = alerter
         .raise(vec![sample_alert(&unique("fp"), "k4", t1)], t1)
         .await
@@ -793,6 +803,10 @@ pub async fn alerter_contract(alerter: &dyn Alerter, window: Duration) {
     assert_eq!(
         other.sent, 1,
         "contract: another fingerprint has its own window"
+    );
+    assert!(
+        other.held_back.is_empty(),
+        "contract: an alert that went out is not held back"
     );
     let early = alerter
         .flush_digests(t1)

@@ -3,7 +3,7 @@
 //! in the ledger, then delete from the DLQ. A message whose handling fails at any step stays in
 //! the DLQ and is redelivered; the ledger makes the second handling a no-op or a completion.
 
-use crate::alert::{self, Alert, MAX_SAMPLE_KEYS, redact};
+use crate::alert::{self, Alert, AlertOutcome, MAX_SAMPLE_KEYS, redact};
 use crate::class::FailureClass;
 use crate::context::{FailureContext, HealState};
 use crate::letter::{OpenedLetter, body_digest};
@@ -115,8 +115,8 @@ pub struct MessageReport {
     pub class: Option<FailureClass>,
     /// Name of the matching rule, when classified.
     pub rule: Option<String>,
-    /// Whether an alert was raised for it.
-    pub alerted: bool,
+    /// What became of its alert.
+    pub alert: AlertOutcome,
     /// What happened.
     pub outcome: Outcome,
     /// Whether it was deleted from the DLQ.
@@ -191,7 +191,7 @@ struct Plan {
     classification: Option<Classification>,
     verdict: Option<Verdict>,
     step: Step,
-    alerted: bool,
+    alert: AlertOutcome,
     outcome: Option<Outcome>,
     record: Option<LedgerRecord>,
 }
@@ -282,7 +282,7 @@ impl Engine {
                     classification: None,
                     verdict: None,
                     step: Step::DeleteOnly,
-                    alerted: false,
+                    alert: AlertOutcome::None,
                     outcome: None,
                     record: None,
                 }
@@ -791,32 +791,51 @@ impl Engine {
             return Vec::new();
         }
         // One call per class, so the dedup outcome can be counted per class.
-        let mut by_class: BTreeMap<FailureClass, (Vec<Alert>, Vec<usize>)> = BTreeMap::new();
-        for (alert, members) in groups.into_values() {
+        type ClassAlerts = (Vec<Alert>, Vec<(String, Vec<usize>)>);
+        let mut by_class: BTreeMap<FailureClass, ClassAlerts> = BTreeMap::new();
+        for (fingerprint, (alert, members)) in groups {
             let entry = by_class.entry(alert.class).or_default();
             entry.0.push(alert);
-            entry.1.extend(members);
+            entry.1.push((fingerprint, members));
         }
         let mut events = Vec::new();
-        for (class, (alerts, members)) in by_class {
+        for (class, (alerts, members_by_fingerprint)) in by_class {
+            let members = members_by_fingerprint
+                .iter()
+                .map(|(_, m)| m.len())
+                .sum::<usize>();
             match self.ports.alerter.raise(alerts, now).await {
                 Ok(report) => {
-                    for &index in &members {
-                        plans[index].alerted = true;
-                        if let Some(record) = &mut plans[index].record {
-                            record.alerted = true;
+                    // The ledger, the report and the metrics count each message once: alerted
+                    // when its alert went out, held back when the window kept it for the digest.
+                    let mut held_back = 0;
+                    for (fingerprint, indexes) in &members_by_fingerprint {
+                        let held = report.held_back.contains(fingerprint);
+                        if held {
+                            held_back += indexes.len();
+                        }
+                        for &index in indexes {
+                            let plan = &mut plans[index];
+                            plan.alert = if held {
+                                AlertOutcome::HeldBack
+                            } else {
+                                AlertOutcome::Sent
+                            };
+                            if let Some(record) = &mut plan.record {
+                                record.alerted = !held;
+                                record.alert_held_back = held;
+                            }
                         }
                     }
-                    let suppressed = report.suppressed.min(members.len() as u64);
                     events.push(MetricEvent {
                         name: m::ALERTED,
                         class: Some(class),
-                        value: (members.len() as u64 - suppressed) as f64,
+                        value: (members - held_back) as f64,
                     });
                     events.push(MetricEvent {
                         name: m::ALERTS_SUPPRESSED,
                         class: Some(class),
-                        value: suppressed as f64,
+                        value: held_back as f64,
                     });
                 }
                 Err(error) => {
@@ -826,7 +845,7 @@ impl Engine {
                     events.push(MetricEvent {
                         name: m::HEALER_ERRORS,
                         class: None,
-                        value: members.len() as f64,
+                        value: members as f64,
                     });
                 }
             }
@@ -1015,7 +1034,7 @@ impl SupersededDeliveries {
                     key: handled.map_or_else(|| delivery.message_id.clone(), |r| r.key.clone()),
                     class: handled.and_then(|r| r.class),
                     rule: handled.and_then(|r| r.rule.clone()),
-                    alerted: false,
+                    alert: AlertOutcome::None,
                     outcome,
                     deleted: false,
                     first_failed_at: handled.and_then(|r| r.first_failed_at),
@@ -1108,6 +1127,7 @@ impl Plan {
             rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.to_string()),
             action,
             alerted: false,
+            alert_held_back: false,
             at: now,
             source: self.letter.source().map(str::to_string),
             archive_ref,
@@ -1172,7 +1192,7 @@ impl Plan {
             key: self.key,
             class: self.classification.as_ref().map(|c| c.class),
             rule: self.classification.map(|c| c.rule.to_string()),
-            alerted: self.alerted,
+            alert: self.alert,
             outcome,
             deleted: false,
         }

@@ -7,7 +7,7 @@ use crate::message::{OutgoingMessage, ReceivedMessage};
 use crate::records::{ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 /// A failed call to the outside world.
@@ -170,12 +170,15 @@ pub trait Archive: Send + Sync {
 }
 
 /// What raising alerts did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AlertReport {
     /// Alerts (and digests) that went out.
     pub sent: u64,
     /// Messages held back by the dedup window.
     pub suppressed: u64,
+    /// The fingerprints of the alerts the window held back: their messages go out in the
+    /// window's digest, not now.
+    pub held_back: BTreeSet<String>,
 }
 
 /// Where alerts go, through a dedup window per fingerprint (see [`crate::alert::gate`]).

@@ -61,8 +61,11 @@ pub struct LedgerRecord {
     pub rule: String,
     /// What was done.
     pub action: RecordedAction,
-    /// Whether an alert was raised.
+    /// Whether an alert about it went out at once.
     pub alerted: bool,
+    /// Whether its alert was held back by the dedup window, to go out in the window's digest.
+    #[serde(default)]
+    pub alert_held_back: bool,
     /// When it was decided.
     pub at: DateTime<Utc>,
     /// Source queue, if known.

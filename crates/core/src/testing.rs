@@ -412,6 +412,9 @@ impl Alerter for MemoryAlerter {
             let outcome = alert::gate(alert, previous, now, self.window);
             report.sent += outcome.send.len() as u64;
             report.suppressed += outcome.suppressed;
+            if outcome.suppressed > 0 {
+                report.held_back.insert(template.fingerprint.clone());
+            }
             lock(&self.sent).extend(outcome.send);
             states.insert(template.fingerprint.clone(), (template, outcome.state));
         }

@@ -430,7 +430,7 @@ impl LocalAlerter {
             .map_err(|e| e.into_port("flush digests", "alerts"))?;
         let report = AlertReport {
             sent: outgoing.len() as u64,
-            suppressed: 0,
+            ..AlertReport::default()
         };
         for alert in outgoing {
             self.emit(alert);
@@ -497,6 +497,9 @@ impl Alerter for LocalAlerter {
                     let outcome = alert::gate(alert, previous, now, window);
                     save_window(tx, &template, &outcome.state)?;
                     report.suppressed += outcome.suppressed;
+                    if outcome.suppressed > 0 {
+                        report.held_back.insert(template.fingerprint.clone());
+                    }
                     for sent in outcome.send {
                         log_sent(tx, now, &sent)?;
                         report.sent += 1;

@@ -14,6 +14,19 @@ use std::collections::HashMap;
 const COLUMNS: &str = "key, attempt, class, rule, action, alerted, at, source, archive_ref, error,
                        dlq_message_id, body_digest, due_at";
 
+/// The `alerted` column: 0 when no alert was raised, 1 when it went out (what the column held
+/// before alerts held back were told apart, so older files read the same), 2 when held back.
+const ALERT_SENT: i64 = 1;
+const ALERT_HELD_BACK: i64 = 2;
+
+fn alert_column(record: &LedgerRecord) -> i64 {
+    match (record.alerted, record.alert_held_back) {
+        (true, _) => ALERT_SENT,
+        (false, true) => ALERT_HELD_BACK,
+        (false, false) => 0,
+    }
+}
+
 /// Which ledger records to list; every field narrows the query.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LedgerQuery {
@@ -46,7 +59,8 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<LedgerRecord> {
             .map_err(|e| conversion(format!("class: {e}")))?,
         rule: row.get(3)?,
         action: action.parse().map_err(conversion)?,
-        alerted: row.get(5)?,
+        alerted: row.get::<_, i64>(5)? == ALERT_SENT,
+        alert_held_back: row.get::<_, i64>(5)? == ALERT_HELD_BACK,
         at: from_text(&at)?,
         source: row.get(7)?,
         archive_ref: row.get(8)?,
@@ -200,7 +214,7 @@ impl Ledger for LocalLedger {
                         r.class.as_str(),
                         r.rule,
                         r.action.as_str(),
-                        r.alerted,
+                        alert_column(r),
                         to_text(r.at),
                         r.source,
                         r.archive_ref,

@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     class TEXT NOT NULL,
     rule TEXT NOT NULL,
     action TEXT NOT NULL,
-    alerted INTEGER NOT NULL,
+    alerted INTEGER NOT NULL, -- 0: no alert, 1: alerted, 2: held back for the window's digest
     at TEXT NOT NULL,
     source TEXT,
     archive_ref TEXT,

@@ -18,6 +18,7 @@ fn record(key: &str, attempt: u32, class: FailureClass, minutes: i64) -> LedgerR
         rule: "r".into(),
         action: RecordedAction::Archived,
         alerted: true,
+        alert_held_back: false,
         at: Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap() + Duration::minutes(minutes),
         source: None,
         archive_ref: Some("a/b.jsonl#3".into()),

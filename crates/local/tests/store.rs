@@ -121,6 +121,7 @@ async fn a_version_1_file_is_migrated_and_finds_retried_records_by_digest() {
         rule: "timeout".into(),
         action,
         alerted: false,
+        alert_held_back: false,
         at: at(minute),
         source: Some("orders".into()),
         archive_ref: None,

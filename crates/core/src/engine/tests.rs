@@ -235,7 +235,7 @@ async fn auth_is_archived_and_alerted_once_per_fingerprint() {
         report
             .messages
             .iter()
-            .all(|r| r.alerted && r.class == Some(FailureClass::Auth))
+            .all(|r| r.alert == AlertOutcome::Sent && r.class == Some(FailureClass::Auth))
     );
     assert_eq!(w.metrics.for_class(m::ALERTED, FailureClass::Auth), 5.0);
     assert_eq!(
@@ -272,6 +272,52 @@ async fn auth_is_archived_and_alerted_once_per_fingerprint() {
         .unwrap();
     let fetched = w.engine.ports().archive.fetch(&reference).await.unwrap();
     assert_eq!(fetched.key, w.ledger.all()[0].key);
+    assert!(
+        w.ledger
+            .all()
+            .iter()
+            .all(|r| r.alerted && !r.alert_held_back)
+    );
+}
+
+#[tokio::test]
+async fn the_ledger_counts_alerts_held_back_as_the_metrics_do() {
+    let w = world();
+    let order = |i: usize| {
+        let mut message = fresh(format!("{{\"order\":{i}}}").as_bytes());
+        message.message_id = format!("o{i}");
+        message
+    };
+    w.fail(&order(1), "401 Unauthorized: token expired").await;
+    w.fail(&order(2), "403 Forbidden: missing scope").await;
+    let first = w.heal_all().await;
+    w.clock.advance(Duration::minutes(1));
+    for i in 3..6 {
+        w.fail(&order(i), "401 Unauthorized: token expired").await;
+    }
+    let second = w.heal_all().await;
+    let alerts = |report: &BatchReport| -> Vec<AlertOutcome> {
+        report.messages.iter().map(|r| r.alert).collect()
+    };
+    assert_eq!(alerts(&first), vec![AlertOutcome::Sent; 2]);
+    assert_eq!(
+        alerts(&second),
+        vec![AlertOutcome::HeldBack; 3],
+        "the repeats within the window wait for its digest"
+    );
+    let records = w.ledger.all();
+    let held_back = records.iter().filter(|r| r.alert_held_back).count();
+    let alerted = records.iter().filter(|r| r.alerted).count();
+    assert_eq!((alerted, held_back), (2, 3));
+    assert_eq!(
+        w.metrics
+            .for_class(m::ALERTS_SUPPRESSED, FailureClass::Auth),
+        held_back as f64
+    );
+    assert_eq!(
+        w.metrics.for_class(m::ALERTED, FailureClass::Auth),
+        alerted as f64
+    );
 }
 
 #[tokio::test]
