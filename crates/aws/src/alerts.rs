@@ -25,7 +25,8 @@
 //!   digest. A table-wide `Scan` for windows touched by other instances would read every ledger
 //!   record, so it is not done: the digest of a window whose instances all went away goes out when
 //!   the next alert of its fingerprint opens a new window (or by [`SnsAlerter::flush_fingerprints`]
-//!   from a tool that knows the fingerprints).
+//!   from a tool that knows the fingerprints). A process that stops claims and sends the counts
+//!   of its touched windows that hold repeats back, open or not; an open window stays open.
 //! - **Publishing** uses `PublishBatch` (10 per call). An alert or digest that fails to publish
 //!   is added back to its window's count (so it goes out in the next digest) and the call fails.
 //!
@@ -42,7 +43,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use aws_sdk_sns::types::PublishBatchRequestEntry;
 use aws_smithy_runtime_api::client::result::SdkError;
 use chrono::{DateTime, Utc};
-use dlq_healer_core::alert::{self, Alert, MAX_SAMPLE_KEYS, WindowState};
+use dlq_healer_core::alert::{self, Alert, DigestsDue, MAX_SAMPLE_KEYS, WindowState};
 use dlq_healer_core::ports::{AlertReport, Alerter, PortError};
 use serde_json::json;
 use std::collections::HashMap;
@@ -122,7 +123,7 @@ impl Window {
         }
     }
 
-    /// The digest of this (closed) window, if it held anything back.
+    /// The digest of what this window held back, if anything.
     fn digest(&self, fallback: &Alert) -> Option<Alert> {
         let template = self.template.as_ref().unwrap_or(fallback);
         alert::digest_of(template, self.state())
@@ -453,7 +454,8 @@ impl SnsAlerter {
         }
     }
 
-    /// Reset a closed window whose count is still `seen.suppressed`; true if this call did it.
+    /// Reset the count of a window (closed, or open for a held-back digest) that is still
+    /// `seen.suppressed`; true if this call did it.
     async fn claim(&self, fingerprint: &str, seen: &Window) -> Result<bool, PortError> {
         let result = self
             .dynamodb
@@ -689,6 +691,18 @@ impl SnsAlerter {
         fingerprints: &[String],
         now: DateTime<Utc>,
     ) -> Result<AlertReport, PortError> {
+        self.send_digests(fingerprints, now, DigestsDue::OfClosedWindows)
+            .await
+    }
+
+    /// Send the digests `due` says of the windows of `fingerprints`, each exactly once across
+    /// all instances: a digest goes out only after its window's count is claimed.
+    async fn send_digests(
+        &self,
+        fingerprints: &[String],
+        now: DateTime<Utc>,
+        due: DigestsDue,
+    ) -> Result<AlertReport, PortError> {
         let now_ms = now.timestamp_millis();
         let window_ms = self.window.num_milliseconds();
         let keys = fingerprints.iter().map(|f| Self::window_key(f)).collect();
@@ -710,7 +724,8 @@ impl SnsAlerter {
                 lock(&self.touched).remove(fingerprint);
                 continue;
             };
-            if window.is_open(now_ms, window_ms) {
+            let open = window.is_open(now_ms, window_ms);
+            if open && (due == DigestsDue::OfClosedWindows || window.suppressed == 0) {
                 self.remember(fingerprint, Some(window.clone()));
                 continue;
             }
@@ -727,7 +742,16 @@ impl SnsAlerter {
                     if let Some(digest) = window.digest(&template) {
                         outgoing.push(digest);
                     }
-                    lock(&self.touched).remove(fingerprint);
+                    if open {
+                        let claimed = Window {
+                            suppressed: 0,
+                            sample_keys: Vec::new(),
+                            ..window.clone()
+                        };
+                        self.remember(fingerprint, Some(claimed));
+                    } else {
+                        lock(&self.touched).remove(fingerprint);
+                    }
                 }
                 Ok(false) => {}
                 Err(error) => {
@@ -782,6 +806,16 @@ impl Alerter for SnsAlerter {
             return Ok(AlertReport::default());
         }
         self.flush_fingerprints(&fingerprints, now).await
+    }
+
+    /// Only the windows this process touched: a table-wide scan is not done (see the module).
+    async fn send_held_back_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
+        let fingerprints = self.touched_fingerprints();
+        if fingerprints.is_empty() {
+            return Ok(AlertReport::default());
+        }
+        self.send_digests(&fingerprints, now, DigestsDue::HeldBackNow)
+            .await
     }
 }
 

@@ -123,17 +123,15 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         until_empty: options.until_empty,
         keep_alive: keep_alive_for(&engine).await?,
     };
+    let engine = Arc::new(engine);
     let summary =
-        worker::heal_concurrently(Arc::new(engine), settings, &shutdown, options.concurrency).await;
+        worker::heal_concurrently(engine.clone(), settings, &shutdown, options.concurrency).await;
     drop(retention_sweeper);
+    // Repeats held back in a window would wait for the window's next alert to be reported.
+    if let Err(error) = engine.send_held_back_digests().await {
+        tracing::warn!(%error, "sending the alert digests held back failed; they go out when their windows next alert");
+    }
     if let Some(backend) = local_backend {
-        // Repeats held back in a window would wait for the next `run` to be reported.
-        if let Err(error) = backend
-            .alerter
-            .send_held_back_digests(backend.store.clock().now())
-        {
-            tracing::warn!(%error, "sending the alert digests held back failed; the next run sends them");
-        }
         backend.alerter.wait_for_webhooks(Duration::from_secs(10));
     }
     let t = summary.tally;

@@ -11,6 +11,17 @@ use std::sync::OnceLock;
 /// How many sample keys an alert carries.
 pub const MAX_SAMPLE_KEYS: usize = 5;
 
+/// Which windows' digests to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestsDue {
+    /// Those of windows that have closed (the repeats they held back, or none).
+    OfClosedWindows,
+    /// Every window's that holds repeats back, closed or not: for a process that stops, whose
+    /// windows would otherwise wait for their fingerprint's next alert. An open window stays
+    /// open, so later repeats are still held back, into another digest.
+    HeldBackNow,
+}
+
 /// What became of a message's alert.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AlertOutcome {

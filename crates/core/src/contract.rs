@@ -816,6 +816,29 @@ pub async fn alerter_contract(alerter: &dyn Alerter, window: Duration) {
         early.sent, 0,
         "contract: no digest before the window closes"
     );
+    let stopping = alerter
+        .send_held_back_digests(t1)
+        .await
+        .unwrap_or_else(|e| panic!("contract: sending held-back digests failed: {e}"));
+    assert_eq!(
+        stopping.sent, 1,
+        "contract: a stopping process sends the digest of the open window that holds repeats \
+         back, and none for the window that holds none"
+    );
+    let twice = alerter
+        .send_held_back_digests(t1)
+        .await
+        .unwrap_or_else(|e| panic!("contract: sending held-back digests failed: {e}"));
+    assert_eq!(twice.sent, 0, "contract: a held-back digest goes out once");
+    let still_open = alerter
+        .raise(vec![sample_alert(&fingerprint, "k6", t1)], t1)
+        .await
+        .unwrap_or_else(|e| panic!("contract: raise failed: {e}"));
+    assert_eq!(
+        (still_open.sent, still_open.suppressed),
+        (0, 1),
+        "contract: the window stays open after its held-back digest"
+    );
     let closed = t0 + window + Duration::seconds(1);
     let flushed = alerter
         .flush_digests(closed)

@@ -963,6 +963,17 @@ impl Engine {
             .await?
             .sent)
     }
+
+    /// Send the digests of the repeats the alert windows hold back now, closed or not, as a
+    /// healer that stops does; returns how many went out.
+    pub async fn send_held_back_digests(&self) -> Result<u64, PortError> {
+        Ok(self
+            .ports
+            .alerter
+            .send_held_back_digests(self.clock.now())
+            .await?
+            .sent)
+    }
 }
 
 /// The earlier deliveries of messages that a batch holds more than once: SQS delivers at least

@@ -2,6 +2,8 @@
 //! (and by in-memory fakes in tests). Batch calls return one result per entry, in input order.
 
 use crate::alert::Alert;
+#[cfg(doc)]
+use crate::alert::DigestsDue;
 use crate::class::FailureClass;
 use crate::message::{OutgoingMessage, ReceivedMessage};
 use crate::records::{ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
@@ -189,6 +191,9 @@ pub trait Alerter: Send + Sync {
     -> Result<AlertReport, PortError>;
     /// Send the digests of windows that have closed by `now`.
     async fn flush_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError>;
+    /// Send the digests of every window that holds repeats back, closed or not
+    /// ([`DigestsDue::HeldBackNow`]); for a process that stops.
+    async fn send_held_back_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError>;
 }
 
 /// One metric sample.

@@ -2,7 +2,7 @@
 //! SQS's essentials (visibility, receive counts, receipt handles) but no durability. Each can be
 //! told to fail, to test that failures leave messages in the DLQ.
 
-use crate::alert::{self, Alert, WindowState};
+use crate::alert::{self, Alert, DigestsDue, WindowState};
 use crate::message::{OutgoingMessage, ReceivedMessage};
 use crate::ports::{
     AlertReport, Alerter, Archive, Clock, DigestMatch, EntryResults, HistoryRequest, Ledger,
@@ -422,10 +422,22 @@ impl Alerter for MemoryAlerter {
     }
 
     async fn flush_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
+        Ok(self.send_digests(now, DigestsDue::OfClosedWindows))
+    }
+
+    async fn send_held_back_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
+        Ok(self.send_digests(now, DigestsDue::HeldBackNow))
+    }
+}
+
+impl MemoryAlerter {
+    fn send_digests(&self, now: DateTime<Utc>, due: DigestsDue) -> AlertReport {
         let mut report = AlertReport::default();
         let mut states = lock(&self.states);
         for (template, state) in states.values_mut() {
-            let digest = alert::window_closed(state, now, self.window)
+            let due =
+                due == DigestsDue::HeldBackNow || alert::window_closed(state, now, self.window);
+            let digest = due
                 .then(|| alert::digest_of(template, state.clone()))
                 .flatten();
             if let Some(digest) = digest {
@@ -435,7 +447,7 @@ impl Alerter for MemoryAlerter {
                 state.sample_keys.clear();
             }
         }
-        Ok(report)
+        report
     }
 }
 

@@ -7,7 +7,7 @@ use crate::store::{LocalStore, from_text, to_text};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dlq_healer_core::FailureClass;
-use dlq_healer_core::alert::{self, Alert, WindowState};
+use dlq_healer_core::alert::{self, Alert, DigestsDue, WindowState};
 use dlq_healer_core::ports::{AlertReport, Alerter, PortError};
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::json;
@@ -97,15 +97,6 @@ struct WebhookShared {
 struct Webhook {
     sender: SyncSender<Alert>,
     shared: Arc<WebhookShared>,
-}
-
-/// Which digests to send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DigestsDue {
-    /// Those of windows that have closed (the repeats they held back, or none).
-    OfClosedWindows,
-    /// Every window's that holds repeats back, closed or not.
-    HeldBackNow,
 }
 
 /// The [`Alerter`] of the local backend.
@@ -371,14 +362,6 @@ impl LocalAlerter {
         })
     }
 
-    /// Send now the digests of every window that holds alerts back, closed or not, for a
-    /// process that stops: a repeat held back in a window that no process closes would
-    /// otherwise be reported only by the next `run`. The windows stay open, so that their
-    /// repeats are still held back.
-    pub fn send_held_back_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
-        self.send_digests(now, DigestsDue::HeldBackNow)
-    }
-
     /// Send the digests `due` says, log them and hand them to the webhook.
     fn send_digests(&self, now: DateTime<Utc>, due: DigestsDue) -> Result<AlertReport, PortError> {
         let window = self.window;
@@ -517,5 +500,11 @@ impl Alerter for LocalAlerter {
 
     async fn flush_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
         self.send_digests(now, DigestsDue::OfClosedWindows)
+    }
+
+    /// A repeat held back in a window that no process closes would otherwise be reported only
+    /// by the next `run`.
+    async fn send_held_back_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
+        self.send_digests(now, DigestsDue::HeldBackNow)
     }
 }

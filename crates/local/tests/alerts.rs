@@ -211,7 +211,7 @@ async fn a_stopping_process_sends_what_its_open_windows_hold_back_and_they_stay_
         0,
         "the window is open"
     );
-    let sent = alerter.send_held_back_digests(at(3)).unwrap();
+    let sent = alerter.send_held_back_digests(at(3)).await.unwrap();
     assert_eq!(
         sent.sent, 1,
         "one digest, for the window that holds repeats back"
@@ -228,9 +228,9 @@ async fn a_stopping_process_sends_what_its_open_windows_hold_back_and_they_stay_
             .unwrap();
         assert_eq!((held.sent, held.suppressed), (0, 1), "{fingerprint}");
     }
-    assert_eq!(alerter.send_held_back_digests(at(5)).unwrap().sent, 2);
+    assert_eq!(alerter.send_held_back_digests(at(5)).await.unwrap().sent, 2);
     assert_eq!(
-        alerter.send_held_back_digests(at(5)).unwrap().sent,
+        alerter.send_held_back_digests(at(5)).await.unwrap().sent,
         0,
         "nothing twice"
     );
