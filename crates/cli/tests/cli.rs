@@ -139,6 +139,59 @@ fn classify_reads_stdin_and_answers_line_by_line() {
     );
 }
 
+/// 546 failure texts as Python, Node, Java, Go, Rust, .NET and Ruby clients, the AWS SDKs,
+/// Lambda, HTTP servers and databases print them, each with the class an on-call engineer would
+/// expect (`expect`, or one of `alt` where reasonable people differ) and why: the default rules
+/// must get every one right.
+#[test]
+fn the_default_rules_classify_real_failure_texts_as_an_engineer_would() {
+    let corpus = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/error_texts.jsonl"
+    );
+    let output = run_ok(bin().args(["classify", "--input", corpus]));
+    let expected: Vec<serde_json::Value> = std::fs::read_to_string(corpus)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), expected.len(), "one answer per line");
+    let wrong: Vec<String> = expected
+        .iter()
+        .zip(&got)
+        .filter(|(case, answer)| {
+            let class = &answer["class"];
+            *class != case["expect"]
+                && !case["alt"]
+                    .as_array()
+                    .is_some_and(|alt| alt.contains(class))
+        })
+        .map(|(case, answer)| {
+            let error: String = case["error"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(120)
+                .collect();
+            format!(
+                "{}: expected {} ({}), got {answer}: {error:?}",
+                case["id"], case["expect"], case["why"]
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn an_invalid_rules_file_fails_at_start_with_file_line_and_reason() {
     let dir = scratch("rules");

@@ -1099,18 +1099,30 @@ impl ErrorInfo {
     }
 }
 
-/// Cut `text` to at most `limit` bytes on a character boundary, saying how much was cut.
+/// Cut `text` to at most `limit` bytes on character boundaries, saying how much was cut. Its
+/// start and its end are kept, half of the room each: an error's summary comes first, and its
+/// root cause last (Java's last `Caused by:`, the exception that ends a Python traceback).
 pub fn truncate_with_marker(text: String, limit: usize) -> String {
     if text.len() <= limit {
         return text;
     }
-    let marker_room = 40;
-    let mut cut = limit.saturating_sub(marker_room);
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
+    // "…[truncated N bytes]…" with N of up to 20 digits.
+    const MARKER_ROOM: usize = 48;
+    let kept = limit.saturating_sub(MARKER_ROOM);
+    let mut head_end = kept / 2;
+    while !text.is_char_boundary(head_end) {
+        head_end -= 1;
     }
-    let dropped = text.len() - cut;
-    format!("{}…[truncated {dropped} bytes]", &text[..cut])
+    let mut tail_start = text.len() - (kept - kept / 2);
+    while !text.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    let dropped = tail_start - head_end;
+    format!(
+        "{}…[truncated {dropped} bytes]…{}",
+        &text[..head_end],
+        &text[tail_start..]
+    )
 }
 
 #[cfg(test)]
@@ -2217,8 +2229,27 @@ mod tests {
     fn truncation_keeps_char_boundaries_and_says_so() {
         let long = "é".repeat(5000);
         let cut = truncate_with_marker(long.clone(), 100);
-        assert!(cut.len() <= 100 + "…[truncated 10000 bytes]".len());
+        assert!(cut.len() <= 100, "{}", cut.len());
         assert!(cut.contains("…[truncated"));
         assert_eq!(truncate_with_marker("short".into(), 100), "short");
+    }
+
+    #[test]
+    fn truncation_keeps_the_root_cause_at_the_end() {
+        let trace = format!(
+            "ListenerExecutionFailedException: Listener failed\n{}Caused by: HttpServerErrorException: 503 Service Unavailable",
+            "\tat com.example.Frame.call(Frame.java:42)\n".repeat(200)
+        );
+        let cut = truncate_with_marker(trace.clone(), MAX_MESSAGE_BYTES);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES);
+        assert!(cut.starts_with("ListenerExecutionFailedException: Listener failed\n"));
+        assert!(cut.ends_with("Caused by: HttpServerErrorException: 503 Service Unavailable"));
+        let (head, rest) = cut.split_once("…[truncated ").unwrap();
+        let (dropped, tail) = rest.split_once(" bytes]…").unwrap();
+        assert_eq!(
+            head.len() + dropped.parse::<usize>().unwrap() + tail.len(),
+            trace.len(),
+            "the marker counts what was cut"
+        );
     }
 }

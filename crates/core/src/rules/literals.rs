@@ -194,7 +194,7 @@ impl LiteralMatcher {
         let literal = &self.literals[literal];
         let start_ok =
             !literal.needs_start_boundary || start == 0 || !is_word_byte(bytes[start - 1]);
-        let end_ok = !literal.needs_end_boundary || end == bytes.len() || !is_word_byte(bytes[end]);
+        let end_ok = !literal.needs_end_boundary || ends_word(bytes, end);
         start_ok && end_ok
     }
 }
@@ -328,6 +328,19 @@ fn word_byte_mask_swar(eight: &[u8; 8]) -> u32 {
         | ascii_bytes_in_range(ascii, b'_', b'_');
     // Gather the eight high bits into the low byte.
     (((marks >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56) as u32
+}
+
+/// Whether a word of `bytes` ends at `end`. A word that goes on as a name does not: one before
+/// `=` names a parameter (`timeout=10`), one before `.` and a word is a package
+/// (`io.netty.handler.timeout.IdleStateHandler`), while `java.net.SocketTimeoutException:` ends
+/// with its last name.
+fn ends_word(bytes: &[u8], end: usize) -> bool {
+    match bytes.get(end) {
+        None => true,
+        Some(b'=') => false,
+        Some(b'.') => !bytes.get(end + 1).is_some_and(|&b| is_word_byte(b)),
+        Some(&b) => !is_word_byte(b),
+    }
 }
 
 /// A character that continues a word: a literal beginning (ending) with one needs a word

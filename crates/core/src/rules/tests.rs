@@ -368,6 +368,12 @@ const CORPUS: &[Row] = &[
     (None, "v2.401.3 handler failed", None, Unknown),
     (Some("RuntimeError"), "unexpected state: expected PAID, got SHIPPED", None, Unknown),
     (None, "Elapsed time for batch 42: 12s; 3 items failed", None, Unknown),
+    // ---- a word that goes on as a name is not that word ----
+    (None, "HTTPError: 422 Client Error: Unprocessable Entity (requests.post(url, json=order, timeout=10))", None, Validation),
+    (None, "WebClientResponseException$UnprocessableEntity: 422 from POST /orders\n\tat io.netty.handler.timeout.IdleStateHandler.channelRead(IdleStateHandler.java:286)", None, Validation),
+    (None, "Request failed: connection timeout.", None, Timeout),
+    (None, "java.net.SocketTimeoutException.<init>: Read timed out", None, Timeout),
+    (None, "pydantic_core._pydantic_core.ValidationError: 1 validation error for RetryPolicy\ntimeout\n  Field required [type=missing, input_value={'retries': 3}, input_type=dict]", None, Validation),
     (None, "handler rejected payload {\"order_id\": 401, \"state\": \"NEW\"}", None, Unknown),
 ];
 
@@ -889,6 +895,7 @@ fn the_default_rules_are_valid_and_in_the_documented_order() {
             "unreadable-context",
             "auth",
             "decode-error",
+            "validation-report",
             "timeout",
             "dependency",
             "validation",
