@@ -79,6 +79,11 @@ pub trait Journal: Send + Sync {
 pub trait Operator: Send + Sync {
     /// How long one receive waits while scanning a DLQ.
     fn scan_wait(&self) -> Duration;
+    /// Whether the ledger the decisions and class counts come from is configured; the error
+    /// says how to configure it.
+    fn check_ledger(&self) -> Result<()> {
+        Ok(())
+    }
     /// The DLQ to read, checked to exist; the error names it and says what to do.
     async fn dlq(&self, dlq: &str) -> Result<Arc<dyn MessageSource>>;
     /// Up to `limit` (all when absent) of the messages of `dlq`, read without receiving them,
@@ -482,6 +487,10 @@ impl Operator for AwsOperator {
         Duration::from_secs(1)
     }
 
+    fn check_ledger(&self) -> Result<()> {
+        self.table().map(drop)
+    }
+
     async fn dlq(&self, dlq: &str) -> Result<Arc<dyn MessageSource>> {
         let url = self.sender.resolve(dlq).await.map_err(|e| {
             anyhow!("the DLQ {dlq:?} cannot be found ({e}); give its queue URL (see `aws sqs list-queues`)")
@@ -594,24 +603,22 @@ impl Operator for AwsOperator {
         since: DateTime<Utc>,
     ) -> Result<(MetricTotals, Vec<DepthRow>)> {
         let mut totals = MetricTotals::default();
-        if self.args.failed_table.is_some() {
-            let ledger = self.ledger()?;
-            for class in FailureClass::ALL {
-                for record in ledger.query(class, Some(since), None, None).await? {
-                    let c = Some(record.class);
-                    totals.add(m::RECEIVED, c, 1.0, 1);
-                    let action = match record.action {
-                        RecordedAction::Requeued => m::REQUEUED,
-                        RecordedAction::Parked => m::PARKED,
-                        RecordedAction::Archived => m::ARCHIVED,
-                    };
-                    totals.add(action, c, 1.0, 1);
-                    if record.alerted {
-                        totals.add(m::ALERTED, c, 1.0, 1);
-                    }
-                    if record.alert_held_back {
-                        totals.add(m::ALERTS_SUPPRESSED, c, 1.0, 1);
-                    }
+        let ledger = self.ledger()?;
+        for class in FailureClass::ALL {
+            for record in ledger.query(class, Some(since), None, None).await? {
+                let c = Some(record.class);
+                totals.add(m::RECEIVED, c, 1.0, 1);
+                let action = match record.action {
+                    RecordedAction::Requeued => m::REQUEUED,
+                    RecordedAction::Parked => m::PARKED,
+                    RecordedAction::Archived => m::ARCHIVED,
+                };
+                totals.add(action, c, 1.0, 1);
+                if record.alerted {
+                    totals.add(m::ALERTED, c, 1.0, 1);
+                }
+                if record.alert_held_back {
+                    totals.add(m::ALERTS_SUPPRESSED, c, 1.0, 1);
                 }
             }
         }

@@ -111,6 +111,7 @@ pub fn command(args: ServeArgs) -> Result<i32> {
         .map_err(|e| anyhow::anyhow!("--window: {e}"))?;
     crate::runtime()?.block_on(async {
         let operator = crate::ops::open(&args.ops).await?;
+        operator.check_ledger()?;
         if let Some(dlq) = &args.dlq {
             operator.dlq(dlq).await?;
         }

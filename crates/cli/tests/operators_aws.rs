@@ -210,6 +210,33 @@ async fn inspect_redrive_stats_and_archive_on_the_emulator() {
         "{stats}"
     );
 
+    // Without the ledger table the class counts and decisions cannot be read: said at start
+    // rather than shown as zeros or answered with errors later.
+    for words in [
+        &["stats", "--backend", "aws", "--dlq", &dlq][..],
+        &["serve", "--backend", "aws", "--dlq", &dlq, "--bind", "127.0.0.1:0"][..],
+    ] {
+        let mut child = aws
+            .cmd(words)
+            .env_remove("FAILED_TABLE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                let _ = child.kill();
+                panic!("{words:?} kept running without the ledger table");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{words:?}: {stderr}");
+        assert!(stderr.contains("--failed-table"), "{words:?}: {stderr}");
+    }
+
     // A missing DLQ is named.
     let output = aws
         .cmd(&["inspect", "--backend", "aws", "--dlq", "no-such-queue"])
