@@ -155,6 +155,14 @@ impl LocalOperator {
                 settings.db.display()
             );
         }
+        // SQLite would take an empty file for an empty store and write its tables into it.
+        if std::fs::metadata(&settings.db).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            bail!(
+                "the local store {} is empty: no healer or `queue` command has written to it; \
+                 give the healer's --db (or DLQ_HEALER_DB)",
+                settings.db.display()
+            );
+        }
         Ok(LocalOperator {
             backend: LocalBackend::open(settings, Arc::new(SystemClock))?,
             db: settings.db.clone(),

@@ -217,6 +217,16 @@ fn bad_input_names_the_problem_and_moves_nothing() {
         operator_fixture::bin().args(["inspect", "--db", "/nonexistent/x.db", "--dlq", "q"]),
         &["/nonexistent/x.db", "--db"],
     );
+    // An empty file (a typo'd path touched by something else) is not taken for a store and
+    // written into.
+    let empty = fixture.dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let empty_arg = empty.display().to_string();
+    fails_with(
+        operator_fixture::bin().args(["stats", "--db", &empty_arg]),
+        &["is empty", "--db"],
+    );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "nothing written");
     assert_eq!(fixture.depth("orders-dlq").0, 5);
 
     // A corrupt archive record: show names it; replay of its class moves nothing at all.
