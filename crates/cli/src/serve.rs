@@ -13,6 +13,8 @@ use crate::inspect::Inspection;
 use crate::ops::Operator;
 use crate::rate::RealPacer;
 use crate::redrive::{MoveOptions, MoveReport, Progress, Redrive};
+use crate::run::Backend;
+use crate::stats::{CounterGuard, MessageCounts};
 use anyhow::{Context, Result, bail};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -70,6 +72,10 @@ pub struct AppState {
     moving: tokio::sync::Mutex<()>,
     /// The dry runs whose moves may still be confirmed, newest last.
     dry_runs: std::sync::Mutex<Vec<DryRun>>,
+    /// What the message counts are, for `/metrics`.
+    message_counts: MessageCounts,
+    /// Keeps the counters of `/metrics` from going down.
+    counters: std::sync::Mutex<CounterGuard>,
 }
 
 /// A dry run the page showed: a confirm token moves the messages it listed, once.
@@ -128,6 +134,11 @@ pub fn command(args: ServeArgs) -> Result<i32> {
             groups: tokio::sync::Mutex::new(None),
             moving: tokio::sync::Mutex::new(()),
             dry_runs: std::sync::Mutex::new(Vec::new()),
+            message_counts: match args.ops.backend {
+                Backend::Local => MessageCounts::AllTime,
+                Backend::Aws => MessageCounts::InWindow(args.window.clone()),
+            },
+            counters: std::sync::Mutex::new(CounterGuard::default()),
         });
         println!("dashboard on http://{address}/");
         use std::io::Write;
@@ -276,7 +287,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiErro
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    Ok((headers, crate::stats::prometheus(&stats)).into_response())
+    let text = {
+        let mut counters = state.counters.lock().unwrap_or_else(|e| e.into_inner());
+        crate::stats::prometheus(&stats, &state.message_counts, &mut counters)
+    };
+    Ok((headers, text).into_response())
 }
 
 async fn groups(state: &AppState, refresh: bool) -> Result<Option<Inspection>, ApiError> {

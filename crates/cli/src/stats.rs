@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use dlq_healer_core::FailureClass;
 use dlq_healer_core::metrics as m;
 use serde::Serialize;
+use std::collections::HashMap;
 
 /// One class row of the messages-status panel.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -133,70 +134,132 @@ pub async fn read(
     Ok((from_totals(&totals, &depths), totals, depths))
 }
 
-/// The panels in Prometheus text format.
-pub fn prometheus(stats: &Stats) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP dlq_healer_messages_total Dead letters by class and what was done."
-    );
-    let _ = writeln!(out, "# TYPE dlq_healer_messages_total counter");
-    for r in &stats.classes {
-        for (action, value) in [
-            ("received", r.received),
-            ("requeued", r.requeued),
-            ("parked", r.parked),
-            ("archived", r.archived),
-            ("alerted", r.alerted),
-            ("suppressed", r.suppressed),
-        ] {
-            let _ = writeln!(
-                out,
-                "dlq_healer_messages_total{{class=\"{}\",action=\"{action}\"}} {value}",
-                r.class
-            );
+/// What the message counts of a backend's panels are, and so how `/metrics` exposes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageCounts {
+    /// Everything the store holds (local): counters.
+    AllTime,
+    /// The decisions of a trailing window (aws, e.g. `24h`): they leave it as it moves on, so a
+    /// gauge, `dlq_healer_messages_in_window`.
+    InWindow(String),
+}
+
+/// Keeps the counters of `/metrics` from going down while the source of their figures forgets:
+/// the local retention sweep removes old metrics, and Prometheus would read the drop as a restart
+/// and the whole total as new. A counter starts at its first figure and then rises by what each
+/// figure adds to the one before; a figure below the one before adds nothing.
+#[derive(Debug, Default)]
+pub struct CounterGuard {
+    /// The last figure and the value exposed, by series.
+    series: HashMap<String, (u64, u64)>,
+}
+
+impl CounterGuard {
+    /// The value to expose for `series` whose source reads `figure` now.
+    pub fn count(&mut self, series: &str, figure: u64) -> u64 {
+        match self.series.get_mut(series) {
+            Some((last, exposed)) => {
+                *exposed += figure.saturating_sub(*last);
+                *last = figure;
+                *exposed
+            }
+            None => {
+                self.series.insert(series.to_string(), (figure, figure));
+                figure
+            }
         }
     }
+}
+
+/// The panels in Prometheus text format; `guard` keeps the counters from going down.
+pub fn prometheus(stats: &Stats, counts: &MessageCounts, guard: &mut CounterGuard) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let (family, help, kind) = match counts {
+        MessageCounts::AllTime => (
+            "dlq_healer_messages_total",
+            "Dead letters by class and what was done.".to_string(),
+            "counter",
+        ),
+        MessageCounts::InWindow(window) => (
+            "dlq_healer_messages_in_window",
+            format!("Dead letters decided in the last {window}, by class and what was done."),
+            "gauge",
+        ),
+    };
+    let _ = writeln!(out, "# HELP {family} {help}");
+    let _ = writeln!(out, "# TYPE {family} {kind}");
+    // Every class, those with nothing too: a series that comes and goes is no counter.
+    for class in FailureClass::ALL {
+        let row = stats.classes.iter().find(|r| r.class == class);
+        let figures = row.map_or([0; 6], |r| {
+            [
+                r.received,
+                r.requeued,
+                r.parked,
+                r.archived,
+                r.alerted,
+                r.suppressed,
+            ]
+        });
+        let actions = [
+            "received",
+            "requeued",
+            "parked",
+            "archived",
+            "alerted",
+            "suppressed",
+        ];
+        for (action, figure) in actions.into_iter().zip(figures) {
+            let series = format!("{family}{{class=\"{class}\",action=\"{action}\"}}");
+            let value = match counts {
+                MessageCounts::AllTime => guard.count(&series, figure),
+                MessageCounts::InWindow(_) => figure,
+            };
+            let _ = writeln!(out, "{series} {value}");
+        }
+    }
+    let mut counter = |name: &str, help: &str, series: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (labels, figure) in series {
+            let series = format!("{name}{labels}");
+            let _ = writeln!(out, "{series} {}", guard.count(&series, figure));
+        }
+    };
+    counter(
+        "dlq_healer_processed_total",
+        "Messages the consumer processed.",
+        vec![(String::new(), stats.processed)],
+    );
+    let by_function = |figure: fn(&FunctionRow) -> u64| -> Vec<(String, u64)> {
+        stats
+            .functions
+            .iter()
+            .map(|f| (format!("{{function=\"{}\"}}", f.function), figure(f)))
+            .collect()
+    };
+    counter(
+        "dlq_healer_invocations_total",
+        "Function invocations.",
+        by_function(|f| f.invocations),
+    );
+    counter(
+        "dlq_healer_errors_total",
+        "Function errors.",
+        by_function(|f| f.errors),
+    );
     let _ = writeln!(
         out,
-        "# HELP dlq_healer_processed_total Messages the consumer processed."
+        "# HELP dlq_healer_duration_ms_avg Mean handling duration in milliseconds."
     );
-    let _ = writeln!(out, "# TYPE dlq_healer_processed_total counter");
-    let _ = writeln!(out, "dlq_healer_processed_total {}", stats.processed);
-    /// Name, help, type and value of one metric family per function.
-    type Family = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&FunctionRow) -> String,
-    );
-    let function_families: [Family; 3] = [
-        (
-            "dlq_healer_invocations_total",
-            "Function invocations.",
-            "counter",
-            |f| f.invocations.to_string(),
-        ),
-        (
-            "dlq_healer_errors_total",
-            "Function errors.",
-            "counter",
-            |f| f.errors.to_string(),
-        ),
-        (
-            "dlq_healer_duration_ms_avg",
-            "Mean handling duration in milliseconds.",
-            "gauge",
-            |f| f.avg_duration_ms.to_string(),
-        ),
-    ];
-    for (name, help, kind, value) in function_families {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for f in &stats.functions {
-            let _ = writeln!(out, "{name}{{function=\"{}\"}} {}", f.function, value(f));
-        }
+    let _ = writeln!(out, "# TYPE dlq_healer_duration_ms_avg gauge");
+    for f in &stats.functions {
+        let _ = writeln!(
+            out,
+            "dlq_healer_duration_ms_avg{{function=\"{}\"}} {}",
+            f.function, f.avg_duration_ms
+        );
     }
     let _ = writeln!(
         out,
@@ -238,7 +301,11 @@ mod tests {
                 delayed: 1,
             }],
         );
-        let text = prometheus(&stats);
+        let text = prometheus(
+            &stats,
+            &MessageCounts::AllTime,
+            &mut CounterGuard::default(),
+        );
         assert!(
             text.contains("dlq_healer_messages_total{class=\"auth\",action=\"archived\"} 3"),
             "{text}"
@@ -248,6 +315,37 @@ mod tests {
             text.contains("dlq_healer_queue_messages{queue=\"orders-dlq\",state=\"visible\"} 4")
         );
         assert_eq!(stats.classes.len(), 1);
+        let text = prometheus(
+            &stats,
+            &MessageCounts::InWindow("24h".into()),
+            &mut CounterGuard::default(),
+        );
+        assert!(
+            text.contains("# TYPE dlq_healer_messages_in_window gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dlq_healer_messages_in_window{class=\"auth\",action=\"archived\"} 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn counters_do_not_go_down_when_old_figures_are_forgotten() {
+        let mut guard = CounterGuard::default();
+        assert_eq!(
+            guard.count("a", 10),
+            10,
+            "a counter starts at its first figure"
+        );
+        assert_eq!(guard.count("a", 15), 15);
+        assert_eq!(
+            guard.count("a", 4),
+            15,
+            "a retention sweep forgot old figures: nothing is taken off"
+        );
+        assert_eq!(guard.count("a", 6), 17, "what is added after counts on");
+        assert_eq!(guard.count("b", 2), 2, "each series on its own");
     }
 }
 

@@ -348,6 +348,28 @@ fn api_refuses_unconfirmed_moves_big_bodies_and_missing_tokens() {
         metrics.contains("dlq_healer_queue_messages{queue=\"orders-dlq\",state=\"visible\"} 5"),
         "{metrics}"
     );
+    // The retention sweep forgets old metrics: the counters must not go down (Prometheus would
+    // take the drop for a restart and the whole total for new).
+    let received_auth = |metrics: &str| -> Option<u64> {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("dlq_healer_messages_total{class=\"auth\",action=\"received\"} ")
+            })
+            .and_then(|v| v.parse().ok())
+    };
+    let before = received_auth(&metrics).filter(|&n| n > 0);
+    assert!(before.is_some(), "{metrics}");
+    rusqlite::Connection::open(&fixture.db)
+        .unwrap()
+        .execute("DELETE FROM metrics", [])
+        .unwrap();
+    let swept = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .unwrap();
+    assert_eq!(received_auth(&swept), before, "{swept}");
 
     let post = |body: &str| match ureq::post(&format!("{url}/api/redrive"))
         .set("content-type", "application/json")

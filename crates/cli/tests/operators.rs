@@ -226,7 +226,11 @@ fn bad_input_names_the_problem_and_moves_nothing() {
         operator_fixture::bin().args(["stats", "--db", &empty_arg]),
         &["is empty", "--db"],
     );
-    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "nothing written");
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "nothing written"
+    );
     assert_eq!(fixture.depth("orders-dlq").0, 5);
 
     // A corrupt archive record: show names it; replay of its class moves nothing at all.

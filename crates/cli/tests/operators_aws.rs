@@ -214,7 +214,15 @@ async fn inspect_redrive_stats_and_archive_on_the_emulator() {
     // rather than shown as zeros or answered with errors later.
     for words in [
         &["stats", "--backend", "aws", "--dlq", &dlq][..],
-        &["serve", "--backend", "aws", "--dlq", &dlq, "--bind", "127.0.0.1:0"][..],
+        &[
+            "serve",
+            "--backend",
+            "aws",
+            "--dlq",
+            &dlq,
+            "--bind",
+            "127.0.0.1:0",
+        ][..],
     ] {
         let mut child = aws
             .cmd(words)
