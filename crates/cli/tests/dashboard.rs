@@ -291,6 +291,18 @@ fn dashboard_in_headless_chromium_shows_the_backend_and_redrives_a_group() {
         "return document.querySelectorAll('#status-chart rect, #depth-chart rect').length;",
     );
     assert!(bars.as_u64().unwrap_or(0) > 0, "the charts draw bars");
+    // Each bar colour is named, and at this width (1400 px) no panel's table is cut off.
+    let legends = driver.script(
+        "return [...document.querySelectorAll('#status-legend [data-field], #depth-legend [data-field]')].map(e => e.textContent);",
+    );
+    assert_eq!(
+        legends,
+        json!(["received", "requeued", "archived", "alerted", "visible", "in flight", "delayed"])
+    );
+    let overflowing = driver.script(
+        "return [...document.querySelectorAll('main > section')].filter(s => s.scrollWidth > s.clientWidth).map(s => s.querySelector('h2').textContent);",
+    );
+    assert_eq!(overflowing, json!([]), "panels wider than their box");
 
     // Failure groups: 3 auth of one fingerprint, 2 timeouts of another.
     assert_eq!(driver.text("#groups-total"), "5");
