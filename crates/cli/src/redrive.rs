@@ -85,26 +85,38 @@ pub struct MoveReport {
     pub stopped: Option<String>,
 }
 
-/// Progress on standard error: a live line with rate and ETA on a terminal, plain lines otherwise.
+/// Progress on standard error: a live line with rate and ETA on a terminal, plain lines otherwise
+/// (one every 5 s, and the last count at the end).
 pub struct Progress {
+    out: Box<dyn Write + Send>,
     tty: bool,
     quiet: bool,
     total: Option<u64>,
     started: Instant,
     last: Option<Instant>,
     moved: u64,
+    /// The count of the last line written.
+    shown: Option<u64>,
 }
 
 impl Progress {
     /// Progress towards `total` messages, if known; `quiet` prints nothing.
     pub fn new(total: Option<u64>, quiet: bool) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        Self::writing_to(Box::new(std::io::stderr()), tty, total, quiet)
+    }
+
+    /// Progress written to `out`, as to a terminal when `tty`.
+    fn writing_to(out: Box<dyn Write + Send>, tty: bool, total: Option<u64>, quiet: bool) -> Self {
         Progress {
-            tty: std::io::stderr().is_terminal(),
+            out,
+            tty,
             quiet,
             total,
             started: Instant::now(),
             last: None,
             moved: 0,
+            shown: None,
         }
     }
 
@@ -124,13 +136,17 @@ impl Progress {
             return;
         }
         self.last = Some(now);
+        self.show();
+    }
+
+    fn show(&mut self) {
         let line = self.line();
-        let mut err = std::io::stderr().lock();
         if self.tty {
-            let _ = write!(err, "\r\x1b[K{line}");
+            let _ = write!(self.out, "\r\x1b[K{line}");
         } else {
-            let _ = writeln!(err, "{line}");
+            let _ = writeln!(self.out, "{line}");
         }
+        self.shown = Some(self.moved);
     }
 
     fn line(&self) -> String {
@@ -148,10 +164,17 @@ impl Progress {
         }
     }
 
-    /// End the live line.
+    /// End the live line with the last count; without a terminal, write the last count if the
+    /// lines so far did not.
     pub fn finish(&mut self) {
-        if !self.quiet && self.tty && self.last.is_some() {
-            let _ = writeln!(std::io::stderr(), "\r\x1b[K{}", self.line());
+        if self.quiet || self.shown.is_none() {
+            return;
+        }
+        if self.tty {
+            self.show();
+            let _ = writeln!(self.out);
+        } else if self.shown != Some(self.moved) {
+            self.show();
         }
     }
 }
@@ -753,6 +776,55 @@ mod tests {
     use std::collections::BTreeSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
+
+    /// What a [`Progress`] wrote.
+    #[derive(Clone, Default)]
+    struct Written(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Written {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Written {
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn progress_without_a_terminal_ends_with_the_last_count() {
+        let written = Written::default();
+        let mut progress = Progress::writing_to(Box::new(written.clone()), false, Some(3), false);
+        for _ in 0..3 {
+            progress.moved(1);
+        }
+        progress.finish();
+        let lines = written.lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("moved 1/3"), "{lines:?}");
+        assert!(lines[1].starts_with("moved 3/3"), "{lines:?}");
+
+        let written = Written::default();
+        let mut progress = Progress::writing_to(Box::new(written.clone()), false, Some(1), false);
+        progress.moved(1);
+        progress.finish();
+        assert_eq!(written.lines().len(), 1, "the last count once");
+
+        let written = Written::default();
+        let mut progress = Progress::writing_to(Box::new(written.clone()), false, None, true);
+        progress.moved(1);
+        progress.finish();
+        assert!(written.lines().is_empty(), "quiet");
+    }
 
     /// Virtual time: sleeping moves it forward at once.
     #[derive(Default)]

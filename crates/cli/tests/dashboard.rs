@@ -297,7 +297,15 @@ fn dashboard_in_headless_chromium_shows_the_backend_and_redrives_a_group() {
     );
     assert_eq!(
         legends,
-        json!(["received", "requeued", "archived", "alerted", "visible", "in flight", "delayed"])
+        json!([
+            "received",
+            "requeued",
+            "archived",
+            "alerted",
+            "visible",
+            "in flight",
+            "delayed"
+        ])
     );
     let overflowing = driver.script(
         "return [...document.querySelectorAll('main > section')].filter(s => s.scrollWidth > s.clientWidth).map(s => s.querySelector('h2').textContent);",
