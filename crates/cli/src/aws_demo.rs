@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use aws_sdk_sqs::types::QueueAttributeName;
 use dlq_healer_aws::{AwsClients, DynamoLedger, SqsQueue, SqsSender};
 use dlq_healer_core::FailureClass;
+use dlq_healer_core::alert::DigestsDue;
 use dlq_healer_core::consumer::Consumer;
 use dlq_healer_core::engine::EngineConfig;
 use dlq_healer_core::policy::ClassPolicy;
@@ -123,7 +124,10 @@ pub async fn run(options: DemoOptions, args: &AwsArgs, prefix: &str) -> Result<A
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    engine.flush_alert_digests().await.ok();
+    engine
+        .send_alert_digests(DigestsDue::OfClosedWindows)
+        .await
+        .ok();
 
     let depths = depth_rows(&clients, &queues).await?;
     print!("{}", panels::render(&totals.snapshot(), &depths));

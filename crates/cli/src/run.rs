@@ -6,6 +6,7 @@ use crate::aws::{self, AwsArgs, AwsResources};
 use crate::local::{LocalBackend, LocalSettings};
 use crate::worker::{self, KeepAlive, LoopSettings, Shutdown};
 use anyhow::{Context, Result};
+use dlq_healer_core::alert::DigestsDue;
 use dlq_healer_core::engine::{Engine, EngineConfig};
 use dlq_healer_core::ports::SystemClock;
 use dlq_healer_core::records::DEFAULT_RETENTION_DAYS;
@@ -128,7 +129,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         worker::heal_concurrently(engine.clone(), settings, &shutdown, options.concurrency).await;
     drop(retention_sweeper);
     // Repeats held back in a window would wait for the window's next alert to be reported.
-    if let Err(error) = engine.send_held_back_digests().await {
+    if let Err(error) = engine.send_alert_digests(DigestsDue::HeldBackNow).await {
         tracing::warn!(%error, "sending the alert digests held back failed; they go out when their windows next alert");
     }
     if let Some(backend) = local_backend {

@@ -3,6 +3,7 @@
 //! local backend), heal it while receiving the next, repeat; stop between batches when asked to,
 //! so the batches in hand are always finished.
 
+use dlq_healer_core::alert::DigestsDue;
 use dlq_healer_core::engine::{BatchReport, Engine, Tally};
 use dlq_healer_core::message::ReceivedMessage;
 use std::sync::Arc;
@@ -325,7 +326,7 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
         };
         backoff = Duration::from_millis(200);
         if batch.is_empty() {
-            if let Err(error) = engine.flush_alert_digests().await {
+            if let Err(error) = engine.send_alert_digests(DigestsDue::OfClosedWindows).await {
                 tracing::warn!(%error, "sending alert digests failed");
             }
             if settings.until_empty {

@@ -237,21 +237,17 @@ fn run_on_a_dlq_that_does_not_exist_is_refused_at_start() {
     for name in VARIABLES {
         command.env(name, &env[name]);
     }
-    let mut child = command
+    let child = command
         .env("DLQ_URL", format!("{account}/no-such-dlq"))
         .args(["run", "--backend", "aws", "--until-empty"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed().as_secs() > 60 {
-            child.kill().unwrap();
-            panic!("a drain of a DLQ that does not exist kept retrying");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let output = child.wait_with_output().unwrap();
+    let output = common::exited_within(
+        child,
+        std::time::Duration::from_secs(60),
+        "a drain of a DLQ that does not exist kept retrying",
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("cannot heal the DLQ"), "{stderr}");

@@ -1,6 +1,8 @@
 //! The operator commands on the aws backend against the AWS API emulator (`dlq_healer_testkit`):
 //! inspect, redrive (dry run, move, rerun), stats, and archive list/show after a healer run.
 
+mod common;
+
 use aws_sdk_sqs::types::MessageAttributeValue;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -39,6 +41,20 @@ impl Aws {
 
     fn json(&self, words: &[&str]) -> Value {
         serde_json::from_slice(&self.ok(words).stdout).expect("JSON output")
+    }
+
+    /// `run` the healer on `dlq` until it is empty.
+    fn heal(&self, dlq: &str) -> Output {
+        self.ok(&[
+            "run",
+            "--backend",
+            "aws",
+            "--dlq",
+            dlq,
+            "--until-empty",
+            "--wait-seconds",
+            "0",
+        ])
     }
 }
 
@@ -224,22 +240,18 @@ async fn inspect_redrive_stats_and_archive_on_the_emulator() {
             "127.0.0.1:0",
         ][..],
     ] {
-        let mut child = aws
+        let child = aws
             .cmd(words)
             .env_remove("FAILED_TABLE")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let started = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > std::time::Duration::from_secs(30) {
-                let _ = child.kill();
-                panic!("{words:?} kept running without the ledger table");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let output = child.wait_with_output().unwrap();
+        let output = common::exited_within(
+            child,
+            std::time::Duration::from_secs(30),
+            &format!("{words:?} kept running without the ledger table"),
+        );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{words:?}: {stderr}");
         assert!(stderr.contains("--failed-table"), "{words:?}: {stderr}");
@@ -255,16 +267,7 @@ async fn inspect_redrive_stats_and_archive_on_the_emulator() {
 
     // Archive: heal a validation failure, then list and show it.
     dead_letter(&client, &dlq, &main, 6, "ValidationError").await;
-    aws.ok(&[
-        "run",
-        "--backend",
-        "aws",
-        "--dlq",
-        &dlq,
-        "--until-empty",
-        "--wait-seconds",
-        "0",
-    ]);
+    aws.heal(&dlq);
     let listing = aws.json(&[
         "archive",
         "list",
@@ -293,26 +296,14 @@ async fn inspect_redrive_stats_and_archive_on_the_emulator() {
 
     // Two runs of auth failures within one alert window: the first run's alert goes out, the
     // second run's repeats are held back for the digest, and stats reads them as the metrics do.
-    let heal = |aws: &Aws| {
-        aws.ok(&[
-            "run",
-            "--backend",
-            "aws",
-            "--dlq",
-            &dlq,
-            "--until-empty",
-            "--wait-seconds",
-            "0",
-        ])
-    };
     for n in 7..=8 {
         dead_letter(&client, &dlq, &main, n, "ExpiredTokenException").await;
     }
-    heal(&aws);
+    aws.heal(&dlq);
     for n in 9..=11 {
         dead_letter(&client, &dlq, &main, n, "ExpiredTokenException").await;
     }
-    heal(&aws);
+    aws.heal(&dlq);
     let stats = aws.json(&["stats", "--backend", "aws", "--dlq", &dlq, "--json"]);
     let auth = stats["classes"]
         .as_array()

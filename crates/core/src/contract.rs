@@ -6,11 +6,12 @@
 //! order, the redrive source, refusing stale receipt handles) is checked only when the caller says
 //! the backend has it, in [`QueueCapabilities`].
 
-use crate::alert::Alert;
+use crate::alert::{Alert, DigestsDue};
 use crate::class::FailureClass;
 use crate::message::{Attribute, Attributes, OutgoingMessage, ReceivedMessage};
 use crate::ports::{
-    Alerter, Archive, EntryResults, HistoryRequest, Ledger, MessageSource, PortError, QueueSender,
+    AlertReport, Alerter, Archive, EntryResults, HistoryRequest, Ledger, MessageSource, PortError,
+    QueueSender,
 };
 use crate::records::{ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -761,31 +762,46 @@ pub fn sample_alert(fingerprint: &str, key: &str, at: DateTime<Utc>) -> Alert {
     }
 }
 
+/// Raise `alerts` at `now`; the report.
+async fn raised(alerter: &dyn Alerter, alerts: Vec<Alert>, now: DateTime<Utc>) -> AlertReport {
+    alerter
+        .raise(alerts, now)
+        .await
+        .unwrap_or_else(|e| panic!("contract: raise failed: {e}"))
+}
+
+/// Send the digests `due` at `now`; how many went out.
+async fn digests_sent(alerter: &dyn Alerter, now: DateTime<Utc>, due: DigestsDue) -> u64 {
+    let report = match due {
+        DigestsDue::OfClosedWindows => alerter.flush_digests(now).await,
+        DigestsDue::HeldBackNow => alerter.send_held_back_digests(now).await,
+    };
+    report
+        .unwrap_or_else(|e| panic!("contract: sending digests ({due:?}) failed: {e}"))
+        .sent
+}
+
 /// The alerter contract with a dedup window of `window`: the first alert of a fingerprint goes
 /// out, the rest of its window is held back, and the digest goes out once when the window closed.
 pub async fn alerter_contract(alerter: &dyn Alerter, window: Duration) {
     let t0 = Utc::now();
     let fingerprint = unique("fp");
-    let report = alerter
-        .raise(vec![sample_alert(&fingerprint, "k1", t0)], t0)
-        .await
-        .unwrap_or_else(|e| panic!("contract: raise failed: {e}"));
+    let report = raised(alerter, vec![sample_alert(&fingerprint, "k1", t0)], t0).await;
     assert_eq!(
         (report.sent, report.suppressed),
         (1, 0),
         "contract: the first alert of a fingerprint goes out at once"
     );
     let t1 = t0 + window / 10;
-    let report = alerter
-        .raise(
-            vec![
-                sample_alert(&fingerprint, "k2", t1),
-                sample_alert(&fingerprint, "k3", t1),
-            ],
-            t1,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("contract: raise failed: {e}"));
+    let report = raised(
+        alerter,
+        vec![
+            sample_alert(&fingerprint, "k2", t1),
+            sample_alert(&fingerprint, "k3", t1),
+        ],
+        t1,
+    )
+    .await;
     assert_eq!(
         (report.sent, report.suppressed),
         (0, 2),
@@ -793,13 +809,10 @@ pub async fn alerter_contract(alerter: &dyn Alerter, window: Duration) {
     );
     assert_eq!(
         report.held_back,
-        std::collections::BTreeSet::from([fingerprint.clone()]),
+        BTreeSet::from([fingerprint.clone()]),
         "contract: the report names the fingerprints held back"
     );
-    let other = alerter
-        .raise(vec![sample_alert(&unique("fp"), "k4", t1)], t1)
-        .await
-        .unwrap_or_else(|e| panic!("contract: raise failed: {e}"));
+    let other = raised(alerter, vec![sample_alert(&unique("fp"), "k4", t1)], t1).await;
     assert_eq!(
         other.sent, 1,
         "contract: another fingerprint has its own window"
@@ -808,55 +821,41 @@ pub async fn alerter_contract(alerter: &dyn Alerter, window: Duration) {
         other.held_back.is_empty(),
         "contract: an alert that went out is not held back"
     );
-    let early = alerter
-        .flush_digests(t1)
-        .await
-        .unwrap_or_else(|e| panic!("contract: flush failed: {e}"));
+    let early = digests_sent(alerter, t1, DigestsDue::OfClosedWindows).await;
+    assert_eq!(early, 0, "contract: no digest before the window closes");
+    let stopping = digests_sent(alerter, t1, DigestsDue::HeldBackNow).await;
     assert_eq!(
-        early.sent, 0,
-        "contract: no digest before the window closes"
-    );
-    let stopping = alerter
-        .send_held_back_digests(t1)
-        .await
-        .unwrap_or_else(|e| panic!("contract: sending held-back digests failed: {e}"));
-    assert_eq!(
-        stopping.sent, 1,
+        stopping, 1,
         "contract: a stopping process sends the digest of the open window that holds repeats \
          back, and none for the window that holds none"
     );
-    let twice = alerter
-        .send_held_back_digests(t1)
-        .await
-        .unwrap_or_else(|e| panic!("contract: sending held-back digests failed: {e}"));
-    assert_eq!(twice.sent, 0, "contract: a held-back digest goes out once");
-    let still_open = alerter
-        .raise(vec![sample_alert(&fingerprint, "k6", t1)], t1)
-        .await
-        .unwrap_or_else(|e| panic!("contract: raise failed: {e}"));
+    let twice = digests_sent(alerter, t1, DigestsDue::HeldBackNow).await;
+    assert_eq!(twice, 0, "contract: a held-back digest goes out once");
+    let still_open = raised(alerter, vec![sample_alert(&fingerprint, "k6", t1)], t1).await;
     assert_eq!(
         (still_open.sent, still_open.suppressed),
         (0, 1),
         "contract: the window stays open after its held-back digest"
     );
     let closed = t0 + window + Duration::seconds(1);
-    let flushed = alerter
-        .flush_digests(closed)
-        .await
-        .unwrap_or_else(|e| panic!("contract: flush failed: {e}"));
+    let flushed = digests_sent(alerter, closed, DigestsDue::OfClosedWindows).await;
     assert_eq!(
-        flushed.sent, 1,
+        flushed, 1,
         "contract: one digest goes out when the window closed"
     );
-    let again = alerter
-        .flush_digests(closed + Duration::seconds(1))
-        .await
-        .unwrap_or_else(|e| panic!("contract: flush failed: {e}"));
-    assert_eq!(again.sent, 0, "contract: a digest goes out only once");
-    let later = alerter
-        .raise(vec![sample_alert(&fingerprint, "k5", closed)], closed)
-        .await
-        .unwrap_or_else(|e| panic!("contract: raise failed: {e}"));
+    let again = digests_sent(
+        alerter,
+        closed + Duration::seconds(1),
+        DigestsDue::OfClosedWindows,
+    )
+    .await;
+    assert_eq!(again, 0, "contract: a digest goes out only once");
+    let later = raised(
+        alerter,
+        vec![sample_alert(&fingerprint, "k5", closed)],
+        closed,
+    )
+    .await;
     assert_eq!(
         (later.sent, later.suppressed),
         (1, 0),

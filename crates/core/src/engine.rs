@@ -3,7 +3,7 @@
 //! in the ledger, then delete from the DLQ. A message whose handling fails at any step stays in
 //! the DLQ and is redelivered; the ledger makes the second handling a no-op or a completion.
 
-use crate::alert::{self, Alert, AlertOutcome, MAX_SAMPLE_KEYS, redact};
+use crate::alert::{self, Alert, AlertOutcome, DigestsDue, MAX_SAMPLE_KEYS, redact};
 use crate::class::FailureClass;
 use crate::context::{FailureContext, HealState};
 use crate::letter::{OpenedLetter, body_digest};
@@ -954,25 +954,16 @@ impl Engine {
         self.ports.metrics.record(now, &events);
     }
 
-    /// Send the digests of alert windows that have closed.
-    pub async fn flush_alert_digests(&self) -> Result<u64, PortError> {
-        Ok(self
-            .ports
-            .alerter
-            .flush_digests(self.clock.now())
-            .await?
-            .sent)
-    }
-
-    /// Send the digests of the repeats the alert windows hold back now, closed or not, as a
-    /// healer that stops does; returns how many went out.
-    pub async fn send_held_back_digests(&self) -> Result<u64, PortError> {
-        Ok(self
-            .ports
-            .alerter
-            .send_held_back_digests(self.clock.now())
-            .await?
-            .sent)
+    /// Send the alert digests `due` says (those of closed windows after each batch; every one
+    /// that holds repeats back when the healer stops); how many went out.
+    pub async fn send_alert_digests(&self, due: DigestsDue) -> Result<u64, PortError> {
+        let now = self.clock.now();
+        let alerter = &self.ports.alerter;
+        let report = match due {
+            DigestsDue::OfClosedWindows => alerter.flush_digests(now).await?,
+            DigestsDue::HeldBackNow => alerter.send_held_back_digests(now).await?,
+        };
+        Ok(report.sent)
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::convert::{batch_response, received_message};
 use crate::event_dlq::EventSourceDlq;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use dlq_healer_core::alert::DigestsDue;
 use dlq_healer_core::{Engine, EngineConfig, RuleSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -128,7 +129,11 @@ impl HealerFunction {
             "batch done"
         );
         failed.extend(report.not_settled().map(|r| r.message_id.clone()));
-        if let Err(error) = self.engine.flush_alert_digests().await {
+        if let Err(error) = self
+            .engine
+            .send_alert_digests(DigestsDue::OfClosedWindows)
+            .await
+        {
             tracing::warn!(%error, "could not send alert digests; they go out on a later batch");
         }
         batch_response(failed)

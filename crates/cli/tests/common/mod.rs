@@ -117,3 +117,25 @@ pub async fn alert_inbox(clients: &AwsClients, topic_arn: &str) -> String {
         .unwrap();
     url
 }
+
+/// Wait for `child` to exit within `limit`; kill it and fail, saying `what` it kept doing, if it
+/// does not.
+pub fn exited_within(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> Output {
+    let started = std::time::Instant::now();
+    while child
+        .try_wait()
+        .expect("the child can be waited for")
+        .is_none()
+    {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("{what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("the child's output")
+}
