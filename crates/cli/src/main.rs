@@ -472,6 +472,10 @@ fn dispatch(command: Command) -> Result<i32> {
                     RUN_WAIT_SECONDS
                 })),
                 rules: std::sync::Arc::new(load_rules(rules.as_deref())?),
+                rules_origin: rules.as_deref().map_or_else(
+                    || "the shipped defaults".to_string(),
+                    |path| path.display().to_string(),
+                ),
                 archive_prefix,
                 retention: run::retention(backend, retention_days)?,
             };

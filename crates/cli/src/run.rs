@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub wait: Duration,
     /// Rules.
     pub rules: Arc<RuleSet>,
+    /// Where the rules come from, for the start-up log: a file, or the shipped defaults.
+    pub rules_origin: String,
     /// Archive object prefix.
     pub archive_prefix: String,
     /// How long the local backend keeps ledger records, sent alerts and metrics (`None`: for
@@ -116,6 +118,8 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         until_empty = options.until_empty,
         wait_seconds = options.wait.as_secs(),
         retention_days = options.retention.map(|r| r.num_days()),
+        rules = %options.rules_origin,
+        rule_count = options.rules.rule_names().count(),
         "healer started"
     );
     let settings = LoopSettings {

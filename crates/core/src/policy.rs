@@ -42,11 +42,16 @@ pub struct ClassPolicy {
     pub alert_when_exhausted: bool,
 }
 
+/// Re-queues before giving up, when a re-queue policy does not say.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// The first re-queue's backoff in seconds, when a re-queue policy does not say.
+pub const DEFAULT_BASE_DELAY_SECONDS: u32 = 2;
+
 fn default_max_attempts() -> u32 {
-    3
+    DEFAULT_MAX_ATTEMPTS
 }
 fn default_base_delay() -> u32 {
-    2
+    DEFAULT_BASE_DELAY_SECONDS
 }
 fn default_max_delay() -> u32 {
     MAX_SEND_DELAY_SECONDS

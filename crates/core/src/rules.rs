@@ -12,7 +12,10 @@
 use crate::class::FailureClass;
 use crate::context::ContextState;
 use crate::message::Attributes;
-use crate::policy::{ClassPolicy, PolicyTable};
+use crate::policy::{
+    BaseAction, ClassPolicy, DEFAULT_BASE_DELAY_SECONDS, DEFAULT_MAX_ATTEMPTS,
+    MAX_SEND_DELAY_SECONDS, PolicyTable,
+};
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 use serde_json::Value;
@@ -165,7 +168,7 @@ struct RulesFile {
     #[serde(default)]
     body_format: Vec<BodyFormatEntry>,
     #[serde(default)]
-    policy: BTreeMap<FailureClass, ClassPolicy>,
+    policy: BTreeMap<FailureClass, PolicySpec>,
     #[serde(default)]
     rule: Vec<RuleSpec>,
 }
@@ -175,12 +178,16 @@ struct RulesFile {
 struct Settings {
     #[serde(default = "default_body")]
     default_body: BodyFormat,
+    /// Try the shipped default rules after this file's own.
+    #[serde(default)]
+    extend_defaults: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Settings {
             default_body: BodyFormat::Json,
+            extend_defaults: false,
         }
     }
 }
@@ -196,31 +203,111 @@ struct BodyFormatEntry {
     format: BodyFormat,
 }
 
+/// A `[[rule]]` as written. A key that is there but holds nothing (`text = []`,
+/// `body_invalid = false`) is refused rather than taken for absent: a rule without signals
+/// matches every message.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleSpec {
     name: toml::Spanned<String>,
     class: FailureClass,
-    #[serde(default)]
-    source: Vec<String>,
-    #[serde(default)]
+    source: Option<Vec<String>>,
     min_receive_count: Option<u32>,
-    #[serde(default)]
-    error_type: Vec<String>,
-    #[serde(default)]
-    status: Vec<u16>,
-    #[serde(default)]
-    text: Vec<String>,
-    #[serde(default)]
-    regex: Vec<String>,
-    #[serde(default)]
-    body_invalid: bool,
-    #[serde(default)]
-    json_missing: Vec<String>,
-    #[serde(default)]
-    attributes: BTreeMap<String, String>,
-    #[serde(default)]
-    context: Vec<ContextState>,
+    error_type: Option<Vec<String>>,
+    status: Option<Vec<u16>>,
+    text: Option<Vec<String>>,
+    regex: Option<Vec<String>>,
+    body_invalid: Option<bool>,
+    json_missing: Option<Vec<String>>,
+    attributes: Option<BTreeMap<String, String>>,
+    context: Option<Vec<ContextState>>,
+}
+
+impl RuleSpec {
+    /// The first key that is written but holds nothing.
+    fn empty_key(&self) -> Option<&'static str> {
+        let empty = |key: &'static str, is_empty: bool| is_empty.then_some(key);
+        empty("source", self.source.as_ref().is_some_and(Vec::is_empty))
+            .or_else(|| {
+                empty(
+                    "error_type",
+                    self.error_type.as_ref().is_some_and(Vec::is_empty),
+                )
+            })
+            .or_else(|| empty("status", self.status.as_ref().is_some_and(Vec::is_empty)))
+            .or_else(|| empty("text", self.text.as_ref().is_some_and(Vec::is_empty)))
+            .or_else(|| empty("regex", self.regex.as_ref().is_some_and(Vec::is_empty)))
+            .or_else(|| empty("body_invalid", self.body_invalid == Some(false)))
+            .or_else(|| {
+                empty(
+                    "json_missing",
+                    self.json_missing.as_ref().is_some_and(Vec::is_empty),
+                )
+            })
+            .or_else(|| {
+                empty(
+                    "attributes",
+                    self.attributes.as_ref().is_some_and(BTreeMap::is_empty),
+                )
+            })
+            .or_else(|| empty("context", self.context.as_ref().is_some_and(Vec::is_empty)))
+    }
+}
+
+/// A `[policy.<class>]` table as written: the keys left out keep the class's default policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySpec {
+    action: Option<BaseAction>,
+    alert: Option<bool>,
+    max_attempts: Option<u32>,
+    base_delay_seconds: Option<u32>,
+    max_delay_seconds: Option<u32>,
+    alert_when_exhausted: Option<bool>,
+}
+
+impl PolicySpec {
+    /// `default` with the keys this table sets. A retry key on a class that archives is refused:
+    /// it would be ignored.
+    fn over(self, default: &ClassPolicy) -> Result<ClassPolicy, String> {
+        let action = self.action.unwrap_or(default.action);
+        if action == BaseAction::Archive {
+            let retry_keys = [
+                ("max_attempts", self.max_attempts.is_some()),
+                ("base_delay_seconds", self.base_delay_seconds.is_some()),
+                ("max_delay_seconds", self.max_delay_seconds.is_some()),
+                ("alert_when_exhausted", self.alert_when_exhausted.is_some()),
+            ];
+            if let Some((key, _)) = retry_keys.into_iter().find(|(_, set)| *set) {
+                return Err(format!(
+                    "{key} is for action = \"requeue\": an archived message is not retried, so it \
+                     would be ignored; remove it, or set action = \"requeue\""
+                ));
+            }
+        }
+        let mut policy = if action == BaseAction::Requeue && default.action == BaseAction::Archive {
+            ClassPolicy {
+                alert: default.alert,
+                ..ClassPolicy::requeue(
+                    DEFAULT_MAX_ATTEMPTS,
+                    DEFAULT_BASE_DELAY_SECONDS,
+                    MAX_SEND_DELAY_SECONDS,
+                )
+            }
+        } else {
+            default.clone()
+        };
+        policy.action = action;
+        policy.alert = self.alert.unwrap_or(policy.alert);
+        policy.max_attempts = self.max_attempts.unwrap_or(policy.max_attempts);
+        policy.base_delay_seconds = self.base_delay_seconds.unwrap_or(policy.base_delay_seconds);
+        policy.max_delay_seconds = self.max_delay_seconds.unwrap_or(policy.max_delay_seconds);
+        policy.alert_when_exhausted = self
+            .alert_when_exhausted
+            .unwrap_or(policy.alert_when_exhausted);
+        policy.validate()?;
+        Ok(policy)
+    }
 }
 
 /// Which rule a literal of the shared matcher belongs to.
@@ -258,6 +345,11 @@ struct Rule {
 }
 
 impl Rule {
+    /// No signals and no guards: every message.
+    fn matches_everything(&self) -> bool {
+        !self.has_signals() && self.sources.is_empty() && self.min_receive_count.is_none()
+    }
+
     fn has_signals(&self) -> bool {
         self.has_literals
             || !self.statuses.is_empty()
@@ -328,10 +420,25 @@ impl RuleSet {
                 reason: e.message().trim().to_string(),
             }
         })?;
-        Self::compile(file, text, origin)
+        let own_rules = file.rule.len();
+        if !file.settings.extend_defaults {
+            return Self::compile(file, text, origin, own_rules);
+        }
+        let mut file = file;
+        let defaults: RulesFile =
+            toml::from_str(DEFAULT_RULES_TOML).expect("the shipped default rules are valid TOML");
+        file.rule.extend(defaults.rule);
+        Self::compile(file, text, origin, own_rules)
     }
 
-    fn compile(file: RulesFile, text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+    /// Compile `file`, whose first `own_rules` rules are written in `text`; the rest are the
+    /// shipped defaults it extends.
+    fn compile(
+        file: RulesFile,
+        text: &str,
+        origin: &str,
+        own_rules: usize,
+    ) -> Result<RuleSet, RulesError> {
         let error_at = |needle: &str, reason: String| {
             let location = text
                 .find(needle)
@@ -346,15 +453,15 @@ impl RuleSet {
                 reason,
             }
         };
-        if file.rule.is_empty() {
+        if own_rules == 0 && !file.settings.extend_defaults {
             return Err(error_at(
                 "",
                 "the file has no [[rule]] entries; add at least one, or leave out --rules to use the defaults".into(),
             ));
         }
         let mut policies = PolicyTable::default();
-        for (class, policy) in file.policy {
-            policy.validate().map_err(|reason| {
+        for (class, spec) in file.policy {
+            let policy = spec.over(policies.get(class)).map_err(|reason| {
                 let header = format!("[policy.{class}]");
                 let offset = policy_key_offset(text, &header, &reason)
                     .or_else(|| text.find(&header))
@@ -373,12 +480,21 @@ impl RuleSet {
         let mut literal_owners = Vec::new();
         let mut regex_sources = Vec::new();
         let mut seen_names = std::collections::HashSet::new();
+        // Errors about a rule point at its name, which toml tells us the place of; about a
+        // default rule, at `extend_defaults`.
+        let extend_at = text.find("extend_defaults").unwrap_or(0);
+        let mut name_offsets = Vec::with_capacity(file.rule.len());
         for (index, spec) in file.rule.into_iter().enumerate() {
-            // Errors about a rule point at its name, which toml tells us the place of.
-            let name_span = spec.name.span();
+            let name_offset = if index < own_rules {
+                spec.name.span().start
+            } else {
+                extend_at
+            };
+            name_offsets.push(name_offset);
+            let empty_key = spec.empty_key();
             let name = spec.name.into_inner();
             let rule_error = |reason: String| {
-                let (line, column) = line_column(text, name_span.start);
+                let (line, column) = line_column(text, name_offset);
                 RulesError {
                     origin: origin.to_string(),
                     location: format!(":{line}:{column}"),
@@ -392,12 +508,25 @@ impl RuleSet {
                 )));
             }
             if !seen_names.insert(name.clone()) {
+                return Err(rule_error(if index < own_rules {
+                    format!("rule name {name:?} is used twice; rule names must be unique")
+                } else {
+                    format!(
+                        "rule name {name:?} is a default rule's, and extend_defaults adds the \
+                         default rules after yours; name yours differently"
+                    )
+                }));
+            }
+            if let Some(key) = empty_key {
                 return Err(rule_error(format!(
-                    "rule name {:?} is used twice; rule names must be unique",
-                    name
+                    "rule {name:?}: {key} holds nothing, and a rule without signals matches every \
+                     message; remove the key or give it a value"
                 )));
             }
-            for status in &spec.status {
+            let sources = spec.source.unwrap_or_default();
+            let statuses = spec.status.unwrap_or_default();
+            let json_missing = spec.json_missing.unwrap_or_default();
+            for status in &statuses {
                 if !(100..=599).contains(status) {
                     return Err(rule_error(format!(
                         "rule {:?}: status {status} is not an HTTP status (100-599)",
@@ -405,7 +534,7 @@ impl RuleSet {
                     )));
                 }
             }
-            for pointer in &spec.json_missing {
+            for pointer in &json_missing {
                 if !pointer.starts_with('/') {
                     return Err(rule_error(format!(
                         "rule {:?}: json_missing {pointer:?} is not a JSON pointer; write it like \"/user/id\"",
@@ -414,7 +543,12 @@ impl RuleSet {
                 }
             }
             let mut regexes = Vec::new();
-            for pattern in &spec.regex {
+            for pattern in spec.regex.iter().flatten() {
+                if pattern.trim().is_empty() {
+                    return Err(rule_error(format!(
+                        "rule {name:?}: an empty regex matches every message; remove it or write the pattern to match"
+                    )));
+                }
                 let full = format!("(?i){pattern}");
                 Regex::new(&full).map_err(|e| {
                     rule_error(format!(
@@ -426,7 +560,7 @@ impl RuleSet {
             }
             let mut has_literals = false;
             for (texts, is_error_type) in [(&spec.text, false), (&spec.error_type, true)] {
-                for literal in texts {
+                for literal in texts.iter().flatten() {
                     if literal.trim().is_empty() {
                         return Err(rule_error(format!(
                             "rule {name:?}: empty text or error_type; remove it or write the text to match"
@@ -444,15 +578,45 @@ impl RuleSet {
             rules.push(Rule {
                 name: name.into(),
                 class: spec.class,
-                sources: spec.source,
+                sources,
                 min_receive_count: spec.min_receive_count,
-                statuses: spec.status,
+                statuses,
                 regexes,
-                body_invalid: spec.body_invalid,
-                json_missing: spec.json_missing.into_iter().map(Arc::from).collect(),
-                attributes: spec.attributes,
-                context: spec.context,
+                body_invalid: spec.body_invalid.unwrap_or(false),
+                json_missing: json_missing.into_iter().map(Arc::from).collect(),
+                attributes: spec.attributes.unwrap_or_default(),
+                context: spec.context.unwrap_or_default(),
                 has_literals,
+            });
+        }
+        if let Some(catch_all) = rules.iter().position(Rule::matches_everything)
+            && let Some(unreachable) = rules.get(catch_all + 1)
+        {
+            let catch_all_name = &rules[catch_all].name;
+            let (line, _) = line_column(text, name_offsets[catch_all]);
+            let reason = if catch_all + 1 < own_rules {
+                format!(
+                    "rule {:?} can never match: rule {catch_all_name:?} before it (line {line}) has \
+                     no signals and no guards, so it matches every message; move {:?} above it",
+                    unreachable.name, unreachable.name
+                )
+            } else {
+                format!(
+                    "rule {catch_all_name:?} has no signals and no guards, so it matches every \
+                     message, and the default rules that extend_defaults adds after it could never \
+                     match; give it a signal or a guard, or leave out extend_defaults"
+                )
+            };
+            let offset = if catch_all + 1 < own_rules {
+                name_offsets[catch_all + 1]
+            } else {
+                name_offsets[catch_all]
+            };
+            let (line, column) = line_column(text, offset);
+            return Err(RulesError {
+                origin: origin.to_string(),
+                location: format!(":{line}:{column}"),
+                reason,
             });
         }
         let literals = LiteralMatcher::new(&literal_patterns)

@@ -826,7 +826,7 @@ fn rules_file_errors_name_the_file_the_place_and_the_fix() {
         ),
         (
             format!(
-                "{GOOD_RULE}\n[policy.auth]\naction = \"archive\"\nmax_delay_seconds = 100000\n"
+                "{GOOD_RULE}\n[policy.auth]\naction = \"requeue\"\nmax_delay_seconds = 100000\n"
             ),
             &["12 hours"],
             Some(8),
@@ -1494,4 +1494,137 @@ proptest! {
             !body_is_valid(&body, BodyFormat::Json)
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing your own rules: traps refused, policies merged, the defaults extended
+
+#[test]
+fn a_rule_after_one_that_matches_everything_is_refused() {
+    let text = "[[rule]]\nname = \"rest\"\nclass = \"unknown\"\n\n[[rule]]\nname = \"card-velocity\"\nclass = \"validation\"\ntext = [\"card velocity exceeded\"]\n";
+    let error = rules_error(text);
+    assert_eq!(error.location, ":6:8", "{error}");
+    assert!(
+        error.reason.contains("\"card-velocity\" can never match"),
+        "{error}"
+    );
+    assert!(
+        error.reason.contains("rule \"rest\" before it (line 2)"),
+        "{error}"
+    );
+    // A guard is enough for the rules after it to be reachable.
+    custom(
+        "[[rule]]\nname = \"pay\"\nclass = \"dependency\"\nsource = [\"pay*\"]\n\n[[rule]]\nname = \"rest\"\nclass = \"unknown\"\n",
+    );
+}
+
+#[test]
+fn keys_that_hold_nothing_are_refused_not_taken_for_a_catch_all() {
+    for (key, value) in [
+        ("text", "[]"),
+        ("error_type", "[]"),
+        ("status", "[]"),
+        ("regex", "[]"),
+        ("body_invalid", "false"),
+        ("json_missing", "[]"),
+        ("attributes", "{}"),
+        ("context", "[]"),
+        ("source", "[]"),
+    ] {
+        let text = format!("[[rule]]\nname = \"r\"\nclass = \"auth\"\n{key} = {value}\n");
+        let error = rules_error(&text);
+        assert!(
+            error.reason.contains(&format!("{key} holds nothing")),
+            "{key}: {error}"
+        );
+    }
+    let error = rules_error("[[rule]]\nname = \"r\"\nclass = \"auth\"\nregex = [\"\"]\n");
+    assert!(error.reason.contains("empty regex"), "{error}");
+}
+
+#[test]
+fn a_policy_keeps_the_class_defaults_for_the_keys_it_leaves_out() {
+    let rule = "[[rule]]\nname = \"rest\"\nclass = \"unknown\"\n";
+    let auth = custom(&format!("[policy.auth]\naction = \"archive\"\n\n{rule}"));
+    assert!(auth.policy(Auth).alert, "auth still alerts");
+    let dependency = custom(&format!("[policy.dependency]\nmax_attempts = 2\n\n{rule}"));
+    let policy = dependency.policy(Dependency);
+    assert_eq!(
+        (
+            policy.action,
+            policy.max_attempts,
+            policy.base_delay_seconds,
+            policy.max_delay_seconds,
+            policy.alert_when_exhausted
+        ),
+        (BaseAction::Requeue, 2, 10, 3600, true)
+    );
+    let requeued = custom(&format!(
+        "[policy.validation]\naction = \"requeue\"\n\n{rule}"
+    ));
+    assert_eq!(
+        requeued.policy(Validation).max_attempts,
+        DEFAULT_MAX_ATTEMPTS
+    );
+    let text = format!("[policy.validation]\nalert = true\nmax_attempts = 3\n\n{rule}");
+    let error = rules_error(&text);
+    assert_eq!(error.location, ":3:1", "{error}");
+    assert!(
+        error
+            .reason
+            .contains("max_attempts is for action = \"requeue\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_shipped_policies_are_the_design_table() {
+    assert_eq!(defaults().policies(), &PolicyTable::default());
+}
+
+#[test]
+fn extend_defaults_tries_the_file_s_rules_first_then_the_shipped_ones() {
+    let text = "[settings]\nextend_defaults = true\n\n[policy.validation]\nalert = true\n\n[[rule]]\nname = \"card-velocity\"\nclass = \"validation\"\ntext = [\"card velocity exceeded\"]\n";
+    let rules = custom(text);
+    let classify = |message: &str| {
+        let got = rules.classify(&facts(BODY, None, message, None));
+        (got.class, got.rule.to_string())
+    };
+    assert_eq!(
+        classify("card velocity exceeded for order 42"),
+        (Validation, "card-velocity".to_string())
+    );
+    assert_eq!(
+        classify("503 Service Unavailable"),
+        (Dependency, "dependency".to_string())
+    );
+    assert_eq!(
+        classify("nothing known"),
+        (Unknown, "unmatched".to_string())
+    );
+    assert!(rules.policy(Validation).alert);
+    assert_eq!(rules.policy(Timeout), defaults().policy(Timeout));
+    assert_eq!(
+        rules.rule_names().count(),
+        defaults().rule_names().count() + 1
+    );
+
+    let error = rules_error(
+        "[settings]\nextend_defaults = true\n\n[[rule]]\nname = \"auth\"\nclass = \"auth\"\ntext = [\"nope\"]\n",
+    );
+    assert!(error.reason.contains("is a default rule's"), "{error}");
+    let error = rules_error(
+        "[settings]\nextend_defaults = true\n\n[[rule]]\nname = \"mine\"\nclass = \"unknown\"\n",
+    );
+    assert!(
+        error.reason.contains("extend_defaults adds after it"),
+        "{error}"
+    );
+    assert_eq!(error.location, ":5:8", "{error}");
+    // The defaults alone.
+    let only_defaults = custom("[settings]\nextend_defaults = true\n");
+    assert_eq!(
+        only_defaults.rule_names().collect::<Vec<_>>(),
+        defaults().rule_names().collect::<Vec<_>>()
+    );
 }
