@@ -16,7 +16,7 @@ use crate::policy::{
     BaseAction, ClassPolicy, DEFAULT_BASE_DELAY_SECONDS, DEFAULT_MAX_ATTEMPTS,
     MAX_SEND_DELAY_SECONDS, PolicyTable,
 };
-use regex::{Regex, RegexSet};
+use regex::{Regex, RegexSet, RegexSetBuilder};
 use serde::Deserialize;
 use serde_json::Value;
 use smallvec::{SmallVec, smallvec};
@@ -382,6 +382,10 @@ enum Miss {
     NoSignal,
 }
 
+/// How large the rules' regexes may be once compiled together (the regex crate's default is
+/// 10 MiB: about a hundred patterns with a Unicode `\w` in them).
+const REGEX_SET_SIZE_LIMIT: usize = 64 << 20;
+
 /// Rule sets of up to this many rules (the defaults have 8) keep the per-message evaluation
 /// off the heap.
 const INLINE_RULES: usize = 16;
@@ -493,13 +497,23 @@ impl RuleSet {
             name_offsets.push(name_offset);
             let empty_key = spec.empty_key();
             let name = spec.name.into_inner();
-            let rule_error = |reason: String| {
-                let (line, column) = line_column(text, name_offset);
+            let error_at_offset = |offset: usize, reason: String| {
+                let (line, column) = line_column(text, offset);
                 RulesError {
                     origin: origin.to_string(),
                     location: format!(":{line}:{column}"),
                     reason,
                 }
+            };
+            let rule_error = |reason: String| error_at_offset(name_offset, reason);
+            // An error about a value of one of this file's rules points at the value.
+            let value_error = |key: &str, needle: &str, reason: String| {
+                let offset = if index < own_rules {
+                    rule_value_offset(text, name_offset, key, needle)
+                } else {
+                    name_offset
+                };
+                error_at_offset(offset, reason)
             };
             if name.trim().is_empty() {
                 return Err(rule_error(format!(
@@ -518,40 +532,56 @@ impl RuleSet {
                 }));
             }
             if let Some(key) = empty_key {
-                return Err(rule_error(format!(
-                    "rule {name:?}: {key} holds nothing, and a rule without signals matches every \
+                return Err(value_error(
+                    key,
+                    "",
+                    format!(
+                        "rule {name:?}: {key} holds nothing, and a rule without signals matches every \
                      message; remove the key or give it a value"
-                )));
+                    ),
+                ));
             }
             let sources = spec.source.unwrap_or_default();
             let statuses = spec.status.unwrap_or_default();
             let json_missing = spec.json_missing.unwrap_or_default();
             for status in &statuses {
                 if !(100..=599).contains(status) {
-                    return Err(rule_error(format!(
-                        "rule {:?}: status {status} is not an HTTP status (100-599)",
-                        name
-                    )));
+                    return Err(value_error(
+                        "status",
+                        &status.to_string(),
+                        format!(
+                            "rule {:?}: status {status} is not an HTTP status (100-599)",
+                            name
+                        ),
+                    ));
                 }
             }
             for pointer in &json_missing {
                 if !pointer.starts_with('/') {
-                    return Err(rule_error(format!(
-                        "rule {:?}: json_missing {pointer:?} is not a JSON pointer; write it like \"/user/id\"",
-                        name
-                    )));
+                    return Err(value_error(
+                        "json_missing",
+                        pointer,
+                        format!(
+                            "rule {:?}: json_missing {pointer:?} is not a JSON pointer; write it like \"/user/id\"",
+                            name
+                        ),
+                    ));
                 }
             }
             let mut regexes = Vec::new();
             for pattern in spec.regex.iter().flatten() {
                 if pattern.trim().is_empty() {
-                    return Err(rule_error(format!(
-                        "rule {name:?}: an empty regex matches every message; remove it or write the pattern to match"
-                    )));
+                    return Err(value_error(
+                        "regex",
+                        &format!("{pattern:?}"),
+                        format!(
+                            "rule {name:?}: an empty regex matches every message; remove it or write the pattern to match"
+                        ),
+                    ));
                 }
                 let full = format!("(?i){pattern}");
                 Regex::new(&full).map_err(|e| {
-                    rule_error(format!(
+                    value_error("regex", pattern, format!(
                         "rule {name:?}: invalid regex {pattern:?}; fix the pattern (Rust regex syntax, escape special characters with \\): {e}"
                     ))
                 })?;
@@ -562,9 +592,14 @@ impl RuleSet {
             for (texts, is_error_type) in [(&spec.text, false), (&spec.error_type, true)] {
                 for literal in texts.iter().flatten() {
                     if literal.trim().is_empty() {
-                        return Err(rule_error(format!(
-                            "rule {name:?}: empty text or error_type; remove it or write the text to match"
-                        )));
+                        let key = if is_error_type { "error_type" } else { "text" };
+                        return Err(value_error(
+                            key,
+                            &format!("{literal:?}"),
+                            format!(
+                                "rule {name:?}: empty text or error_type; remove it or write the text to match"
+                            ),
+                        ));
                     }
                     has_literals = true;
                     literal_patterns.push(literal.clone());
@@ -625,8 +660,21 @@ impl RuleSet {
             None
         } else {
             Some(
-                RegexSet::new(&regex_sources)
-                    .map_err(|e| error_at("", format!("cannot compile the rule regexes: {e}")))?,
+                RegexSetBuilder::new(&regex_sources)
+                    .size_limit(REGEX_SET_SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| {
+                        error_at(
+                            "regex",
+                            format!(
+                                "cannot compile the rules' {} regexes together ({e}); `\\w`, `\\d` \
+                                 and `\\s` match all of Unicode and make large regexes: ASCII \
+                                 classes such as `[a-z0-9_]` are far smaller, and literal `text` \
+                                 signals cost nothing of it",
+                                regex_sources.len()
+                            ),
+                        )
+                    })?,
             )
         };
         let needs_status_scan = rules.iter().any(|r| !r.statuses.is_empty());
@@ -867,10 +915,14 @@ impl RuleSet {
 /// error, which starts with the key at fault) is set; `None` when it cannot be found there.
 fn policy_key_offset(text: &str, header: &str, reason: &str) -> Option<usize> {
     let key = reason.split_whitespace().next()?;
-    let start = text.find(header)? + header.len();
-    let table = &text[start..];
+    key_offset(text, text.find(header)? + header.len(), key)
+}
+
+/// Where `key` is set in the table whose body starts at `table_start` (up to the next header).
+fn key_offset(text: &str, table_start: usize, key: &str) -> Option<usize> {
+    let table = &text[table_start..];
     let end = table.find("\n[").unwrap_or(table.len());
-    let mut offset = start;
+    let mut offset = table_start;
     for line in table[..end].split_inclusive('\n') {
         let trimmed = line.trim_start();
         let is_key = trimmed
@@ -882,6 +934,24 @@ fn policy_key_offset(text: &str, header: &str, reason: &str) -> Option<usize> {
         offset += line.len();
     }
     None
+}
+
+/// Where the rule whose name is at `name_offset` gives `key` the value written as `needle`: the
+/// needle after the key, else the key, else the name.
+fn rule_value_offset(text: &str, name_offset: usize, key: &str, needle: &str) -> usize {
+    let table_start = text[..name_offset]
+        .rfind("[[rule]]")
+        .map_or(name_offset, |at| at + "[[rule]]".len());
+    let Some(key_at) = key_offset(text, table_start, key) else {
+        return name_offset;
+    };
+    let line_end = text[key_at..]
+        .find("\n[")
+        .map_or(text.len(), |i| key_at + i);
+    text[key_at..line_end]
+        .find(needle)
+        .filter(|_| !needle.is_empty())
+        .map_or(key_at, |i| key_at + i)
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

@@ -738,7 +738,7 @@ const GOOD_RULE: &str = "[[rule]]\nname = \"ok\"\nclass = \"timeout\"\ntext = [\
 #[test]
 fn rules_file_errors_name_the_file_the_place_and_the_fix() {
     // (file text, words the reason must contain, the line the error must point at: for a
-    // policy's numbers, the key at fault)
+    // value of a rule or a policy's number, the value or key at fault)
     let cases: Vec<(String, &[&str], Option<usize>)> = vec![
         (
             "[[rule]\nname = \"x\"\nclass = \"auth\"\n".into(),
@@ -773,24 +773,24 @@ fn rules_file_errors_name_the_file_the_place_and_the_fix() {
                 "invalid regex \"(unclosed\"",
                 "fix the pattern",
             ],
-            Some(7),
+            Some(9),
         ),
         (
             format!("{GOOD_RULE}\n[[rule]]\nname = \"s\"\nclass = \"auth\"\nstatus = [401, 600]\n"),
             &["status 600", "100-599"],
-            Some(7),
+            Some(9),
         ),
         (
             format!("{GOOD_RULE}\n[[rule]]\nname = \"s\"\nclass = \"auth\"\nstatus = [99]\n"),
             &["status 99", "100-599"],
-            Some(7),
+            Some(9),
         ),
         (
             format!(
                 "{GOOD_RULE}\n[[rule]]\nname = \"j\"\nclass = \"validation\"\njson_missing = [\"user/id\"]\n"
             ),
             &["\"user/id\" is not a JSON pointer", "\"/user/id\""],
-            Some(7),
+            Some(9),
         ),
         (
             format!("{GOOD_RULE}\n[[rule]]\nname = \"\"\nclass = \"auth\"\n"),
@@ -800,7 +800,7 @@ fn rules_file_errors_name_the_file_the_place_and_the_fix() {
         (
             format!("{GOOD_RULE}\n[[rule]]\nname = \"t\"\nclass = \"auth\"\ntext = [\"  \"]\n"),
             &["empty text"],
-            Some(7),
+            Some(9),
         ),
         (
             "[settings]\ndefault_body = \"json\"\n".into(),
@@ -878,7 +878,8 @@ fn rule_errors_point_at_the_offending_rule_not_an_earlier_mention_of_its_name() 
     let error = rules_error(text);
     assert_eq!(
         error.location,
-        format!(":{}:8", line_of(text, "name = \"s\"", 1))
+        format!(":{}:11", line_of(text, "status = [700]", 1)),
+        "at the value"
     );
     // Unknown field: toml points at the key itself.
     let text = "[[rule]]\nname = \"a\"\nclass = \"auth\"\n  colour = \"red\"\n";
@@ -1627,4 +1628,33 @@ fn extend_defaults_tries_the_file_s_rules_first_then_the_shipped_ones() {
         only_defaults.rule_names().collect::<Vec<_>>(),
         defaults().rule_names().collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn an_empty_text_in_a_long_list_is_pointed_at_where_it_is() {
+    let text = "[[rule]]\nname = \"deps\"\nclass = \"dependency\"\ntext = [\n  \"connection refused\",\n  \"\",\n  \"broken pipe\",\n]\n";
+    let error = rules_error(text);
+    assert_eq!(error.location, ":6:3", "{error}");
+    assert!(error.reason.contains("empty text"), "{error}");
+}
+
+#[test]
+fn two_hundred_rules_with_unicode_regexes_compile() {
+    let rules_with = |count: usize| -> String {
+        (0..count)
+            .map(|i| {
+                format!(
+                    "[[rule]]\nname = \"r{i}\"\nclass = \"validation\"\nregex = ['order \\w+ failed with code{i} \\w+']\n"
+                )
+            })
+            .collect()
+    };
+    let rules = custom(&rules_with(200));
+    let got = rules.classify(&facts(
+        BODY,
+        None,
+        "order ab12 failed with code150 now",
+        None,
+    ));
+    assert_eq!(&*got.rule, "r150");
 }
