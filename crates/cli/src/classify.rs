@@ -208,8 +208,28 @@ fn explain_message(
     writeln!(output, "  error text:   {:?}", facts.error_message)?;
     writeln!(
         output,
-        "  status:       {}",
-        facts.status.map_or("(none)".into(), |s| s.to_string())
+        "  status:       {} in the context (statuses written in the error text count too)",
+        facts.status.map_or("none".into(), |s| s.to_string())
+    )?;
+    writeln!(
+        output,
+        "  source:       {}",
+        facts.source.unwrap_or("(unknown)")
+    )?;
+    writeln!(output, "  receives:     {}", facts.receive_count)?;
+    let names: Vec<&str> = facts
+        .attributes
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    writeln!(
+        output,
+        "  attributes:   {}",
+        if names.is_empty() {
+            "(none)".to_string()
+        } else {
+            names.join(", ")
+        }
     )?;
     writeln!(
         output,
@@ -244,6 +264,12 @@ fn explain_message(
         }
     }
     let classification = rules.classify(&facts);
+    if decided.is_none() {
+        writeln!(
+            output,
+            "no rule matched, so the message is unknown (handled by [policy.unknown])"
+        )?;
+    }
     let verdict = decide(
         rules.policy(classification.class),
         letter.context_attempts(),
@@ -420,7 +446,28 @@ mod tests {
             text.contains(r#"result: {"action":"requeue","class":"timeout","rule":"timeout"}"#),
             "{text}"
         );
+        assert!(!text.contains("no rule matched"), "{text}");
         let two = "{}\n{}\n";
         assert!(run(&RuleSet::defaults(), two.as_bytes(), Vec::new(), true).is_err());
+    }
+
+    #[test]
+    fn explain_shows_the_guards_facts_and_says_when_no_rule_matched() {
+        let rules = RuleSet::from_toml(
+            "[[rule]]\nname = \"pay\"\nclass = \"auth\"\nsource = [\"pay*\"]\n",
+            "only-pay.toml",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let line =
+            r#"{"body":"{}","error":"boom","receive_count":4,"attributes":{"tenant":"gold"}}"#;
+        run(&rules, line.as_bytes(), &mut out, true).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("receives:     4"), "{text}");
+        assert!(text.contains("attributes:   tenant"), "{text}");
+        assert!(
+            text.contains("no rule matched, so the message is unknown"),
+            "{text}"
+        );
     }
 }
