@@ -19,7 +19,7 @@ use crate::ports::{
 use crate::records::{
     ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction, archive_object_path,
 };
-use crate::rules::{Classification, RuleSet};
+use crate::rules::{Classification, NO_RULE, RuleSet};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -655,7 +655,7 @@ impl Engine {
                 if plan.classification.is_none() {
                     plan.classification = Some(Classification {
                         class: FailureClass::Unknown,
-                        rule: "(none)".into(),
+                        rule: NO_RULE.into(),
                         signal: None,
                     });
                 }
@@ -1126,7 +1126,7 @@ impl Plan {
                 |v| v.attempt,
             ),
             class: classification.map_or(FailureClass::Unknown, |c| c.class),
-            rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.to_string()),
+            rule: classification.map_or_else(|| NO_RULE.to_string(), |c| c.rule.to_string()),
             action,
             alerted: false,
             alert_held_back: false,
@@ -1155,7 +1155,7 @@ impl Plan {
             key: self.key.clone(),
             attempt: self.verdict.map_or(1, |v| v.attempt),
             class: classification.map_or(FailureClass::Unknown, |c| c.class),
-            rule: classification.map_or_else(|| "(none)".to_string(), |c| c.rule.to_string()),
+            rule: classification.map_or_else(|| NO_RULE.to_string(), |c| c.rule.to_string()),
             reason,
             body: text,
             body_b64: b64,

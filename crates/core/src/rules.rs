@@ -120,7 +120,7 @@ fn context_state_name(state: ContextState) -> &'static str {
 pub struct Classification {
     /// The class.
     pub class: FailureClass,
-    /// The name of the rule that matched, or `"(none)"`.
+    /// The name of the rule that matched, or [`NO_RULE`].
     pub rule: Arc<str>,
     /// Why it matched.
     pub signal: Option<Signal>,
@@ -521,6 +521,12 @@ impl RuleSet {
                     index + 1
                 )));
             }
+            if let Some(problem) = name_problem(&name) {
+                return Err(rule_error(format!(
+                    "rule name {name:?} {problem}; names show up in the ledger, the archive, logs \
+                     and `classify`"
+                )));
+            }
             if !seen_names.insert(name.clone()) {
                 return Err(rule_error(if index < own_rules {
                     format!("rule name {name:?} is used twice; rule names must be unique")
@@ -743,7 +749,7 @@ impl RuleSet {
         }
         Classification {
             class: FailureClass::Unknown,
-            rule: "(none)".into(),
+            rule: NO_RULE.into(),
             signal: None,
         }
     }
@@ -913,6 +919,27 @@ impl RuleSet {
 
 /// Where, in the table that starts with `header`, the key that `reason` (a policy's validation
 /// error, which starts with the key at fault) is set; `None` when it cannot be found there.
+/// The rule name of a classification no rule made.
+pub const NO_RULE: &str = "(none)";
+
+/// The longest rule name.
+const MAX_RULE_NAME_CHARS: usize = 100;
+
+/// What is wrong with a (non-empty) rule name, if anything.
+fn name_problem(name: &str) -> Option<String> {
+    if name.trim() != name {
+        Some("starts or ends with spaces".into())
+    } else if name.chars().any(char::is_control) {
+        Some("holds a control character (a line break, a tab)".into())
+    } else if name.chars().count() > MAX_RULE_NAME_CHARS {
+        Some(format!("is longer than {MAX_RULE_NAME_CHARS} characters"))
+    } else if name == NO_RULE {
+        Some("is what `classify` shows when no rule matched".into())
+    } else {
+        None
+    }
+}
+
 fn policy_key_offset(text: &str, header: &str, reason: &str) -> Option<usize> {
     let key = reason.split_whitespace().next()?;
     key_offset(text, text.find(header)? + header.len(), key)

@@ -1658,3 +1658,20 @@ fn two_hundred_rules_with_unicode_regexes_compile() {
     ));
     assert_eq!(&*got.rule, "r150");
 }
+
+#[test]
+fn rule_names_that_would_break_logs_or_mislead_are_refused() {
+    for (name, problem) in [
+        ("\" padded \"", "starts or ends with spaces"),
+        ("\"two\\nlines\"", "control character"),
+        ("\"(none)\"", "when no rule matched"),
+        (&format!("\"{}\"", "n".repeat(101)), "longer than 100"),
+    ] {
+        let error = rules_error(&format!("[[rule]]\nname = {name}\nclass = \"auth\"\n"));
+        assert!(error.reason.contains(problem), "{name}: {error}");
+    }
+    custom(&format!(
+        "[[rule]]\nname = \"{}\"\nclass = \"auth\"\n",
+        "n".repeat(100)
+    ));
+}
