@@ -171,11 +171,17 @@ fn secret_patterns() -> &'static SecretPatterns {
     static PATTERNS: OnceLock<SecretPatterns> = OnceLock::new();
     PATTERNS.get_or_init(|| {
         let each: Vec<(Regex, &'static str)> = [
+            // An Authorization header's whole value: its scheme word (`ApiKey`, `Token`, a short
+            // `Bearer`) is followed by the credential.
+            (
+                r#"(?i)("?(?:proxy-)?authorization"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\r\n,;}]+)"#,
+                "$1[REDACTED]",
+            ),
             (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "$1 [REDACTED]"),
             (r"\b(AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b", "[REDACTED-AWS-KEY]"),
             (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", "[REDACTED-JWT]"),
             (
-                r#"(?i)("?(?:password|passwd|pwd|secret|aws_secret_access_key|secret_access_key|api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|client[_-]?secret|token|authorization|x-api-key)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}]+)"#,
+                r#"(?i)("?(?:password|passwd|pwd|secret|aws_secret_access_key|secret_access_key|api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|client[_-]?secret|token|x-api-key)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}]+)"#,
                 "$1[REDACTED]",
             ),
             (r"(?i)(\w+://[^:/\s]+:)[^@\s]+@", "$1[REDACTED]@"),
@@ -284,6 +290,17 @@ mod tests {
     fn secrets_are_redacted() {
         let cases = [
             ("Authorization: Bearer abc.def.ghijklmnop failed", "abc.def"),
+            (
+                "Authorization: ApiKey sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                "sk_live",
+            ),
+            ("Authorization: Token abcdef1234567890", "abcdef1234567890"),
+            ("Authorization: Bearer s3cr3t", "s3cr3t"),
+            (
+                "proxy-authorization=Basic dXNlcjpwYXNz rejected",
+                "dXNlcjpwYXNz",
+            ),
+            (r#"{"Authorization": "Bearer abc.def"}"#, "abc.def"),
             ("key AKIAIOSFODNN7EXAMPLE rejected", "AKIAIOSFODNN7EXAMPLE"),
             ("password=hunter22 for user bob", "hunter22"),
             (r#"{"password": "s3cr3t!", "user": "x"}"#, "s3cr3t!"),
