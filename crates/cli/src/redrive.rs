@@ -370,6 +370,10 @@ pub struct Redrive<'a> {
     pub pacer: &'a dyn Pacer,
     /// How long one receive waits.
     pub wait: Duration,
+    /// For a dry run, the DLQ's messages read without receiving them, where the backend can
+    /// (local): the dry run then changes no receive count, visibility or order. A dry run
+    /// without them receives the messages and gives them back.
+    pub peeked: Option<Vec<ReceivedMessage>>,
 }
 
 impl Redrive<'_> {
@@ -396,6 +400,29 @@ impl Redrive<'_> {
             started_at: Utc::now(),
             ..Returns::default()
         };
+        if options.dry_run
+            && let Some(messages) = &self.peeked
+        {
+            // Nothing was received, so nothing is held to give back.
+            let mut not_received = HashMap::new();
+            for chunk in messages.chunks(10) {
+                if options.limit.is_some_and(|l| report.moved.len() >= l) {
+                    break;
+                }
+                report.scanned += chunk.len();
+                self.handle_batch(
+                    chunk.to_vec(),
+                    options,
+                    &mut report,
+                    &mut mover,
+                    &mut not_received,
+                    &mut moved,
+                )
+                .await?;
+            }
+            progress.finish();
+            return Ok(report);
+        }
         let mut idle = 0;
         let outcome = async {
             loop {
@@ -734,6 +761,10 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
         let shutdown = crate::worker::Shutdown::default();
         shutdown.on_signals();
         let pacer = crate::rate::RealPacer::default();
+        let peeked = match options.dry_run {
+            true => operator.peek(&args.dlq, None).await?,
+            false => None,
+        };
         let redrive = Redrive {
             dlq: dlq.as_ref(),
             redrive_source,
@@ -742,6 +773,7 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
             rules: &rules,
             pacer: &pacer,
             wait: operator.scan_wait(),
+            peeked,
         };
         let mut progress = Progress::new(
             options.limit.map(|l| l as u64),
@@ -865,7 +897,18 @@ mod tests {
             options: &MoveOptions,
             interrupted: &(dyn Fn() -> bool + Sync),
         ) -> Result<MoveReport> {
-            let redrive = Redrive {
+            self.redrive(dlq, sender, None)
+                .run(options, &mut Progress::new(None, true), interrupted)
+                .await
+        }
+
+        fn redrive<'a>(
+            &'a self,
+            dlq: &'a dyn MessageSource,
+            sender: &'a dyn QueueSender,
+            peeked: Option<Vec<ReceivedMessage>>,
+        ) -> Redrive<'a> {
+            Redrive {
                 dlq,
                 redrive_source: None,
                 sender,
@@ -873,10 +916,22 @@ mod tests {
                 rules: &self.rules,
                 pacer: &self.pacer,
                 wait: Duration::ZERO,
-            };
-            redrive
-                .run(options, &mut Progress::new(None, true), interrupted)
+                peeked,
+            }
+        }
+
+        /// A dry run of `dlq` that reads it without receiving, as on the local backend.
+        async fn dry_run_peeking(
+            &self,
+            dlq: &dlq_healer_local::LocalQueue,
+            sender: &dyn QueueSender,
+            options: &MoveOptions,
+        ) -> MoveReport {
+            let peeked = dlq.peek(usize::MAX).unwrap();
+            self.redrive(dlq, sender, Some(peeked))
+                .run(options, &mut Progress::new(None, true), &|| false)
                 .await
+                .unwrap()
         }
     }
 
@@ -1229,6 +1284,14 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(preview.moved.len(), 2);
+        let read_only = rig
+            .dry_run_peeking(&dlq, &world.queues, &options(true))
+            .await;
+        assert_eq!(
+            ids(&read_only),
+            ids(&preview),
+            "reading without receiving previews the same messages"
+        );
         world.clock.advance(chrono::Duration::seconds(60));
         let moved = rig
             .run(&dlq, &world.queues, &options(false), &|| false)
@@ -1239,6 +1302,30 @@ mod tests {
             ids(&preview),
             "the move takes what the dry run showed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_that_reads_without_receiving_changes_no_receive_count() {
+        let world = world(&orders((0..12).map(|i| i % 3))).await;
+        let rig = Rig::new();
+        let dlq = world.queues.queue("orders-dlq").unwrap();
+        let counts = |dlq: &dlq_healer_local::LocalQueue| -> Vec<u32> {
+            dlq.peek(usize::MAX)
+                .unwrap()
+                .iter()
+                .map(|m| m.receive_count)
+                .collect()
+        };
+        let before = counts(&dlq);
+        let options = MoveOptions {
+            dry_run: true,
+            filter: filter_of(&[0], None, false),
+            ..Default::default()
+        };
+        let report = rig.dry_run_peeking(&dlq, &world.queues, &options).await;
+        assert_eq!((report.scanned, report.moved.len()), (12, 4));
+        assert_eq!(counts(&dlq), before, "no message was received");
+        assert_eq!(world.queues.depth("orders-dlq").unwrap().visible, 12);
     }
 
     #[tokio::test]

@@ -601,6 +601,10 @@ async fn api_redrive(
         let sender = operator.sender();
         let journal = operator.journal().map_err(internal)?;
         let pacer = RealPacer::default();
+        let peeked = match request.dry_run {
+            true => operator.peek(&dlq_name, None).await.map_err(internal)?,
+            false => None,
+        };
         let redrive = Redrive {
             dlq: dlq.as_ref(),
             redrive_source,
@@ -609,6 +613,7 @@ async fn api_redrive(
             rules: &state.rules,
             pacer: &pacer,
             wait: operator.scan_wait(),
+            peeked,
         };
         let mut progress = Progress::new(None, true);
         redrive

@@ -78,6 +78,15 @@ fn inspect_groups_by_class_and_fingerprint_without_consuming() {
 #[test]
 fn redrive_moves_the_selection_once_and_reruns_move_nothing() {
     let fixture = build();
+    let receives = || -> i64 {
+        rusqlite::Connection::open(&fixture.db)
+            .unwrap()
+            .query_row("SELECT sum(receive_count) FROM messages", [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    };
+    let receives_before = receives();
     let dry = run_ok(&mut fixture.cmd(&[
         "redrive",
         "--dlq",
@@ -92,6 +101,11 @@ fn redrive_moves_the_selection_once_and_reruns_move_nothing() {
     let report: Value = serde_json::from_slice(&dry.stdout).unwrap();
     assert_eq!(report["moved"].as_array().unwrap().len(), 3);
     assert_eq!(fixture.depth("orders-dlq").0, 5, "dry run moved nothing");
+    assert_eq!(
+        receives(),
+        receives_before,
+        "a dry run on the local backend reads without receiving"
+    );
     let before = fixture.depth("orders").0;
     let done = run_ok(&mut fixture.cmd(&[
         "redrive",
