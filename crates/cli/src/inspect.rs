@@ -316,9 +316,10 @@ pub fn render(inspection: &Inspection) -> String {
     for class in &inspection.classes {
         let _ = writeln!(
             out,
-            "\n{} — {} messages, oldest {}, newest {}",
+            "\n{} — {} {}, oldest {}, newest {}",
             class.class,
             class.count,
+            crate::noun(class.count, "message", "messages"),
             short_age(class.oldest_age_seconds),
             short_age(class.newest_age_seconds)
         );

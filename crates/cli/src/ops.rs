@@ -120,7 +120,7 @@ pub trait Operator: Send + Sync {
 #[derive(Debug, Clone, clap::Args)]
 pub struct OpsArgs {
     /// The backend.
-    #[arg(long, value_enum, default_value = "local")]
+    #[arg(long, value_enum, env = "DLQ_HEALER_BACKEND", default_value = "local")]
     pub backend: Backend,
     #[command(flatten)]
     pub local: crate::LocalArgs,

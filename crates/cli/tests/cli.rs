@@ -1034,3 +1034,22 @@ fn the_benchmark_refuses_a_concurrency_run_does_not_accept() {
         );
     }
 }
+
+#[test]
+fn the_operator_commands_take_the_backend_from_the_configuration_file() {
+    let dir = scratch("config-backend");
+    let config = dir.path().join("dlq-healer.toml");
+    std::fs::write(&config, "DLQ_HEALER_BACKEND = \"aws\"\n").unwrap();
+    // On aws, stats needs the ledger table; on local it would have named a missing store.
+    let stderr = refused(
+        bin()
+            .current_dir(dir.path())
+            .args(["stats", "--config"])
+            .arg(&config)
+            .env_remove("DLQ_HEALER_BACKEND")
+            .env_remove("FAILED_TABLE")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+    );
+    assert!(stderr.contains("--failed-table"), "{stderr}");
+}

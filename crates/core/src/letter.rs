@@ -150,6 +150,8 @@ impl OpenedLetter {
     pub fn error_text(&self) -> String {
         match &self.context {
             ContextReading::Valid(c) => match &c.error.error_type {
+                // A message that names its type already (`ExpiredTokenException: ...`).
+                Some(t) if c.error.message.starts_with(t.as_str()) => c.error.message.clone(),
                 Some(t) if !c.error.message.is_empty() => format!("{t}: {}", c.error.message),
                 Some(t) => t.clone(),
                 None => c.error.message.clone(),
@@ -227,6 +229,35 @@ mod tests {
         assert!(!plain.enveloped);
         assert_eq!(plain.context.state(), ContextState::Missing);
         assert!(plain.error_text().contains("no dlq-context"));
+    }
+
+    #[test]
+    fn the_error_text_names_the_type_once() {
+        let text_of = |error_type: &str, text: &str| {
+            let error = ErrorInfo {
+                error_type: Some(error_type.into()),
+                ..ErrorInfo::message(text)
+            };
+            let context = FailureContext::new(error, Utc::now());
+            let mut attributes = Attributes::new();
+            attributes.insert(
+                CONTEXT_ATTRIBUTE.into(),
+                Attribute::string(serde_json::to_string(&context).unwrap()),
+            );
+            OpenedLetter::open(message(b"{}", attributes)).error_text()
+        };
+        assert_eq!(
+            text_of(
+                "ExpiredTokenException",
+                "ExpiredTokenException: token expired"
+            ),
+            "ExpiredTokenException: token expired"
+        );
+        assert_eq!(
+            text_of("TimeoutError", "read timed out"),
+            "TimeoutError: read timed out"
+        );
+        assert_eq!(text_of("TimeoutError", ""), "TimeoutError");
     }
 
     #[test]
