@@ -32,6 +32,14 @@ pub const SETTINGS: [&str; 14] = [
     "AWS_REGION",
 ];
 
+/// The settings that name files: relative paths in a configuration file are taken from the
+/// file's own directory, wherever the command runs.
+const PATH_SETTINGS: [&str; 3] = [
+    "DLQ_HEALER_DB",
+    "DLQ_HEALER_ARCHIVE_DIR",
+    "DLQ_HEALER_RULES",
+];
+
 /// The variable naming the configuration file when `--config` is not given.
 pub const CONFIG_VARIABLE: &str = "DLQ_HEALER_CONFIG";
 
@@ -57,7 +65,31 @@ pub fn config_path(args: &[String], variable: Option<String>) -> Option<PathBuf>
 pub fn read(path: &Path) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
-    parse(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+    let settings =
+        parse(&text).with_context(|| format!("invalid configuration file {}", path.display()))?;
+    Ok(relative_to(
+        path.parent().unwrap_or(Path::new("")),
+        settings,
+    ))
+}
+
+/// `settings` with the relative paths of [`PATH_SETTINGS`] taken from `dir`.
+fn relative_to(dir: &Path, settings: Vec<(String, String)>) -> Vec<(String, String)> {
+    settings
+        .into_iter()
+        .map(|(key, value)| {
+            let path = Path::new(&value);
+            if PATH_SETTINGS.contains(&key.as_str())
+                && path.is_relative()
+                && !dir.as_os_str().is_empty()
+            {
+                let resolved = dir.join(path).display().to_string();
+                (key, resolved)
+            } else {
+                (key, value)
+            }
+        })
+        .collect()
 }
 
 /// Parse configuration text.
@@ -74,6 +106,9 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>> {
         }
         let value = match value {
             toml::Value::String(text) => text,
+            _ if PATH_SETTINGS.contains(&key.as_str()) => {
+                bail!("{key} names a file: write it as a string, in quotes")
+            }
             // As the environment would hold them: `DLQ_HEALER_RETENTION_DAYS = 30`.
             toml::Value::Integer(number) => number.to_string(),
             toml::Value::Boolean(flag) => flag.to_string(),
@@ -106,6 +141,28 @@ pub fn load_into_environment() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_in_the_file_are_taken_from_its_directory() {
+        let settings = parse(
+            "DLQ_HEALER_RULES = \"rules.toml\"\nDLQ_HEALER_DB = \"/var/lib/dlq.db\"\nDLQ_URL = \"orders-dlq\"\n",
+        )
+        .unwrap();
+        let resolved = relative_to(Path::new("/etc/dlq-healer"), settings);
+        assert_eq!(
+            resolved,
+            vec![
+                ("DLQ_HEALER_DB".to_string(), "/var/lib/dlq.db".to_string()),
+                (
+                    "DLQ_HEALER_RULES".to_string(),
+                    "/etc/dlq-healer/rules.toml".to_string()
+                ),
+                ("DLQ_URL".to_string(), "orders-dlq".to_string()),
+            ]
+        );
+        let error = parse("DLQ_HEALER_DB = 5").unwrap_err().to_string();
+        assert!(error.contains("names a file"), "{error}");
+    }
 
     #[test]
     fn the_file_is_named_by_flag_or_variable() {

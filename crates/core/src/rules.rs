@@ -573,6 +573,20 @@ impl RuleSet {
                         ),
                     ));
                 }
+                if pointer
+                    .split('~')
+                    .skip(1)
+                    .any(|rest| !rest.starts_with(['0', '1']))
+                {
+                    return Err(value_error(
+                        "json_missing",
+                        pointer,
+                        format!(
+                            "rule {name:?}: json_missing {pointer:?} has a `~` that is not `~0` \
+                             (for `~`) or `~1` (for `/`), the only escapes of a JSON pointer"
+                        ),
+                    ));
+                }
             }
             let mut regexes = Vec::new();
             for pattern in spec.regex.iter().flatten() {
@@ -683,6 +697,19 @@ impl RuleSet {
                     })?,
             )
         };
+        let mut formats_seen = std::collections::HashSet::new();
+        for entry in &file.body_format {
+            if !formats_seen.insert(entry.source.as_str()) {
+                return Err(error_at(
+                    &format!("{:?}", entry.source),
+                    format!(
+                        "[[body_format]] for source {:?} is given twice; the first would win, so \
+                         keep one",
+                        entry.source
+                    ),
+                ));
+            }
+        }
         let needs_status_scan = rules.iter().any(|r| !r.statuses.is_empty());
         Ok(RuleSet {
             rules,

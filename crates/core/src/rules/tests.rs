@@ -1675,3 +1675,15 @@ fn rule_names_that_would_break_logs_or_mislead_are_refused() {
         "n".repeat(100)
     ));
 }
+
+#[test]
+fn a_pointer_escape_that_is_not_one_and_a_body_format_given_twice_are_refused() {
+    let error =
+        rules_error("[[rule]]\nname = \"j\"\nclass = \"validation\"\njson_missing = [\"/a~2b\"]\n");
+    assert!(error.reason.contains("`~0`"), "{error}");
+    custom("[[rule]]\nname = \"j\"\nclass = \"validation\"\njson_missing = [\"/a~1b/c~0d\"]\n");
+    let error = rules_error(
+        "[[body_format]]\nsource = \"audit*\"\nformat = \"text\"\n\n[[body_format]]\nsource = \"audit*\"\nformat = \"binary\"\n\n[[rule]]\nname = \"r\"\nclass = \"unknown\"\n",
+    );
+    assert!(error.reason.contains("given twice"), "{error}");
+}
