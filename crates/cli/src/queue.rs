@@ -20,7 +20,7 @@ pub enum QueueAction {
         #[arg(long, requires = "max_receive_count")]
         dlq: Option<String>,
         /// Deliveries before a message moves to the DLQ (1 to 1000).
-        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        #[arg(long, requires = "dlq", value_parser = clap::value_parser!(u32).range(1..=1000))]
         max_receive_count: Option<u32>,
         /// Seconds a received message stays invisible (0 to 43200).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=43_200))]

@@ -326,6 +326,14 @@ fn queue_create_again_keeps_the_settings_unless_told_to_update_them() {
         "120",
     ];
     run_ok(&mut queue(&["create", "orders-dlq"]));
+    // A receive count without a DLQ to move to would be a redrive policy with no target.
+    let stderr = refused(&mut queue(&[
+        "create",
+        "lonely",
+        "--max-receive-count",
+        "6",
+    ]));
+    assert!(stderr.contains("--dlq"), "{stderr}");
     run_ok(&mut queue(&with_dlq));
     let again = run_ok(&mut queue(&with_dlq));
     assert!(
