@@ -24,7 +24,7 @@ use chrono::{DateTime, Duration, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -297,6 +297,7 @@ impl Engine {
             for plan in &mut plans {
                 self.plan(plan, now);
             }
+            settle_twins_within(&mut plans);
         }
 
         // Archiving waits on the disk or the network; the re-queue goes on meanwhile.
@@ -453,6 +454,29 @@ impl Engine {
                 _ => Step::DeleteOnly,
             };
             return;
+        }
+
+        // Another copy of this key took this copy's next attempt already, or the key went past
+        // it: a twin (a crash between a re-queue and its ledger record sends a message twice, and
+        // a consumer may be handed one message twice) or a stale copy. Its body lives on in the
+        // copy that was decided; handling it too would send the message once more, past its
+        // attempts, and write over that decision in the ledger.
+        if plan.letter.context_key().is_some() {
+            let attempts = plan.letter.context_attempts();
+            let decided = plan
+                .history
+                .iter()
+                .filter(|r| r.attempt > attempts && r.body_digest == plan.digest)
+                .max_by_key(|r| r.attempt);
+            if let Some(decided) = decided {
+                plan.classification = Some(Classification {
+                    class: decided.class,
+                    rule: decided.rule.as_str().into(),
+                    signal: None,
+                });
+                plan.step = Step::DeleteOnly;
+                return;
+            }
         }
 
         let classification = self.rules.classify(&plan.letter.facts());
@@ -964,6 +988,25 @@ impl Engine {
             DigestsDue::HeldBackNow => alerter.send_held_back_digests(now).await?,
         };
         Ok(report.sent)
+    }
+}
+
+/// Twins in one batch (see [`Engine::plan`]): of the copies of one key, with one body, about to
+/// take the same attempt, the first is handled and the others are settled as already handled.
+fn settle_twins_within(plans: &mut [Plan]) {
+    let mut taken: HashSet<(String, u32, String)> = HashSet::new();
+    for plan in plans.iter_mut() {
+        let Some(verdict) = &plan.verdict else {
+            continue;
+        };
+        if plan.letter.context_key().is_none() {
+            continue;
+        }
+        let attempt = (plan.key.clone(), verdict.attempt, plan.digest.clone());
+        if !taken.insert(attempt) {
+            plan.verdict = None;
+            plan.step = Step::DeleteOnly;
+        }
     }
 }
 

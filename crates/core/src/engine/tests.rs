@@ -982,3 +982,102 @@ async fn both_runs_the_second_future_while_the_first_waits() {
         ["first waits", "second done", "first done"]
     );
 }
+
+/// A message re-queued once, taken from its source queue as its consumer would receive it.
+async fn requeued_once(w: &World, body: &[u8], error: &str) -> ReceivedMessage {
+    w.fail(&fresh(body), error).await;
+    w.heal_all().await;
+    w.clock.advance(Duration::hours(2));
+    w.take_from_orders().await.remove(0)
+}
+
+#[tokio::test]
+async fn a_twin_of_a_decided_copy_is_settled_as_already_handled() {
+    let w = world();
+    let copy = requeued_once(&w, b"{\"order\":7}", "Task timed out after 30.00 seconds").await;
+    // The same copy dead-lettered twice: a crash between the re-queue and its ledger record, or
+    // a consumer handed the message twice.
+    for _ in 0..2 {
+        w.fail(&copy, "Task timed out after 30.00 seconds").await;
+    }
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let batch = w
+            .engine
+            .ports()
+            .dlq
+            .receive(1, std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        outcomes.extend(
+            w.engine
+                .heal_batch(batch)
+                .await
+                .messages
+                .into_iter()
+                .map(|r| r.outcome),
+        );
+    }
+    assert!(
+        matches!(outcomes[0], Outcome::Requeued { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[1], Outcome::AlreadyHandled, "{outcomes:?}");
+    let attempts: Vec<u32> = w.ledger.all().iter().map(|r| r.attempt).collect();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "attempt 1 and 2, once each: {attempts:?}"
+    );
+    assert_eq!(w.queues.messages("orders").len(), 1, "one copy goes on");
+    assert!(w.queues.messages("dlq").is_empty());
+}
+
+#[tokio::test]
+async fn twins_in_one_batch_are_handled_once() {
+    let w = world();
+    let copy = requeued_once(&w, b"{\"order\":8}", "Task timed out after 30.00 seconds").await;
+    for _ in 0..3 {
+        w.fail(&copy, "Task timed out after 30.00 seconds").await;
+    }
+    let report = w.heal_all().await;
+    let tally = report.tally();
+    assert_eq!(
+        (tally.requeued, tally.duplicates),
+        (1, 2),
+        "{:?}",
+        report.messages
+    );
+    assert_eq!(w.queues.messages("orders").len(), 1);
+    assert_eq!(w.ledger.all().len(), 2);
+}
+
+#[tokio::test]
+async fn a_stale_copy_after_its_key_was_archived_does_not_reopen_it() {
+    let w = world();
+    let first = requeued_once(&w, b"{\"order\":9}", "Task timed out after 30.00 seconds").await;
+    // The copy goes on failing until the key is archived...
+    let mut copy = first.clone();
+    loop {
+        w.fail(&copy, "Task timed out after 30.00 seconds").await;
+        w.heal_all().await;
+        w.clock.advance(Duration::hours(2));
+        match w.take_from_orders().await.pop() {
+            Some(next) => copy = next,
+            None => break,
+        }
+    }
+    let records_before = w.ledger.all();
+    let archived = records_before
+        .iter()
+        .filter(|r| r.action == RecordedAction::Archived)
+        .count();
+    assert_eq!(archived, 1);
+    // ...then its stale twin from attempt 1 fails.
+    w.fail(&first, "Task timed out after 30.00 seconds").await;
+    let report = w.heal_all().await;
+    assert_eq!(report.messages[0].outcome, Outcome::AlreadyHandled);
+    assert_eq!(w.ledger.all(), records_before, "no decision written over");
+    assert_eq!(w.archive.records().len(), 1, "archived once");
+    assert!(w.queues.messages("orders").is_empty());
+}
