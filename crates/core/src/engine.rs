@@ -459,14 +459,19 @@ impl Engine {
         // Another copy of this key took this copy's next attempt already, or the key went past
         // it: a twin (a crash between a re-queue and its ledger record sends a message twice, and
         // a consumer may be handed one message twice) or a stale copy. Its body lives on in the
-        // copy that was decided; handling it too would send the message once more, past its
-        // attempts, and write over that decision in the ledger.
+        // copy that was re-queued or archived; handling it too would send the message once more,
+        // past its attempts, and write over that decision in the ledger. A parked copy is not
+        // enough: it waits in the DLQ, where an operator may have moved it back to its source.
         if plan.letter.context_key().is_some() {
             let attempts = plan.letter.context_attempts();
             let decided = plan
                 .history
                 .iter()
-                .filter(|r| r.attempt > attempts && r.body_digest == plan.digest)
+                .filter(|r| {
+                    r.attempt > attempts
+                        && r.body_digest == plan.digest
+                        && r.action != RecordedAction::Parked
+                })
                 .max_by_key(|r| r.attempt);
             if let Some(decided) = decided {
                 plan.classification = Some(Classification {

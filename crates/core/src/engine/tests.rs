@@ -1081,3 +1081,31 @@ async fn a_stale_copy_after_its_key_was_archived_does_not_reopen_it() {
     assert_eq!(w.archive.records().len(), 1, "archived once");
     assert!(w.queues.messages("orders").is_empty());
 }
+
+#[tokio::test]
+async fn a_copy_whose_next_attempt_was_only_parked_is_handled() {
+    // The parked copy may have been moved back to its source by an operator: this copy may be
+    // the only one left.
+    let w = world();
+    let copy = requeued_once(&w, b"{\"order\":10}", "Task timed out after 30.00 seconds").await;
+    let key = w.ledger.all()[0].key.clone();
+    let parked = LedgerRecord {
+        action: RecordedAction::Parked,
+        dlq_message_id: "parked-then-redriven".into(),
+        due_at: Some(w.clock.now() + Duration::hours(3)),
+        ..crate::contract::ledger_record(
+            &key,
+            2,
+            w.clock.now(),
+            &crate::letter::body_digest(&copy.body),
+        )
+    };
+    w.ledger.record(&[parked]).await.unwrap();
+    w.fail(&copy, "Task timed out after 30.00 seconds").await;
+    let report = w.heal_all().await;
+    assert!(
+        matches!(report.messages[0].outcome, Outcome::Requeued { .. }),
+        "{:?}",
+        report.messages[0].outcome
+    );
+}
