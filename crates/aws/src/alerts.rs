@@ -725,7 +725,7 @@ impl SnsAlerter {
                 continue;
             };
             let open = window.is_open(now_ms, window_ms);
-            if open && (due == DigestsDue::OfClosedWindows || window.suppressed == 0) {
+            if !due.takes(!open) || (open && window.suppressed == 0) {
                 self.remember(fingerprint, Some(window.clone()));
                 continue;
             }

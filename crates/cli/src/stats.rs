@@ -29,6 +29,33 @@ pub struct ClassRow {
     pub suppressed: u64,
 }
 
+impl ClassRow {
+    /// A class with nothing to count.
+    fn nothing(class: FailureClass) -> ClassRow {
+        ClassRow {
+            class,
+            received: 0,
+            requeued: 0,
+            parked: 0,
+            archived: 0,
+            alerted: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// The figures by what was done, named as the panel's columns.
+    fn by_action(&self) -> [(&'static str, u64); 6] {
+        [
+            ("received", self.received),
+            ("requeued", self.requeued),
+            ("parked", self.parked),
+            ("archived", self.archived),
+            ("alerted", self.alerted),
+            ("suppressed", self.suppressed),
+        ]
+    }
+}
+
 /// One function of the function-health panel.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FunctionRow {
@@ -192,25 +219,8 @@ pub fn prometheus(stats: &Stats, counts: &MessageCounts, guard: &mut CounterGuar
     // Every class, those with nothing too: a series that comes and goes is no counter.
     for class in FailureClass::ALL {
         let row = stats.classes.iter().find(|r| r.class == class);
-        let figures = row.map_or([0; 6], |r| {
-            [
-                r.received,
-                r.requeued,
-                r.parked,
-                r.archived,
-                r.alerted,
-                r.suppressed,
-            ]
-        });
-        let actions = [
-            "received",
-            "requeued",
-            "parked",
-            "archived",
-            "alerted",
-            "suppressed",
-        ];
-        for (action, figure) in actions.into_iter().zip(figures) {
+        let figures = row.map_or_else(|| ClassRow::nothing(class), Clone::clone);
+        for (action, figure) in figures.by_action() {
             let series = format!("{family}{{class=\"{class}\",action=\"{action}\"}}");
             let value = match counts {
                 MessageCounts::AllTime => guard.count(&series, figure),

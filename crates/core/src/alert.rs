@@ -22,6 +22,13 @@ pub enum DigestsDue {
     HeldBackNow,
 }
 
+impl DigestsDue {
+    /// Whether the digest of a window that is `closed` (or open) is due.
+    pub fn takes(self, closed: bool) -> bool {
+        closed || self == DigestsDue::HeldBackNow
+    }
+}
+
 /// What became of a message's alert.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum AlertOutcome {

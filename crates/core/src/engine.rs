@@ -417,11 +417,7 @@ impl Engine {
             .find(|r| r.dlq_message_id == message_id)
             .cloned()
         {
-            plan.classification = Some(Classification {
-                class: done.class,
-                rule: done.rule.as_str().into(),
-                signal: None,
-            });
+            plan.classification = Some(recorded_classification(&done));
             plan.step = match (done.action, done.due_at) {
                 (RecordedAction::Parked, Some(due)) if due > now => Step::Repark {
                     seconds: (due - now)
@@ -474,11 +470,7 @@ impl Engine {
                 })
                 .max_by_key(|r| r.attempt);
             if let Some(decided) = decided {
-                plan.classification = Some(Classification {
-                    class: decided.class,
-                    rule: decided.rule.as_str().into(),
-                    signal: None,
-                });
+                plan.classification = Some(recorded_classification(decided));
                 plan.step = Step::DeleteOnly;
                 return;
             }
@@ -993,6 +985,15 @@ impl Engine {
             DigestsDue::HeldBackNow => alerter.send_held_back_digests(now).await?,
         };
         Ok(report.sent)
+    }
+}
+
+/// The classification a ledger record holds, for a message that is not classified again.
+fn recorded_classification(record: &LedgerRecord) -> Classification {
+    Classification {
+        class: record.class,
+        rule: record.rule.as_str().into(),
+        signal: None,
     }
 }
 

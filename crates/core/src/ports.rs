@@ -1,9 +1,9 @@
 //! The ports: small async traits the engine drives, implemented by the local and aws adapters
 //! (and by in-memory fakes in tests). Batch calls return one result per entry, in input order.
 
-use crate::alert::Alert;
 #[cfg(doc)]
 use crate::alert::DigestsDue;
+use crate::alert::{Alert, GateOutcome};
 use crate::class::FailureClass;
 use crate::message::{OutgoingMessage, ReceivedMessage};
 use crate::records::{ArchiveBatch, ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
@@ -181,6 +181,18 @@ pub struct AlertReport {
     /// The fingerprints of the alerts the window held back: their messages go out in the
     /// window's digest, not now.
     pub held_back: BTreeSet<String>,
+}
+
+impl AlertReport {
+    /// Count what passing the alert of `fingerprint` through its window (see
+    /// [`crate::alert::gate`]) did: the alerts it sends, the messages it held back.
+    pub fn count_gated(&mut self, fingerprint: &str, outcome: &GateOutcome) {
+        self.sent += outcome.send.len() as u64;
+        self.suppressed += outcome.suppressed;
+        if outcome.suppressed > 0 {
+            self.held_back.insert(fingerprint.to_string());
+        }
+    }
 }
 
 /// Where alerts go, through a dedup window per fingerprint (see [`crate::alert::gate`]).

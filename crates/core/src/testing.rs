@@ -410,11 +410,7 @@ impl Alerter for MemoryAlerter {
             let previous = states.remove(&alert.fingerprint).map(|(_, state)| state);
             let template = alert.clone();
             let outcome = alert::gate(alert, previous, now, self.window);
-            report.sent += outcome.send.len() as u64;
-            report.suppressed += outcome.suppressed;
-            if outcome.suppressed > 0 {
-                report.held_back.insert(template.fingerprint.clone());
-            }
+            report.count_gated(&template.fingerprint, &outcome);
             lock(&self.sent).extend(outcome.send);
             states.insert(template.fingerprint.clone(), (template, outcome.state));
         }
@@ -435,9 +431,8 @@ impl MemoryAlerter {
         let mut report = AlertReport::default();
         let mut states = lock(&self.states);
         for (template, state) in states.values_mut() {
-            let due =
-                due == DigestsDue::HeldBackNow || alert::window_closed(state, now, self.window);
             let digest = due
+                .takes(alert::window_closed(state, now, self.window))
                 .then(|| alert::digest_of(template, state.clone()))
                 .flatten();
             if let Some(digest) = digest {

@@ -386,7 +386,7 @@ impl LocalAlerter {
                         continue;
                     };
                     let closed = alert::window_closed(&state, now, window);
-                    if !closed && due == DigestsDue::OfClosedWindows {
+                    if !due.takes(closed) {
                         continue;
                     }
                     match alert::digest_of(&template, state.clone()) {
@@ -479,13 +479,9 @@ impl Alerter for LocalAlerter {
                     let template = alert.clone();
                     let outcome = alert::gate(alert, previous, now, window);
                     save_window(tx, &template, &outcome.state)?;
-                    report.suppressed += outcome.suppressed;
-                    if outcome.suppressed > 0 {
-                        report.held_back.insert(template.fingerprint.clone());
-                    }
+                    report.count_gated(&template.fingerprint, &outcome);
                     for sent in outcome.send {
                         log_sent(tx, now, &sent)?;
-                        report.sent += 1;
                         outgoing.push(sent);
                     }
                 }
