@@ -145,13 +145,14 @@ fn classify_reads_stdin_and_answers_line_by_line() {
 /// must get every one right.
 #[test]
 fn the_default_rules_classify_real_failure_texts_as_an_engineer_would() {
-    let corpus = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/error_texts.jsonl"
-    );
-    let output = run_ok(bin().args(["classify", "--input", corpus]));
-    let expected: Vec<serde_json::Value> = std::fs::read_to_string(corpus)
-        .unwrap()
+    // Embedded rather than read from the source tree at run time: a test binary built in another
+    // checkout with the same target directory would read that checkout's copy, or none.
+    let corpus = include_str!("fixtures/error_texts.jsonl");
+    let dir = scratch("corpus");
+    let input = dir.path().join("error_texts.jsonl");
+    std::fs::write(&input, corpus).unwrap();
+    let output = run_ok(bin().arg("classify").arg("--input").arg(&input));
+    let expected: Vec<serde_json::Value> = corpus
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
