@@ -298,6 +298,7 @@ impl Engine {
                 self.plan(plan, now);
             }
             settle_twins_within(&mut plans);
+            keep_group_order(&mut plans);
         }
 
         // Archiving waits on the disk or the network; the re-queue goes on meanwhile.
@@ -383,28 +384,36 @@ impl Engine {
             self.ports.ledger.history(&requests).await?
         };
         for (plan, found) in plans.iter_mut().zip(digest_matches) {
-            if let Some(found) = found {
-                let records = history.get(&found.key).cloned().unwrap_or_default();
-                // A digest links a message to a key that is still being retried, or to the key
-                // that already handled this very delivery; a body seen again after its key was
-                // archived is a new message.
-                let same_delivery = records
-                    .iter()
-                    .any(|r| r.dlq_message_id == plan.letter.message.message_id);
-                // The history read up to the digest's attempt + 1 knows better than the digest
-                // whether the key ended in the archive since.
-                let latest_action = records
-                    .iter()
-                    .max_by_key(|r| r.attempt)
-                    .map_or(found.action, |r| r.action);
-                if latest_action != RecordedAction::Archived || same_delivery {
-                    plan.key = found.key;
-                    plan.history = records;
-                    continue;
-                }
-            }
             // Several messages of a batch can share a key: each gets its own copy.
             plan.history = history.get(&plan.key).cloned().unwrap_or_default();
+            let Some(found) = found else {
+                continue;
+            };
+            let records = history.get(&found.key).cloned().unwrap_or_default();
+            if records
+                .iter()
+                .any(|r| r.dlq_message_id == plan.letter.message.message_id)
+            {
+                // That key already handled this very delivery.
+                plan.key = found.key;
+                plan.history = records;
+                continue;
+            }
+            // The history read up to the digest's attempt + 1 knows better than the digest
+            // whether the key ended in the archive since; a body seen again after its key was
+            // archived is a new message.
+            let latest = records.iter().max_by_key(|r| r.attempt);
+            if latest.map_or(found.action, |r| r.action) != RecordedAction::Archived {
+                // A body that a key still being retried re-queued: most likely that message with
+                // its context stripped by a consumer, but it may be another message with the same
+                // body. It keeps a key of its own, so that two messages are never taken for
+                // copies of one (and one of them deleted as a twin, or both sent with one FIFO
+                // deduplication id), and takes that key's history as its own: its attempts go on
+                // from there, so a message whose context is always stripped still stops, and its
+                // archive record shows them.
+                plan.history.extend(records);
+                plan.history.sort_by_key(|r| r.attempt);
+            }
         }
         Ok(())
     }
@@ -791,7 +800,7 @@ impl Engine {
                     Alert {
                         fingerprint,
                         class,
-                        source: plan.letter.source().map(str::to_string),
+                        source: source.map(redact),
                         count: 0,
                         sample_keys: Vec::new(),
                         error: redact(&short_error(&error)),
@@ -880,6 +889,11 @@ impl Engine {
             return;
         }
         if let Err(error) = self.ports.ledger.record(&records).await {
+            tracing::error!(
+                %error,
+                messages = records.len(),
+                "acted on these messages but could not record it; they stay in the DLQ and will be acted on again"
+            );
             for plan in plans.iter_mut().filter(|p| p.record.is_some()) {
                 plan.outcome = None;
                 plan.step = Step::Fail(format!("acted, but {error}; the message stays in the DLQ"));
@@ -994,6 +1008,48 @@ fn recorded_classification(record: &LedgerRecord) -> Classification {
         class: record.class,
         rule: record.rule.as_str().into(),
         signal: None,
+    }
+}
+
+/// On a FIFO queue the messages of one group go back to their source in the order the batch
+/// holds them. Each message's backoff is drawn on its own, so without this a message whose draw
+/// came out shorter would overtake an earlier one of its group: a message behind a parked one of
+/// its group is parked (again) at least as long. (Between batches the DLQ keeps the order itself:
+/// it hands out no message of a group while an earlier one is parked in flight.)
+fn keep_group_order(plans: &mut [Plan]) {
+    let mut parked_for: HashMap<String, u32> = HashMap::new();
+    for plan in plans.iter_mut() {
+        let Some(group) = &plan.letter.message.group_id else {
+            continue;
+        };
+        if let Some(&ahead) = parked_for.get(group) {
+            match &mut plan.step {
+                // A message already parked whose time came: it stays parked behind the other.
+                Step::Requeue {
+                    record_as: Some(_), ..
+                } => plan.step = Step::Repark { seconds: ahead },
+                Step::Requeue { .. } => {
+                    plan.step = Step::Park { seconds: ahead };
+                    if let Some(verdict) = &mut plan.verdict {
+                        verdict.disposition = Disposition::Park { seconds: ahead };
+                    }
+                }
+                Step::Park { seconds } | Step::Repark { seconds } => {
+                    *seconds = (*seconds).max(ahead);
+                    if let Some(verdict) = &mut plan.verdict
+                        && let Disposition::Park {
+                            seconds: verdict_seconds,
+                        } = &mut verdict.disposition
+                    {
+                        *verdict_seconds = *seconds;
+                    }
+                }
+                Step::Archive { .. } | Step::DeleteOnly | Step::Fail(_) => {}
+            }
+        }
+        if let Step::Park { seconds } | Step::Repark { seconds } = plan.step {
+            parked_for.insert(group.clone(), seconds);
+        }
     }
 }
 

@@ -14,6 +14,17 @@ use sha2::{Digest, Sha256};
 
 const ENVELOPE_PREFIX: &[u8] = b"{\"dlq-envelope\":";
 
+/// The longest message key taken from a context, in bytes. The healer's keys are message ids
+/// (SQS's have 36 bytes, the local backend's fewer); the ledger keeps keys in DynamoDB partition
+/// keys, which take at most 2,048 bytes.
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// Whether `key`, from a context, can be a ledger key: not empty, at most [`MAX_KEY_BYTES`], no
+/// control characters. One that cannot would fail the ledger write of its whole batch.
+pub fn is_usable_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_BYTES && !key.chars().any(char::is_control)
+}
+
 #[derive(Serialize, Deserialize)]
 struct BodyEnvelope {
     #[serde(rename = "dlq-envelope")]
@@ -129,13 +140,12 @@ impl OpenedLetter {
         }
     }
 
-    /// The key the context carries, if the healer has handled this message before.
+    /// The key the context carries, if the healer has handled this message before. A key the
+    /// healer cannot have written (see [`is_usable_key`]) is no key: the message gets one of its
+    /// own, as a message without a context does.
     pub fn context_key(&self) -> Option<&str> {
-        self.context
-            .context()?
-            .heal
-            .as_ref()
-            .map(|h| h.key.as_str())
+        let key = self.context.context()?.heal.as_ref()?.key.as_str();
+        is_usable_key(key).then_some(key)
     }
 
     /// Re-queues recorded in the context.
