@@ -191,7 +191,38 @@ fn secret_patterns() -> &'static SecretPatterns {
                 r#"(?i)("?(?:password|passwd|pwd|secret|aws_secret_access_key|secret_access_key|api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|client[_-]?secret|token|x-api-key)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}]+)"#,
                 "$1[REDACTED]",
             ),
-            (r"(?i)(\w+://[^:/\s]+:)[^@\s]+@", "$1[REDACTED]@"),
+            // `pass=`, and signatures of presigned URLs and SAS tokens.
+            (
+                r"(?i)\b(pass|x-amz-signature|signature|sig)(\s*[:=]\s*)[^\s,;&}]+",
+                "$1$2[REDACTED]",
+            ),
+            // In prose: `password is hunter2`, `secret was abc`.
+            (
+                r"(?i)\b(password|passwd|passphrase|secret)(\s+(?:is|was)\s+)\S+",
+                "$1$2[REDACTED]",
+            ),
+            // A 40-character AWS secret access key after the word `secret` or `key`.
+            (
+                r"(?i)\b(secret|key)(\s+)[A-Za-z0-9/+]{40}\b",
+                "$1$2[REDACTED]",
+            ),
+            // Cookies: the whole header value.
+            (
+                r#"(?i)("?(?:set-)?cookie"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\r\n]+)"#,
+                "$1[REDACTED]",
+            ),
+            // Tokens with a known prefix: Slack, GitHub, Stripe, npm, GitLab.
+            (
+                r"\b(?:xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,})",
+                "[REDACTED-TOKEN]",
+            ),
+            // PEM private keys, to their end (or the end of the text, when it was cut).
+            (
+                r"(?s)-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
+                "[REDACTED-PRIVATE-KEY]",
+            ),
+            // URL credentials, also with an empty user name (`redis://:password@host`).
+            (r"(?i)(\w+://[^:/\s@]*:)[^@\s/]+@", "$1[REDACTED]@"),
         ]
         .into_iter()
         .map(|(pattern, replacement)| (Regex::new(pattern).expect("secret patterns compile"), replacement))
@@ -324,13 +355,58 @@ mod tests {
                 "pa55word",
             ),
             ("api_key: sk_live_123456", "sk_live_123456"),
+            ("redis://:REDISPW18@cache:6379 refused", "REDISPW18"),
+            (
+                "Cookie: session=SESSIONSECRET123; theme=dark",
+                "SESSIONSECRET123",
+            ),
+            ("set-cookie: sid=COOKIEVAL9", "COOKIEVAL9"),
+            (
+                "slack said invalid_auth for xoxb-1234567890-abcdefghij",
+                "xoxb-1234567890",
+            ),
+            (
+                "GitHub 401 with ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+                "ghp_abcdefghij",
+            ),
+            (
+                "charge failed: key sk_test_abcdefghijklmnop is revoked",
+                "sk_test_abcdefghijklmnop",
+            ),
+            (
+                "bad key\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\nend",
+                "MIIEowIBAAKCAQEA",
+            ),
+            (
+                "cut short -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq",
+                "MIIEvQIBADANBgkq",
+            ),
+            (
+                "secret wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY rejected",
+                "wJalrXUtnFEMI",
+            ),
+            (
+                "GET /o?X-Amz-Signature=abcdef0123456789&X-Amz-Date=1 denied",
+                "abcdef0123456789",
+            ),
+            ("login pass=PWVAL13 refused", "PWVAL13"),
+            ("the password is PWVAL8abc, rejected", "PWVAL8abc"),
         ];
         for (text, secret) in cases {
             let redacted = redact(text);
             assert!(!redacted.contains(secret), "{text} -> {redacted}");
             assert!(redacted.contains("REDACTED"), "{text} -> {redacted}");
         }
-        assert_eq!(redact("order 14013 failed"), "order 14013 failed");
+        for innocent in [
+            "order 14013 failed",
+            "password authentication failed for user \"app\"",
+            "connect to https://api.example.com:8443/v1/orders@latest timed out",
+            "commit 3f786850e387550fdab836ed7e6dc881de23001b not found",
+            "the compass=north setting is invalid",
+            "The security token included in the request is expired; the token is expired",
+        ] {
+            assert_eq!(redact(innocent), innocent);
+        }
     }
 
     proptest::proptest! {

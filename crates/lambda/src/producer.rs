@@ -96,13 +96,22 @@ async fn create_order(
             } else {
                 StatusCode::BAD_GATEWAY
             };
-            error(status, format!("could not queue the order: {port_error}"))
+            // The queue's address and the SDK's words stay in the log: callers are the public.
+            let advice = if port_error.retryable {
+                "could not queue the order; try again later"
+            } else {
+                "could not queue the order"
+            };
+            error(status, advice)
         }
     }
 }
 
 fn too_large(size: Option<usize>) -> Response {
-    let size = size.map_or_else(|| "more".to_string(), |s| s.to_string());
+    let size = size.map_or_else(
+        || format!("more than {READ_LIMIT}"),
+        |size| size.to_string(),
+    );
     error(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the order is {size} bytes; at most {MAX_ORDER_BYTES} bytes are accepted"),
