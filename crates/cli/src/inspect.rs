@@ -186,6 +186,8 @@ pub struct Inspection {
     pub total: usize,
     /// Whether reading stopped at `--limit`, so that the DLQ may hold more.
     pub limited: bool,
+    /// Messages in flight when reading started (being healed, or parked until due), not seen.
+    pub in_flight: u64,
     /// When.
     pub at: DateTime<Utc>,
     /// By class, in class order.
@@ -258,6 +260,7 @@ pub fn group(dlq: &str, messages: &[Examined], now: DateTime<Utc>) -> Inspection
         dlq: dlq.to_string(),
         total: messages.len(),
         limited: false,
+        in_flight: 0,
         at: now,
         classes,
     }
@@ -271,6 +274,8 @@ pub async fn inspect(
     limit: Option<usize>,
 ) -> Result<Inspection> {
     let source = operator.dlq(dlq).await?;
+    // Before the peek: on SQS it receives what it reads, which then counts as in flight.
+    let in_flight = operator.in_flight(dlq).await?;
     let messages = match operator.peek(dlq, limit).await? {
         Some(messages) => messages,
         None => peek(source.as_ref(), limit, operator.scan_wait()).await?,
@@ -281,6 +286,7 @@ pub async fn inspect(
         .collect();
     let mut inspection = group(dlq, &examined, Utc::now());
     inspection.limited = limit.is_some_and(|limit| inspection.total >= limit);
+    inspection.in_flight = in_flight;
     Ok(inspection)
 }
 
@@ -311,6 +317,13 @@ pub fn render(inspection: &Inspection) -> String {
             out,
             "DLQ {}: {} {messages}",
             inspection.dlq, inspection.total
+        );
+    }
+    if inspection.in_flight > 0 {
+        let _ = writeln!(
+            out,
+            "and {} in flight, not shown: being healed, or parked until their retry is due",
+            inspection.in_flight
         );
     }
     for class in &inspection.classes {

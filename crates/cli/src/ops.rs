@@ -95,6 +95,9 @@ pub trait Operator: Send + Sync {
     ) -> Result<Option<Vec<dlq_healer_core::ReceivedMessage>>> {
         Ok(None)
     }
+    /// How many messages of `dlq` are in flight: received by a healer and not yet deleted, or
+    /// parked until due. Reading a DLQ does not show them.
+    async fn in_flight(&self, dlq: &str) -> Result<u64>;
     /// The queue whose redrive policy points at `dlq`, if any.
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>>;
     /// Sending to queues.
@@ -195,6 +198,11 @@ impl Operator for LocalOperator {
     ) -> Result<Option<Vec<dlq_healer_core::ReceivedMessage>>> {
         let queue = self.backend.queues.queue(dlq)?;
         Ok(Some(queue.peek(limit.unwrap_or(usize::MAX))?))
+    }
+
+    async fn in_flight(&self, dlq: &str) -> Result<u64> {
+        let name = dlq_healer_local::queue::queue_name(dlq);
+        Ok(self.backend.queues.depth(&name)?.in_flight)
     }
 
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>> {
@@ -517,6 +525,11 @@ impl Operator for AwsOperator {
                 )
             })?;
         Ok(Arc::new(SqsQueue::new(self.clients.sqs.clone(), url)))
+    }
+
+    async fn in_flight(&self, dlq: &str) -> Result<u64> {
+        let url = self.sender.resolve(dlq).await?;
+        Ok(self.depth(&url).await?.in_flight)
     }
 
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>> {

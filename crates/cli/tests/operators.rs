@@ -76,6 +76,29 @@ fn inspect_groups_by_class_and_fingerprint_without_consuming() {
 }
 
 #[test]
+fn inspect_says_how_many_messages_are_in_flight_and_not_shown() {
+    use dlq_healer_core::ports::MessageSource;
+    let fixture = build();
+    // A healer holds two: received, or parked until their retry is due.
+    let store = dlq_healer_local::LocalStore::open(&fixture.db).unwrap();
+    let dlq = store.queues().queue("orders-dlq").unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let held = runtime
+        .block_on(dlq.receive(2, std::time::Duration::ZERO))
+        .unwrap();
+    assert_eq!(held.len(), 2);
+    let text = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq"])).stdout;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("DLQ orders-dlq: 3 messages\nand 2 in flight, not shown"),
+        "{text}"
+    );
+    let output = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq", "--json"]));
+    let inspection: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(inspection["in_flight"], 2);
+}
+
+#[test]
 fn redrive_moves_the_selection_once_and_reruns_move_nothing() {
     let fixture = build();
     let receives = || -> i64 {

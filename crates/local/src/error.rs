@@ -38,6 +38,14 @@ pub enum LocalError {
         /// Some of its tables, quoted.
         tables: String,
     },
+    /// The database file can only be read.
+    #[error(
+        "the database {path} can only be read (its permissions, or its file system); dlq-healer writes to it even to read a queue, whose receives hide the messages they hand out"
+    )]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
     /// The database was written by a newer dlq-healer.
     #[error(
         "the database {path} has schema version {found}, newer than this build understands ({known}); upgrade dlq-healer"
@@ -154,6 +162,7 @@ impl LocalError {
             LocalError::Busy { .. } | LocalError::DiskFull { .. } | LocalError::Io { .. } => true,
             LocalError::Database { .. } => true,
             LocalError::Open { .. }
+            | LocalError::ReadOnly { .. }
             | LocalError::NotADatabase { .. }
             | LocalError::ForeignDatabase { .. }
             | LocalError::NewerSchema { .. }

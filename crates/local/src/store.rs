@@ -198,6 +198,21 @@ fn refuse_foreign(connection: &Connection, path: &Path) -> Result<(), LocalError
     })
 }
 
+/// Refuse a file that can only be read (its permissions, or a read-only mount): every command
+/// writes to it — a receive hides the messages it hands out — and SQLite would otherwise open it
+/// for reading alone and fail each write later, where a worker would retry forever.
+fn refuse_read_only(connection: &Connection, path: &Path) -> Result<(), LocalError> {
+    let read_only = connection
+        .is_readonly(rusqlite::DatabaseName::Main)
+        .map_err(|e| LocalError::sql("open", "the database", path, e))?;
+    if read_only {
+        return Err(LocalError::ReadOnly {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
 struct Inner {
     path: PathBuf,
     connection: Mutex<Connection>,
@@ -378,6 +393,7 @@ impl LocalStore {
         })?;
         let setup = |e| LocalError::sql("set up", "the database", &path, e);
         connection.busy_timeout(BUSY_TIMEOUT).map_err(setup)?;
+        refuse_read_only(&connection, &path)?;
         refuse_foreign(&connection, &path)?;
         // Only a new, empty file takes the page size; an existing one keeps its own.
         connection
@@ -432,7 +448,7 @@ impl LocalStore {
 
     fn migrate(&self) -> Result<(), LocalError> {
         let path = self.inner.path.clone();
-        self.write("migrate", "the schema", |tx| {
+        self.write("check the schema version of", "the store", |tx| {
             let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
             if found > SCHEMA_VERSION {
                 return Ok(Err(LocalError::NewerSchema {
@@ -654,5 +670,19 @@ mod tests {
         assert_eq!(from_text(&to_text(b)).unwrap(), b);
         assert_eq!(from_millis(to_millis(c)).unwrap(), c);
         assert!(from_text("yesterday").is_err());
+    }
+
+    #[test]
+    fn a_file_that_can_only_be_read_is_refused_and_one_that_can_be_written_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(LocalStore::open(&path).unwrap());
+        let writable = Connection::open(&path).unwrap();
+        assert!(refuse_read_only(&writable, &path).is_ok());
+        let read_only =
+            Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let refused = refuse_read_only(&read_only, &path).unwrap_err().to_string();
+        assert!(refused.contains("can only be read"), "{refused}");
+        assert!(!LocalError::ReadOnly { path }.is_retryable());
     }
 }
