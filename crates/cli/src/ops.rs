@@ -202,7 +202,7 @@ impl Operator for LocalOperator {
 
     async fn in_flight(&self, dlq: &str) -> Result<u64> {
         let name = dlq_healer_local::queue::queue_name(dlq);
-        Ok(self.backend.queues.depth(&name)?.in_flight)
+        Ok(self.backend.queues.depth(name)?.in_flight)
     }
 
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>> {
