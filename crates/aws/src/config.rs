@@ -13,6 +13,15 @@ use aws_smithy_types::config_bag::ConfigBag;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long one attempt of a call may take, unless set: a call that hangs (a connection that
+/// never answers) fails instead of holding its batch, and a worker's loop, for ever.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest SQS holds a receive open waiting for messages (its long poll), added to the
+/// attempt timeout of SQS calls.
+const LONGEST_POLL: Duration = Duration::from_secs(20);
 
 /// Where the clients connect.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +31,21 @@ pub struct AwsSettings {
     /// Endpoint override, e.g. an emulator's `http://127.0.0.1:5000`; the SDK also honours
     /// `AWS_ENDPOINT_URL` by itself.
     pub endpoint_url: Option<String>,
+    /// How long one attempt of a call may take ([`DEFAULT_CALL_TIMEOUT`] when absent; SQS calls
+    /// get 20 s more, for the long poll). An attempt that takes longer is abandoned and retried
+    /// as the SDK retries; a call whose attempts all time out fails as retryable, and its
+    /// messages stay in the DLQ.
+    pub call_timeout: Option<Duration>,
+}
+
+/// The SDK's timeouts for calls whose attempts may take `attempt`: connecting takes at most 5 s
+/// of it, and a call with its retries at most three times it.
+fn timeouts(attempt: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(attempt.min(Duration::from_secs(5)))
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * 3)
+        .build()
 }
 
 /// Counts SDK operations (one per call the code makes) and attempts (one per HTTP request,
@@ -247,10 +271,15 @@ impl AwsClients {
         let path_style =
             settings.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
 
-        let mut sqs = aws_sdk_sqs::config::Builder::from(&shared);
-        let mut sns = aws_sdk_sns::config::Builder::from(&shared);
-        let mut s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(path_style);
-        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared);
+        let attempt = settings.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
+        let mut sqs = aws_sdk_sqs::config::Builder::from(&shared)
+            .timeout_config(timeouts(attempt + LONGEST_POLL));
+        let mut sns = aws_sdk_sns::config::Builder::from(&shared).timeout_config(timeouts(attempt));
+        let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(path_style)
+            .timeout_config(timeouts(attempt));
+        let mut dynamodb =
+            aws_sdk_dynamodb::config::Builder::from(&shared).timeout_config(timeouts(attempt));
         if let Some(counter) = counter {
             sqs = sqs.interceptor(counter.clone());
             sns = sns.interceptor(counter.clone());

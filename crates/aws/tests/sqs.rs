@@ -459,6 +459,7 @@ async fn an_unreachable_endpoint_is_a_retryable_error() {
     let settings = dlq_healer_aws::AwsSettings {
         region: Some("us-east-1".into()),
         endpoint_url: Some(format!("http://127.0.0.1:{port}")),
+        ..Default::default()
     };
     let clients = AwsClients::connect(&settings, None).await;
     let url = format!("http://127.0.0.1:{port}/123456789012/nowhere");

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
 /// The variables a configuration file may set.
-pub const SETTINGS: [&str; 14] = [
+pub const SETTINGS: [&str; 15] = [
     "DLQ_HEALER_BACKEND",
     "DLQ_URL",
     "MAIN_QUEUE_URL",
@@ -30,6 +30,7 @@ pub const SETTINGS: [&str; 14] = [
     "DLQ_HEALER_RETENTION_DAYS",
     "AWS_ENDPOINT_URL",
     "AWS_REGION",
+    "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS",
 ];
 
 /// The settings that name files: relative paths in a configuration file are taken from the

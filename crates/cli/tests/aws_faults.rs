@@ -536,3 +536,41 @@ async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_t
         "the batches in hand were kept invisible: {stats:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_hangs_times_out_and_leaves_its_messages_in_the_dlq() {
+    let emulator = common::emulator();
+    let SeededDlq {
+        env,
+        clients,
+        dlq,
+        expected,
+        rules,
+        _rules_dir,
+        ..
+    } = seeded_dlq("hung").await;
+    // The ledger's writes get no answer for a minute; each attempt may take one second.
+    let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
+    proxy.slow_down("DynamoDB.BatchWriteItem", Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let (output, stderr) = drain_dlq(
+        &proxy,
+        &env,
+        Some(&rules),
+        &[
+            ("DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS", "1"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ],
+        &["--batch-size", "20", "--concurrency", "1"],
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "the run waited for the hung call: {stderr}"
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("timeout"), "{stderr}");
+    assert_eq!(summary_count(&stderr, "already handled"), 0, "{stderr}");
+    // Nothing was recorded, so nothing was deleted: every message is still in the DLQ.
+    assert_eq!(depth(&clients, &dlq).await as usize, expected.len());
+}

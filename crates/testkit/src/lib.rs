@@ -110,6 +110,7 @@ macro_rules! aws_settings {
         ::dlq_healer_aws::AwsSettings {
             region: Some($crate::REGION.into()),
             endpoint_url: Some($crate::emulator().endpoint.clone()),
+            call_timeout: None,
         }
     };
 }
