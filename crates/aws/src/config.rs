@@ -31,7 +31,7 @@ pub struct AwsSettings {
     /// Endpoint override, e.g. an emulator's `http://127.0.0.1:5000`; the SDK also honours
     /// `AWS_ENDPOINT_URL` by itself.
     pub endpoint_url: Option<String>,
-    /// How long one attempt of a call may take ([`DEFAULT_CALL_TIMEOUT`] when absent; SQS calls
+    /// How long one attempt of a call may take ([`DEFAULT_CALL_TIMEOUT`] when absent or 0; SQS calls
     /// get 20 s more, for the long poll). An attempt that takes longer is abandoned and retried
     /// as the SDK retries; a call whose attempts all time out fails as retryable, and its
     /// messages stay in the DLQ.
@@ -271,7 +271,10 @@ impl AwsClients {
         let path_style =
             settings.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
 
-        let attempt = settings.call_timeout.unwrap_or(DEFAULT_CALL_TIMEOUT);
+        let attempt = settings
+            .call_timeout
+            .filter(|timeout| !timeout.is_zero())
+            .unwrap_or(DEFAULT_CALL_TIMEOUT);
         let mut sqs = aws_sdk_sqs::config::Builder::from(&shared)
             .timeout_config(timeouts(attempt + LONGEST_POLL));
         let mut sns = aws_sdk_sns::config::Builder::from(&shared).timeout_config(timeouts(attempt));

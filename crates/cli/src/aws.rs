@@ -29,15 +29,15 @@ pub struct AwsArgs {
     /// SNS topic for alerts (aws backend).
     #[arg(long, env = "ALERT_TOPIC_ARN")]
     pub alert_topic_arn: Option<String>,
-    /// How long one attempt of an AWS call may take, in seconds (SQS calls get 20 more, for the
-    /// long poll); a call whose attempts all time out fails and leaves its messages in the DLQ.
+    /// How long one attempt of an AWS call may take, in seconds, 1 to 300 (10 unless set; SQS
+    /// calls get 20 more, for the long poll); a call whose attempts all time out fails and leaves
+    /// its messages in the DLQ.
     #[arg(
         long,
         env = "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS",
-        default_value_t = dlq_healer_aws::DEFAULT_CALL_TIMEOUT.as_secs(),
         value_parser = clap::value_parser!(u64).range(1..=300)
     )]
-    pub call_timeout_seconds: u64,
+    pub call_timeout_seconds: Option<u64>,
 }
 
 impl AwsArgs {
@@ -46,7 +46,9 @@ impl AwsArgs {
         AwsSettings {
             region: self.region.clone(),
             endpoint_url: self.endpoint_url.clone(),
-            call_timeout: Some(std::time::Duration::from_secs(self.call_timeout_seconds)),
+            call_timeout: self
+                .call_timeout_seconds
+                .map(std::time::Duration::from_secs),
         }
     }
 }
