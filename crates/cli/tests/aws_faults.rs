@@ -495,23 +495,32 @@ fn summary_count(stderr: &str, what: &str) -> u64 {
         .unwrap_or_else(|| panic!("no count of {what:?} in {line:?}"))
 }
 
+/// [`seeded_dlq`], and a proxy in front of the emulator whose ledger writes take `by` to answer.
+async fn seeded_dlq_with_slow_ledger_writes(name: &str, by: Duration) -> (SeededDlq, FaultProxy) {
+    let emulator = common::emulator();
+    let seeded = seeded_dlq(name).await;
+    let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
+    proxy.slow_down("DynamoDB.BatchWriteItem", by);
+    (seeded, proxy)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_twice() {
-    let emulator = common::emulator();
-    let SeededDlq {
-        env,
-        clients,
-        dlq,
-        expected,
-        rules,
-        _rules_dir,
-        ..
-    } = seeded_dlq("slow").await;
     // Each batch's ledger write takes 3 s, longer than the DLQ's visibility timeout of 2 s;
     // the batch received meanwhile waits in hand for as long. One loop, so that its receives
     // can be counted.
-    let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
-    proxy.slow_down("DynamoDB.BatchWriteItem", Duration::from_secs(3));
+    let (
+        SeededDlq {
+            env,
+            clients,
+            dlq,
+            expected,
+            rules,
+            _rules_dir,
+            ..
+        },
+        proxy,
+    ) = seeded_dlq_with_slow_ledger_writes("slow", Duration::from_secs(3)).await;
     let args = ["--batch-size", "20", "--concurrency", "1"];
     let (output, stderr) = drain_dlq(&proxy, &env, Some(&rules), &[], &args).await;
     assert_eq!(output.status.code(), Some(0), "{stderr}");
@@ -539,19 +548,19 @@ async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_hangs_times_out_and_leaves_its_messages_in_the_dlq() {
-    let emulator = common::emulator();
-    let SeededDlq {
-        env,
-        clients,
-        dlq,
-        expected,
-        rules,
-        _rules_dir,
-        ..
-    } = seeded_dlq("hung").await;
     // The ledger's writes get no answer for a minute; each attempt may take one second.
-    let proxy = FaultProxy::start(&emulator.endpoint, 0.0, 1).await;
-    proxy.slow_down("DynamoDB.BatchWriteItem", Duration::from_secs(60));
+    let (
+        SeededDlq {
+            env,
+            clients,
+            dlq,
+            expected,
+            rules,
+            _rules_dir,
+            ..
+        },
+        proxy,
+    ) = seeded_dlq_with_slow_ledger_writes("hung", Duration::from_secs(60)).await;
     let started = std::time::Instant::now();
     let (output, stderr) = drain_dlq(
         &proxy,

@@ -1,61 +1,41 @@
 //! The engine over the real local backend when the disk or the database fails under it: the
 //! message stays in the DLQ, and a later pass heals it exactly once.
 
-use chrono::{Duration, TimeZone, Utc};
-use dlq_healer_core::engine::{Engine, EngineConfig, Outcome, Ports};
-use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, OutgoingMessage};
-use dlq_healer_core::ports::{ManualClock, QueueSender};
-use dlq_healer_core::rules::RuleSet;
-use dlq_healer_local::{LocalAlerter, LocalArchive, LocalMetrics, LocalStore, QueueSettings};
-use std::sync::Arc;
+mod common;
 
+use chrono::Duration;
+use common::Fixture;
+use dlq_healer_core::engine::{Engine, EngineConfig, Outcome};
+use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, OutgoingMessage};
+use dlq_healer_core::ports::QueueSender;
+use dlq_healer_local::QueueSettings;
+use std::ops::Deref;
+
+/// A store with the queues `orders` and `orders-dlq`, and an engine healing `orders-dlq`.
 struct Setup {
-    dir: tempfile::TempDir,
-    clock: Arc<ManualClock>,
-    store: LocalStore,
+    fixture: Fixture,
     engine: Engine,
 }
 
-fn setup(name: &str) -> Setup {
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("dlq-healer-faults-{name}-"))
-        .tempdir()
-        .unwrap();
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 11, 27, 10, 0, 0).unwrap(),
-    ));
-    let store = LocalStore::open_with_clock(dir.path().join("faults.db"), clock.clone()).unwrap();
-    let queues = store.queues();
+impl Deref for Setup {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.fixture
+    }
+}
+
+fn setup() -> Setup {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
     queues
         .create_queue("orders", QueueSettings::default())
         .unwrap();
     queues
         .create_queue("orders-dlq", QueueSettings::default())
         .unwrap();
-    let ports = Ports {
-        dlq: Arc::new(queues.queue("orders-dlq").unwrap()),
-        queues: Arc::new(queues),
-        ledger: Arc::new(store.ledger()),
-        archive: Arc::new(LocalArchive::new(store.clone(), dir.path().join("archive")).unwrap()),
-        alerter: Arc::new(LocalAlerter::new(
-            store.clone(),
-            Duration::minutes(10),
-            None,
-        )),
-        metrics: Arc::new(LocalMetrics::new(store.clone())),
-    };
-    let engine = Engine::new(
-        Arc::new(RuleSet::defaults()),
-        ports,
-        clock.clone(),
-        EngineConfig::default(),
-    );
-    Setup {
-        dir,
-        clock,
-        store,
-        engine,
-    }
+    let engine = fixture.engine("orders-dlq", EngineConfig::default());
+    Setup { fixture, engine }
 }
 
 async fn dead_letter(setup: &Setup, body: &str, error: &str) {
@@ -100,7 +80,7 @@ fn dlq_total(setup: &Setup) -> u64 {
 
 #[tokio::test]
 async fn an_archive_write_error_as_on_a_full_disk_leaves_the_message_in_the_dlq() {
-    let setup = setup("disk");
+    let setup = setup();
     dead_letter(
         &setup,
         "{\"order\":1}",
@@ -138,7 +118,7 @@ async fn an_archive_write_error_as_on_a_full_disk_leaves_the_message_in_the_dlq(
 
 #[tokio::test]
 async fn a_locked_database_is_an_error_that_leaves_the_message_in_the_dlq() {
-    let setup = setup("locked");
+    let setup = setup();
     dead_letter(
         &setup,
         "{\"order\":2}",
@@ -158,7 +138,7 @@ async fn a_locked_database_is_an_error_that_leaves_the_message_in_the_dlq() {
         .set_busy_timeout(std::time::Duration::from_millis(50))
         .unwrap();
     // Another process holds the write lock while the healer works.
-    let blocker = rusqlite::Connection::open(setup.dir.path().join("faults.db")).unwrap();
+    let blocker = rusqlite::Connection::open(setup.store.path()).unwrap();
     blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let report = setup.engine.heal_batch(batch).await;
     assert!(

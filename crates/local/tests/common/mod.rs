@@ -4,8 +4,12 @@
 #![allow(dead_code)]
 
 use chrono::{TimeZone, Utc};
+use dlq_healer_core::engine::{DEFAULT_ALERT_WINDOW, Engine, EngineConfig, Ports};
 use dlq_healer_core::ports::ManualClock;
-use dlq_healer_local::{LocalQueues, LocalStore, QueueSettings};
+use dlq_healer_core::rules::RuleSet;
+use dlq_healer_local::{
+    LocalAlerter, LocalArchive, LocalMetrics, LocalQueues, LocalStore, QueueSettings,
+};
 use std::sync::Arc;
 
 /// A store in its own temporary directory, on a manual clock.
@@ -28,6 +32,33 @@ impl Fixture {
         let store = LocalStore::open_with_clock(dir.path().join("healer.db"), clock.clone())
             .expect("open store");
         Fixture { dir, store, clock }
+    }
+
+    /// An engine with the default rules on the store, healing `dlq` (which must exist), archiving
+    /// under `archive` in the fixture's directory, without a webhook.
+    pub fn engine(&self, dlq: &str, config: EngineConfig) -> Engine {
+        let queues = self.store.queues();
+        let ports = Ports {
+            dlq: Arc::new(queues.queue(dlq).expect("the DLQ exists")),
+            queues: Arc::new(queues),
+            ledger: Arc::new(self.store.ledger()),
+            archive: Arc::new(
+                LocalArchive::new(self.store.clone(), self.dir.path().join("archive"))
+                    .expect("archive directory"),
+            ),
+            alerter: Arc::new(LocalAlerter::new(
+                self.store.clone(),
+                DEFAULT_ALERT_WINDOW,
+                None,
+            )),
+            metrics: Arc::new(LocalMetrics::new(self.store.clone())),
+        };
+        Engine::new(
+            Arc::new(RuleSet::defaults()),
+            ports,
+            self.clock.clone(),
+            config,
+        )
     }
 
     /// A queue `name` with the given visibility timeout whose messages go to a new queue `dlq`
