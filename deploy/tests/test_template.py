@@ -69,9 +69,9 @@ PARAMETERS = {"UseCustomRules": "true", "MaxReceiveCount": "4"}
 FUNCTIONS = {
     "HealerFunction": ("healer", {
         "MAIN_QUEUE_URL", "ARCHIVE_BUCKET", "FAILED_TABLE", "ALERT_TOPIC_ARN", "LOG_LEVEL",
-        "DLQ_URL", "DLQ_HEALER_RULES", "ALERT_WINDOW_SECONDS"}),
-    "ConsumerFunction": ("consumer", {"DLQ_URL", "LOG_LEVEL"}),
-    "ProducerFunction": ("producer", {"MAIN_QUEUE_URL", "LOG_LEVEL"}),
+        "DLQ_URL", "DLQ_HEALER_RULES", "ALERT_WINDOW_SECONDS", "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS"}),
+    "ConsumerFunction": ("consumer", {"DLQ_URL", "LOG_LEVEL", "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS"}),
+    "ProducerFunction": ("producer", {"MAIN_QUEUE_URL", "LOG_LEVEL", "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS"}),
 }
 
 #: Least privilege, exactly: (action, resource) pairs per role; resources as template expressions.
@@ -338,6 +338,16 @@ def test_function_environments_are_the_originals_variables():
         in_template |= variables
     # Lambda sets AWS_* itself; every other variable the functions read is set by the template.
     assert {v for v in read_by_code if not v.startswith("AWS_")} <= in_template
+
+
+def test_a_hung_aws_call_fails_within_the_function_timeout():
+    # A call may take three attempts of DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS each; the invocation
+    # must still be alive to report its messages as failures.
+    template = load_template()
+    for name in FUNCTIONS:
+        props = template["Resources"][name]["Properties"]
+        attempt = int(props["Environment"]["Variables"]["DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS"])
+        assert 1 <= attempt and 3 * attempt < props["Timeout"], name
 
 
 def test_roles_grant_exactly_what_each_function_uses(transformed):

@@ -31,11 +31,13 @@ pub struct AwsSettings {
     /// Endpoint override, e.g. an emulator's `http://127.0.0.1:5000`; the SDK also honours
     /// `AWS_ENDPOINT_URL` by itself.
     pub endpoint_url: Option<String>,
-    /// How long one attempt of a call may take ([`DEFAULT_CALL_TIMEOUT`] when absent or 0; SQS calls
-    /// get 20 s more, for the long poll). An attempt that takes longer is abandoned and retried
+    /// How long one attempt of a call may take ([`DEFAULT_CALL_TIMEOUT`] when absent or 0). An attempt that takes longer is abandoned and retried
     /// as the SDK retries; a call whose attempts all time out fails as retryable, and its
     /// messages stay in the DLQ.
     pub call_timeout: Option<Duration>,
+    /// Whether the SQS client long-polls (`run`'s receives wait up to 20 s for messages): its
+    /// attempts then get 20 s more than `call_timeout`. The Lambda functions never receive.
+    pub long_polls: bool,
 }
 
 /// The SDK's timeouts for calls whose attempts may take `attempt`: connecting takes at most 5 s
@@ -275,8 +277,13 @@ impl AwsClients {
             .call_timeout
             .filter(|timeout| !timeout.is_zero())
             .unwrap_or(DEFAULT_CALL_TIMEOUT);
-        let mut sqs = aws_sdk_sqs::config::Builder::from(&shared)
-            .timeout_config(timeouts(attempt + LONGEST_POLL));
+        let sqs_attempt = if settings.long_polls {
+            attempt + LONGEST_POLL
+        } else {
+            attempt
+        };
+        let mut sqs =
+            aws_sdk_sqs::config::Builder::from(&shared).timeout_config(timeouts(sqs_attempt));
         let mut sns = aws_sdk_sns::config::Builder::from(&shared).timeout_config(timeouts(attempt));
         let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(path_style)

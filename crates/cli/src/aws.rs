@@ -49,6 +49,7 @@ impl AwsArgs {
             call_timeout: self
                 .call_timeout_seconds
                 .map(std::time::Duration::from_secs),
+            long_polls: true,
         }
     }
 }

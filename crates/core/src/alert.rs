@@ -188,17 +188,23 @@ fn secret_patterns() -> &'static SecretPatterns {
             (r"\b(AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b", "[REDACTED-AWS-KEY]"),
             (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", "[REDACTED-JWT]"),
             (
-                r#"(?i)("?(?:password|passwd|pwd|secret|aws_secret_access_key|secret_access_key|api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|client[_-]?secret|token|x-api-key)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}]+)"#,
+                r#"(?i)("?(?:password|passwd|passphrase|pwd|secret|aws_secret_access_key|secret_access_key|api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|client[_-]?secret|token|x-api-key)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}]+)"#,
                 "$1[REDACTED]",
+            ),
+            // URL-encoded, as in a logged query string: `password%3Dhunter2`.
+            (
+                r"(?i)\b(password|passwd|passphrase|pwd|secret|token|api_?key)(%3D)[^\s&%]+",
+                "$1$2[REDACTED]",
             ),
             // `pass=`, and signatures of presigned URLs and SAS tokens.
             (
                 r"(?i)\b(pass|x-amz-signature|signature|sig)(\s*[:=]\s*)[^\s,;&}]+",
                 "$1$2[REDACTED]",
             ),
-            // In prose: `password is hunter2`, `secret was abc`.
+            // In prose, a value with a digit or a symbol: `password is hunter2` (not `password is
+            // required`).
             (
-                r"(?i)\b(password|passwd|passphrase|secret)(\s+(?:is|was)\s+)\S+",
+                r"(?i)\b(password|passwd|passphrase|secret)(\s+(?:is|was)\s+)\S*[0-9!@#$%^&*+=/]\S*",
                 "$1$2[REDACTED]",
             ),
             // A 40-character AWS secret access key after the word `secret` or `key`.
@@ -211,9 +217,9 @@ fn secret_patterns() -> &'static SecretPatterns {
                 r#"(?i)("?(?:set-)?cookie"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\r\n]+)"#,
                 "$1[REDACTED]",
             ),
-            // Tokens with a known prefix: Slack, GitHub, Stripe, npm, GitLab.
+            // Tokens with a known prefix: Slack, GitHub, Stripe, npm, GitLab, Google API keys.
             (
-                r"\b(?:xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,})",
+                r"\b(?:xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})",
                 "[REDACTED-TOKEN]",
             ),
             // PEM private keys, to their end (or the end of the text, when it was cut).
@@ -391,6 +397,15 @@ mod tests {
             ),
             ("login pass=PWVAL13 refused", "PWVAL13"),
             ("the password is PWVAL8abc, rejected", "PWVAL8abc"),
+            ("passphrase=correcthorse rejected", "correcthorse"),
+            (
+                "GET /login?user=a&password%3Dhunter2x&next=/ 401",
+                "hunter2x",
+            ),
+            (
+                "maps said REQUEST_DENIED for key=AIzaSyA1234567890abcdefghijklmnopqrstuv",
+                "AIzaSyA1234567890",
+            ),
         ];
         for (text, secret) in cases {
             let redacted = redact(text);
@@ -404,6 +419,7 @@ mod tests {
             "commit 3f786850e387550fdab836ed7e6dc881de23001b not found",
             "the compass=north setting is invalid",
             "The security token included in the request is expired; the token is expired",
+            "validation failed: password is required; password is too short",
         ] {
             assert_eq!(redact(innocent), innocent);
         }

@@ -365,7 +365,9 @@ impl Engine {
                         request(&found.key, found.attempt + 1);
                     }
                     if redelivered {
-                        request(&plan.key, 1);
+                        // An earlier delivery keyed by this message's id took up the attempts of
+                        // its body's key, which the digest's latest record bounds.
+                        request(&plan.key, found.as_ref().map_or(1, |f| f.attempt + 1));
                     }
                     found
                 }
@@ -1236,7 +1238,7 @@ impl Plan {
             alerted: false,
             alert_held_back: false,
             at: now,
-            source: self.letter.source().map(str::to_string),
+            source: self.letter.source().map(redact),
             archive_ref,
             error: redact(&short_error(&self.letter.error_text())),
             dlq_message_id: self.letter.message.message_id.clone(),

@@ -14,9 +14,14 @@ use dlq_healer_core::{Engine, Ports};
 use dlq_healer_demo::OrderConsumer;
 use std::sync::Arc;
 
-/// The SDK clients from the standard chain (region, credentials, `AWS_ENDPOINT_URL`).
+/// The SDK clients from the standard chain (region, credentials, `AWS_ENDPOINT_URL`), with
+/// `DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS` (see [`crate::env::call_timeout`]).
 pub async fn clients() -> AwsClients {
-    AwsClients::connect(&AwsSettings::default(), None).await
+    let settings = AwsSettings {
+        call_timeout: crate::env::call_timeout(&crate::env::process_env),
+        ..AwsSettings::default()
+    };
+    AwsClients::connect(&settings, None).await
 }
 
 /// Resolves the DLQ's ARN to its URL with `GetQueueUrl`.

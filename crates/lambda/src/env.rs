@@ -48,6 +48,23 @@ fn required(
     optional(lookup, name).ok_or(EnvError::Missing { name, what })
 }
 
+/// `DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS`: how long one attempt of an AWS call may take, 1 to 300
+/// seconds (the template sets it so that a call with its three attempts ends within the function's
+/// timeout). Unset, or not such a number (logged as a warning), the SDK clients' default.
+pub fn call_timeout(lookup: Lookup<'_>) -> Option<std::time::Duration> {
+    let value = optional(lookup, "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS")?;
+    match value.parse::<u64>() {
+        Ok(seconds @ 1..=300) => Some(std::time::Duration::from_secs(seconds)),
+        _ => {
+            tracing::warn!(
+                DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS = %value,
+                "not a number of seconds from 1 to 300; using the default call timeout"
+            );
+            None
+        }
+    }
+}
+
 /// The healer function's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealerSettings {
@@ -190,6 +207,23 @@ pub fn init_logging(level: &str) {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_call_timeout_is_taken_from_1_to_300_seconds() {
+        let with = |value: &'static str| {
+            move |name: &str| {
+                (name == "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS").then(|| value.to_string())
+            }
+        };
+        assert_eq!(
+            call_timeout(&with("15")),
+            Some(std::time::Duration::from_secs(15))
+        );
+        for bad in ["0", "301", "ten", "", " "] {
+            assert_eq!(call_timeout(&with(bad)), None, "{bad:?}");
+        }
+        assert_eq!(call_timeout(&|_: &str| None), None);
+    }
 
     fn lookup_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs

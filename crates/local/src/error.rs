@@ -136,6 +136,9 @@ impl LocalError {
                 target: target.to_string(),
                 path: path.to_path_buf(),
             },
+            Some(ErrorCode::ReadOnly) => LocalError::ReadOnly {
+                path: path.to_path_buf(),
+            },
             Some(ErrorCode::DiskFull) => LocalError::DiskFull {
                 operation: operation.to_string(),
                 target: target.to_string(),

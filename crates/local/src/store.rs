@@ -198,21 +198,6 @@ fn refuse_foreign(connection: &Connection, path: &Path) -> Result<(), LocalError
     })
 }
 
-/// Refuse a file that can only be read (its permissions, or a read-only mount): every command
-/// writes to it — a receive hides the messages it hands out — and SQLite would otherwise open it
-/// for reading alone and fail each write later, where a worker would retry forever.
-fn refuse_read_only(connection: &Connection, path: &Path) -> Result<(), LocalError> {
-    let read_only = connection
-        .is_readonly(rusqlite::DatabaseName::Main)
-        .map_err(|e| LocalError::sql("open", "the database", path, e))?;
-    if read_only {
-        return Err(LocalError::ReadOnly {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(())
-}
-
 struct Inner {
     path: PathBuf,
     connection: Mutex<Connection>,
@@ -393,7 +378,6 @@ impl LocalStore {
         })?;
         let setup = |e| LocalError::sql("set up", "the database", &path, e);
         connection.busy_timeout(BUSY_TIMEOUT).map_err(setup)?;
-        refuse_read_only(&connection, &path)?;
         refuse_foreign(&connection, &path)?;
         // Only a new, empty file takes the page size; an existing one keeps its own.
         connection
@@ -673,16 +657,21 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_can_only_be_read_is_refused_and_one_that_can_be_written_is_not() {
+    fn a_write_to_a_file_that_can_only_be_read_is_an_error_retrying_cannot_cure() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         drop(LocalStore::open(&path).unwrap());
-        let writable = Connection::open(&path).unwrap();
-        assert!(refuse_read_only(&writable, &path).is_ok());
         let read_only =
             Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        let refused = refuse_read_only(&read_only, &path).unwrap_err().to_string();
-        assert!(refused.contains("can only be read"), "{refused}");
-        assert!(!LocalError::ReadOnly { path }.is_retryable());
+        let refused = read_only
+            .execute("DELETE FROM ledger", [])
+            .map_err(|e| LocalError::sql("write", "the ledger", &path, e))
+            .unwrap_err();
+        assert!(matches!(refused, LocalError::ReadOnly { .. }), "{refused}");
+        assert!(!refused.is_retryable());
+        assert!(
+            refused.to_string().contains("can only be read"),
+            "{refused}"
+        );
     }
 }

@@ -111,6 +111,7 @@ macro_rules! aws_settings {
             region: Some($crate::REGION.into()),
             endpoint_url: Some($crate::emulator().endpoint.clone()),
             call_timeout: None,
+            long_polls: true,
         }
     };
 }

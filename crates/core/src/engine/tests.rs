@@ -1202,4 +1202,70 @@ async fn an_alert_names_its_source_without_the_credentials_in_it() {
     let source = sent[0].source.as_deref().unwrap();
     assert!(!source.contains("SRCPW20"), "{source}");
     assert!(source.contains("sqs.example/q"), "{source}");
+    let recorded = w.ledger.all()[0].source.clone().unwrap();
+    assert!(
+        !recorded.contains("SRCPW20"),
+        "the ledger keeps it too: {recorded}"
+    );
+}
+
+#[tokio::test]
+async fn a_parked_message_without_a_context_is_requeued_when_due_after_its_body_was_seen_again() {
+    // A message without a context took up attempt 2 of its body's key under its own key and was
+    // parked; another message with the same body was parked since, at attempt 3, and holds the
+    // body's latest record. When the first comes due, its own parked record decides. (Without a
+    // context, the default target says where it goes back to.)
+    let w = world_with(RuleSet::defaults(), Some("orders"));
+    let body = b"{\"order\":77}";
+    let mut stripped = OutgoingMessage::new("e", body.to_vec());
+    stripped.attributes = Attributes::new();
+    w.queues.send("dlq", &[stripped]).await.unwrap();
+    let first = w
+        .engine
+        .ports()
+        .dlq
+        .receive(1, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    let id = first[0].message_id.clone();
+    let record = |key: &str, attempt, action, dlq_message_id: &str, minutes| LedgerRecord {
+        key: key.into(),
+        attempt,
+        class: FailureClass::Dependency,
+        rule: "dependency".into(),
+        action,
+        alerted: false,
+        alert_held_back: false,
+        at: w.clock.now() - Duration::minutes(minutes),
+        source: Some("orders".into()),
+        archive_ref: None,
+        error: "503".into(),
+        dlq_message_id: dlq_message_id.into(),
+        body_digest: body_digest(body),
+        due_at: (action == RecordedAction::Parked).then(|| w.clock.now() - Duration::minutes(1)),
+    };
+    w.ledger
+        .record(&[
+            record("earlier", 1, RecordedAction::Requeued, "dlq-earlier", 30),
+            record(&id, 2, RecordedAction::Parked, &id, 20),
+            record("other", 3, RecordedAction::Parked, "dlq-other", 10),
+        ])
+        .await
+        .unwrap();
+    w.clock.advance(Duration::seconds(31));
+    let report = w.heal_all().await;
+    assert_eq!(report.messages.len(), 1);
+    assert!(
+        matches!(report.messages[0].outcome, Outcome::Requeued { .. }),
+        "{:?}",
+        report.messages[0].outcome
+    );
+    let mine: Vec<u32> = w
+        .ledger
+        .all()
+        .into_iter()
+        .filter(|r| r.key == id)
+        .map(|r| r.attempt)
+        .collect();
+    assert_eq!(mine, [2], "re-queued as attempt 2, no new attempt");
 }
