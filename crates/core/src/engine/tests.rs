@@ -93,16 +93,20 @@ impl World {
             .unwrap();
     }
 
+    /// Up to `max` messages received from the DLQ.
+    async fn receive_from_dlq(&self, max: usize) -> Vec<ReceivedMessage> {
+        self.engine
+            .ports()
+            .dlq
+            .receive(max, std::time::Duration::ZERO)
+            .await
+            .unwrap()
+    }
+
     async fn heal_all(&self) -> BatchReport {
         let mut all = BatchReport::default();
         loop {
-            let batch = self
-                .engine
-                .ports()
-                .dlq
-                .receive(10, std::time::Duration::ZERO)
-                .await
-                .unwrap();
+            let batch = self.receive_from_dlq(10).await;
             if batch.is_empty() {
                 return all;
             }
@@ -1013,13 +1017,7 @@ async fn a_twin_of_a_decided_copy_is_settled_as_already_handled() {
     }
     let mut outcomes = Vec::new();
     for _ in 0..2 {
-        let batch = w
-            .engine
-            .ports()
-            .dlq
-            .receive(1, std::time::Duration::ZERO)
-            .await
-            .unwrap();
+        let batch = w.receive_from_dlq(1).await;
         outcomes.extend(
             w.engine
                 .heal_batch(batch)
@@ -1217,17 +1215,9 @@ async fn a_parked_message_without_a_context_is_requeued_when_due_after_its_body_
     // context, the default target says where it goes back to.)
     let w = world_with(RuleSet::defaults(), Some("orders"));
     let body = b"{\"order\":77}";
-    let mut stripped = OutgoingMessage::new("e", body.to_vec());
-    stripped.attributes = Attributes::new();
+    let stripped = OutgoingMessage::new("e", body.to_vec());
     w.queues.send("dlq", &[stripped]).await.unwrap();
-    let first = w
-        .engine
-        .ports()
-        .dlq
-        .receive(1, std::time::Duration::ZERO)
-        .await
-        .unwrap();
-    let id = first[0].message_id.clone();
+    let id = w.receive_from_dlq(1).await[0].message_id.clone();
     let record = |key: &str, attempt, action, dlq_message_id: &str, minutes| LedgerRecord {
         key: key.into(),
         attempt,
