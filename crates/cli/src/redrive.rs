@@ -83,6 +83,9 @@ pub struct MoveReport {
     pub failed: Vec<String>,
     /// Why the run stopped early, if it did.
     pub stopped: Option<String>,
+    /// Messages of the DLQ in flight when the run started (being healed, or parked until their
+    /// retry is due): not looked at.
+    pub in_flight: u64,
 }
 
 /// Progress on standard error: a live line with rate and ETA on a terminal, plain lines otherwise
@@ -639,6 +642,13 @@ pub fn render(report: &MoveReport, verb: &str) -> String {
         report.came_back,
         report.failed.len(),
     );
+    if report.in_flight > 0 {
+        let _ = writeln!(
+            out,
+            "{} in flight, not looked at: being healed, or parked until their retry is due",
+            report.in_flight
+        );
+    }
     for failure in &report.failed {
         let _ = writeln!(out, "  failed: {failure}");
     }
@@ -755,6 +765,7 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
         )
         .await?;
         let redrive_source = operator.redrive_source(&args.dlq).await?;
+        let in_flight = operator.in_flight(&args.dlq).await?;
         let sender = operator.sender();
         // A dry run reads the journal (to report earlier moves) but never writes it.
         let journal = operator.journal()?;
@@ -779,9 +790,11 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
             options.limit.map(|l| l as u64),
             options.dry_run || args.moves.json,
         );
-        redrive
+        let mut report = redrive
             .run(&options, &mut progress, &|| shutdown.requested())
-            .await
+            .await?;
+        report.in_flight = in_flight;
+        anyhow::Ok(report)
     })?;
     if args.moves.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

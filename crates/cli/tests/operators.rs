@@ -76,7 +76,7 @@ fn inspect_groups_by_class_and_fingerprint_without_consuming() {
 }
 
 #[test]
-fn inspect_says_how_many_messages_are_in_flight_and_not_shown() {
+fn inspect_and_redrive_say_how_many_messages_are_in_flight_and_not_shown() {
     use dlq_healer_core::ports::MessageSource;
     let fixture = build();
     // A healer holds two: received, or parked until their retry is due.
@@ -96,6 +96,12 @@ fn inspect_says_how_many_messages_are_in_flight_and_not_shown() {
     let output = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq", "--json"]));
     let inspection: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(inspection["in_flight"], 2);
+    let text = run_ok(&mut fixture.cmd(&["redrive", "--dlq", "orders-dlq", "--dry-run"])).stdout;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("(3 looked at)") && text.contains("2 in flight, not looked at"),
+        "{text}"
+    );
 }
 
 #[test]
