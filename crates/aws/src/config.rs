@@ -19,6 +19,9 @@ use std::time::Duration;
 /// never answers) fails instead of holding its batch, and a worker's loop, for ever.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest call timeout a setting may give, in seconds.
+pub const MAX_CALL_TIMEOUT_SECONDS: u64 = 300;
+
 /// The longest SQS holds a receive open waiting for messages (its long poll), added to the
 /// attempt timeout of SQS calls.
 const LONGEST_POLL: Duration = Duration::from_secs(20);
@@ -31,9 +34,9 @@ pub struct AwsSettings {
     /// Endpoint override, e.g. an emulator's `http://127.0.0.1:5000`; the SDK also honours
     /// `AWS_ENDPOINT_URL` by itself.
     pub endpoint_url: Option<String>,
-    /// How long one attempt of a call may take ([`DEFAULT_CALL_TIMEOUT`] when absent or 0). An attempt that takes longer is abandoned and retried
-    /// as the SDK retries; a call whose attempts all time out fails as retryable, and its
-    /// messages stay in the DLQ.
+    /// How long one attempt of a call may take ([`DEFAULT_CALL_TIMEOUT`] when absent or 0). An
+    /// attempt that takes longer is abandoned and retried as the SDK retries; a call whose
+    /// attempts all time out fails as retryable, and its messages stay in the DLQ.
     pub call_timeout: Option<Duration>,
     /// Whether the SQS client long-polls (`run`'s receives wait up to 20 s for messages): its
     /// attempts then get 20 s more than `call_timeout`. The Lambda functions never receive.

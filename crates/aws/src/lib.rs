@@ -26,7 +26,10 @@ pub mod sqs;
 
 pub use alerts::SnsAlerter;
 pub use archive::S3Archive;
-pub use config::{AwsClients, AwsSettings, CallCounter, CallCounts, DEFAULT_CALL_TIMEOUT};
+pub use config::{
+    AwsClients, AwsSettings, CallCounter, CallCounts, DEFAULT_CALL_TIMEOUT,
+    MAX_CALL_TIMEOUT_SECONDS,
+};
 pub use ledger::DynamoLedger;
 pub use metrics::EmfMetrics;
 pub use setup::{Resources, SetupError, provision};

@@ -35,7 +35,7 @@ pub struct AwsArgs {
     #[arg(
         long,
         env = "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS",
-        value_parser = clap::value_parser!(u64).range(1..=300)
+        value_parser = clap::value_parser!(u64).range(1..=dlq_healer_aws::MAX_CALL_TIMEOUT_SECONDS)
     )]
     pub call_timeout_seconds: Option<u64>,
 }

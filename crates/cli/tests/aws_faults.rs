@@ -509,28 +509,17 @@ async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_t
     // Each batch's ledger write takes 3 s, longer than the DLQ's visibility timeout of 2 s;
     // the batch received meanwhile waits in hand for as long. One loop, so that its receives
     // can be counted.
-    let (
-        SeededDlq {
-            env,
-            clients,
-            dlq,
-            expected,
-            rules,
-            _rules_dir,
-            ..
-        },
-        proxy,
-    ) = seeded_dlq_with_slow_ledger_writes("slow", Duration::from_secs(3)).await;
+    let (seeded, proxy) = seeded_dlq_with_slow_ledger_writes("slow", Duration::from_secs(3)).await;
     let args = ["--batch-size", "20", "--concurrency", "1"];
-    let (output, stderr) = drain_dlq(&proxy, &env, Some(&rules), &[], &args).await;
+    let (output, stderr) = drain_dlq(&proxy, &seeded.env, Some(&seeded.rules), &[], &args).await;
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert_eq!(summary_count(&stderr, "already handled"), 0, "{stderr}");
     let handled = ["requeued", "parked", "archived"]
         .iter()
         .map(|what| summary_count(&stderr, what))
         .sum::<u64>();
-    assert_eq!(handled as usize, expected.len(), "{stderr}");
-    assert_eq!(depth(&clients, &dlq).await, 0);
+    assert_eq!(handled as usize, seeded.expected.len(), "{stderr}");
+    assert_eq!(depth(&seeded.clients, &seeded.dlq).await, 0);
     let stats = proxy.stats();
     assert_eq!(
         stats.requests.get("SQS.ReceiveMessage"),
@@ -549,23 +538,12 @@ async fn batches_that_take_longer_than_the_visibility_timeout_are_not_received_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_hangs_times_out_and_leaves_its_messages_in_the_dlq() {
     // The ledger's writes get no answer for a minute; each attempt may take one second.
-    let (
-        SeededDlq {
-            env,
-            clients,
-            dlq,
-            expected,
-            rules,
-            _rules_dir,
-            ..
-        },
-        proxy,
-    ) = seeded_dlq_with_slow_ledger_writes("hung", Duration::from_secs(60)).await;
+    let (seeded, proxy) = seeded_dlq_with_slow_ledger_writes("hung", Duration::from_secs(60)).await;
     let started = std::time::Instant::now();
     let (output, stderr) = drain_dlq(
         &proxy,
-        &env,
-        Some(&rules),
+        &seeded.env,
+        Some(&seeded.rules),
         &[
             ("DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS", "1"),
             ("AWS_MAX_ATTEMPTS", "1"),
@@ -581,5 +559,8 @@ async fn a_call_that_hangs_times_out_and_leaves_its_messages_in_the_dlq() {
     assert!(stderr.contains("timeout"), "{stderr}");
     assert_eq!(summary_count(&stderr, "already handled"), 0, "{stderr}");
     // Nothing was recorded, so nothing was deleted: every message is still in the DLQ.
-    assert_eq!(depth(&clients, &dlq).await as usize, expected.len());
+    assert_eq!(
+        depth(&seeded.clients, &seeded.dlq).await as usize,
+        seeded.expected.len()
+    );
 }

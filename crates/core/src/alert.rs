@@ -196,7 +196,8 @@ fn secret_patterns() -> &'static SecretPatterns {
                 r"(?i)\b(password|passwd|passphrase|pwd|secret|token|api_?key)(%3D)[^\s&%]+",
                 "$1$2[REDACTED]",
             ),
-            // `pass=`, and signatures of presigned URLs and SAS tokens.
+            // `pass=`, and signatures of presigned URLs and SAS tokens: whole words only, unlike
+            // the names above (`compass=` and `design=` hold no secret).
             (
                 r"(?i)\b(pass|x-amz-signature|signature|sig)(\s*[:=]\s*)[^\s,;&}]+",
                 "$1$2[REDACTED]",

@@ -1030,21 +1030,9 @@ fn keep_group_order(plans: &mut [Plan]) {
                 Step::Requeue {
                     record_as: Some(_), ..
                 } => plan.step = Step::Repark { seconds: ahead },
-                Step::Requeue { .. } => {
-                    plan.step = Step::Park { seconds: ahead };
-                    if let Some(verdict) = &mut plan.verdict {
-                        verdict.disposition = Disposition::Park { seconds: ahead };
-                    }
-                }
+                Step::Requeue { .. } => plan.step = Step::Park { seconds: ahead },
                 Step::Park { seconds } | Step::Repark { seconds } => {
                     *seconds = (*seconds).max(ahead);
-                    if let Some(verdict) = &mut plan.verdict
-                        && let Disposition::Park {
-                            seconds: verdict_seconds,
-                        } = &mut verdict.disposition
-                    {
-                        *verdict_seconds = *seconds;
-                    }
                 }
                 Step::Archive { .. } | Step::DeleteOnly | Step::Fail(_) => {}
             }

@@ -54,7 +54,9 @@ fn required(
 pub fn call_timeout(lookup: Lookup<'_>) -> Option<std::time::Duration> {
     let value = optional(lookup, "DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS")?;
     match value.parse::<u64>() {
-        Ok(seconds @ 1..=300) => Some(std::time::Duration::from_secs(seconds)),
+        Ok(seconds) if (1..=dlq_healer_aws::MAX_CALL_TIMEOUT_SECONDS).contains(&seconds) => {
+            Some(std::time::Duration::from_secs(seconds))
+        }
         _ => {
             tracing::warn!(
                 DLQ_HEALER_AWS_CALL_TIMEOUT_SECONDS = %value,
