@@ -10,7 +10,7 @@ use crate::redrive::{
 };
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
-use dlq_healer_core::alert::fingerprint;
+use dlq_healer_core::alert::{escape_controls, fingerprint, shown_error, shown_source};
 use dlq_healer_core::context::{ContextReading, HealState};
 use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, MAX_ATTRIBUTES, OutgoingMessage};
 use dlq_healer_core::records::ArchiveRecord;
@@ -23,7 +23,7 @@ pub struct Archived {
     pub entry: ArchivedEntry,
     /// Its fingerprint.
     pub fingerprint: String,
-    /// The error, as its context tells it.
+    /// What is shown of the error its context tells (see [`shown_error`]).
     pub error: String,
     /// The record.
     #[serde(skip)]
@@ -41,7 +41,7 @@ impl Archived {
         let source = record.source.clone().or(entry.source.clone());
         Ok(Archived {
             fingerprint: fingerprint(record.class, &error, source.as_deref()),
-            error,
+            error: shown_error(&error),
             entry,
             record,
             body,
@@ -227,7 +227,14 @@ pub async fn list(
         tracing::warn!(key = %u.entry.key, attempt = u.entry.attempt, "cannot read the archived record: {:#}", u.problem);
     }
     if json {
-        return Ok(serde_json::to_string_pretty(&selected)?);
+        let shown: Vec<Archived> = selected
+            .into_iter()
+            .map(|mut archived| {
+                archived.entry.source = archived.entry.source.as_deref().map(shown_source);
+                archived
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&shown)?);
     }
     let mut out = format!(
         "{:<40} {:>3} {:<12} {:<20} {:<16} {}\n",
@@ -241,7 +248,10 @@ pub async fn list(
             entry.class.as_str(),
             entry.archived_at.format("%Y-%m-%d %H:%M:%S"),
             fingerprint,
-            entry.source.as_deref().unwrap_or("-")
+            entry
+                .source
+                .as_deref()
+                .map_or_else(|| "-".into(), shown_source)
         )
     };
     // Newest first, the unreadable entries among the others.
@@ -343,7 +353,7 @@ pub async fn replay(
             id: format!("{}#{}", archived.record.key, archived.record.attempt),
             class: archived.record.class,
             fingerprint: archived.fingerprint.clone(),
-            target: target.clone(),
+            target: shown_source(&target),
         });
         items.push(MoveItem {
             journal_id: archived.journal_id(),
@@ -376,9 +386,12 @@ pub async fn replay(
                     report.moved.push(plan.clone());
                     sent += 1;
                 }
-                Err(error) => report
-                    .failed
-                    .push(format!("{} -> {}: {error}", plan.key, plan.target)),
+                Err(error) => report.failed.push(format!(
+                    "{} -> {}: {}",
+                    plan.key,
+                    plan.target,
+                    escape_controls(&error.to_string())
+                )),
             }
         }
         progress.moved(sent);

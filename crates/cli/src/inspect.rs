@@ -9,7 +9,7 @@ use crate::ops::Operator;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use dlq_healer_core::FailureClass;
-use dlq_healer_core::alert::{fingerprint, redact};
+use dlq_healer_core::alert::{fingerprint, shown_error, shown_source};
 use dlq_healer_core::letter::OpenedLetter;
 use dlq_healer_core::message::ReceivedMessage;
 use dlq_healer_core::ports::MessageSource;
@@ -36,7 +36,7 @@ pub struct Examined {
     pub class: FailureClass,
     /// The rule that matched.
     pub rule: String,
-    /// The error, redacted, first line.
+    /// What is shown of the error: its first line, shortened, redacted, controls escaped.
     pub error: String,
     /// Class + normalized error + source.
     pub fingerprint: String,
@@ -50,10 +50,7 @@ impl Examined {
         let letter = OpenedLetter::open(message.clone());
         let classification = rules.classify(&letter.facts());
         let error_text = letter.error_text();
-        let error: String = redact(error_text.lines().next().unwrap_or(""))
-            .chars()
-            .take(300)
-            .collect();
+        let error = shown_error(&error_text);
         let fingerprint = fingerprint(classification.class, &error_text, letter.source());
         let at = letter
             .context
@@ -148,9 +145,9 @@ pub struct FailureGroup {
     pub class: FailureClass,
     /// The rule that matched.
     pub rule: String,
-    /// The error of the first message (redacted).
+    /// What is shown of the error of the first message (see [`shown_error`]).
     pub error: String,
-    /// The source queue, if known.
+    /// What is shown of the source queue, if known (see [`shown_source`]).
     pub source: Option<String>,
     /// Messages in the group.
     pub count: usize,
@@ -232,7 +229,7 @@ pub fn group(dlq: &str, messages: &[Examined], now: DateTime<Utc>) -> Inspection
                         class,
                         rule: members[0].rule.clone(),
                         error: members[0].error.clone(),
-                        source: members[0].letter.source().map(str::to_string),
+                        source: members[0].letter.source().map(shown_source),
                         count: members.len(),
                         oldest_age_seconds: oldest,
                         newest_age_seconds: newest,

@@ -257,6 +257,12 @@ enum Command {
         /// everything. [default: 90, as the AWS ledger's items, which DynamoDB's TTL removes]
         #[arg(long, env = "DLQ_HEALER_RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(0..=MAX_RETENTION_DAYS))]
         retention_days: Option<u32>,
+        /// Local backend: heal the queue even though it looks like a source queue rather than a
+        /// DLQ (it dead-letters into a queue of its own and no queue dead-letters into it).
+        /// Healing a live queue archives its messages as unknown failures, so `run` refuses it
+        /// without this flag.
+        #[arg(long)]
+        allow_source_queue: bool,
     },
     /// Create what the healer needs on AWS (or an emulator), idempotently, and print one
     /// KEY=value line per environment variable: MAIN_QUEUE_URL, DLQ_URL, ARCHIVE_BUCKET,
@@ -456,6 +462,7 @@ fn dispatch(command: Command) -> Result<i32> {
             webhook_url,
             alert_window_seconds,
             retention_days,
+            allow_source_queue,
         } => {
             let options = run::RunOptions {
                 backend,
@@ -478,6 +485,7 @@ fn dispatch(command: Command) -> Result<i32> {
                 ),
                 archive_prefix,
                 retention: run::retention(backend, retention_days)?,
+                source_queue_allowed: allow_source_queue,
             };
             let summary = runtime()?.block_on(run::run(options))?;
             Ok(

@@ -98,7 +98,8 @@ pub trait Operator: Send + Sync {
     /// How many messages of `dlq` are in flight: received by a healer and not yet deleted, or
     /// parked until due. Reading a DLQ does not show them.
     async fn in_flight(&self, dlq: &str) -> Result<u64>;
-    /// The queue whose redrive policy points at `dlq`, if any.
+    /// The queue whose redrive policy points at `dlq`, if exactly one does: where a message of
+    /// `dlq` that does not say where it came from goes back to. When several do, none is guessed.
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>>;
     /// Sending to queues.
     fn sender(&self) -> Arc<dyn QueueSender>;
@@ -207,18 +208,20 @@ impl Operator for LocalOperator {
 
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>> {
         let name = dlq_healer_local::queue::queue_name(dlq);
-        Ok(self
+        let sources: Vec<String> = self
             .backend
             .queues
             .list_queues()?
             .into_iter()
-            .find(|q| {
+            .filter(|q| {
                 q.settings
                     .redrive
                     .as_ref()
                     .is_some_and(|r| r.dead_letter_queue == name)
             })
-            .map(|q| q.name))
+            .map(|q| q.name)
+            .collect();
+        Ok(the_only(sources))
     }
 
     fn sender(&self) -> Arc<dyn QueueSender> {
@@ -326,6 +329,14 @@ fn sort_and_limit(entries: &mut Vec<ArchivedEntry>, limit: Option<usize>) {
     entries.dedup_by(|a, b| a.key == b.key && a.attempt == b.attempt);
     if let Some(limit) = limit {
         entries.truncate(limit);
+    }
+}
+
+/// The one item of `items`, if it has exactly one.
+fn the_only<T>(mut items: Vec<T>) -> Option<T> {
+    match items.len() {
+        1 => items.pop(),
+        _ => None,
     }
 }
 
@@ -542,7 +553,7 @@ impl Operator for AwsOperator {
             .send()
             .await
             .with_context(|| format!("cannot list the queues that dead-letter into {url}"))?;
-        Ok(output.queue_urls.first().cloned())
+        Ok(the_only(output.queue_urls))
     }
 
     fn sender(&self) -> Arc<dyn QueueSender> {

@@ -19,18 +19,21 @@ pub enum QueueAction {
         /// Move messages to this DLQ after --max-receive-count deliveries.
         #[arg(long, requires = "max_receive_count")]
         dlq: Option<String>,
+        /// With --update: remove the queue's DLQ (its messages are then never dead-lettered).
+        #[arg(long, requires = "update", conflicts_with = "dlq")]
+        no_dlq: bool,
         /// Deliveries before a message moves to the DLQ (1 to 1000).
         #[arg(long, requires = "dlq", value_parser = clap::value_parser!(u32).range(1..=1000))]
         max_receive_count: Option<u32>,
-        /// Seconds a received message stays invisible (0 to 43200).
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=43_200))]
-        visibility_timeout: u32,
+        /// Seconds a received message stays invisible (0 to 43200) [default: 30 for a new queue]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=43_200))]
+        visibility_timeout: Option<u32>,
         /// A FIFO queue (message groups, deduplication ids, no per-message delay).
         #[arg(long)]
         fifo: bool,
-        /// If the queue exists, give it these settings, as SQS SetQueueAttributes would (the
-        /// settings not given take their defaults: no DLQ, 30 s). A queue's type, standard or
-        /// FIFO, cannot change.
+        /// If the queue exists, change the settings given (--visibility-timeout, --dlq with
+        /// --max-receive-count, --no-dlq) and keep the others, as SQS SetQueueAttributes does.
+        /// A queue's type, standard or FIFO, cannot change.
         #[arg(long)]
         update: bool,
     },
@@ -74,20 +77,50 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
         QueueAction::Create {
             name,
             dlq,
+            no_dlq,
             max_receive_count,
             visibility_timeout,
             fifo,
             update,
         } => {
-            let mut queue_settings =
-                QueueSettings::default().with_visibility_timeout(visibility_timeout);
-            if let (Some(dlq), Some(max)) = (dlq, max_receive_count) {
-                queue_settings = queue_settings.with_redrive(&dlq, max);
-            }
-            if fifo {
-                queue_settings = queue_settings.fifo();
-            }
+            // The settings given, over `base`.
+            let given = |base: QueueSettings| {
+                let mut settings = base;
+                if let Some(seconds) = visibility_timeout {
+                    settings = settings.with_visibility_timeout(seconds);
+                }
+                if let (Some(dlq), Some(max)) = (&dlq, max_receive_count) {
+                    settings = settings.with_redrive(dlq, max);
+                }
+                if no_dlq {
+                    settings.redrive = None;
+                }
+                if fifo {
+                    settings = settings.fifo();
+                }
+                settings
+            };
             let existing = backend.queues.queue_settings(&name)?;
+            if let Some(existing) = existing.clone().filter(|_| update) {
+                let updated = given(existing.clone());
+                if updated == existing {
+                    println!(
+                        "queue {name} already has these settings ({}) in {}",
+                        describe(&existing),
+                        settings.db.display()
+                    );
+                    return Ok(());
+                }
+                backend.queues.create_queue(&name, updated.clone())?;
+                println!(
+                    "queue {name} updated in {}: {} (was {})",
+                    settings.db.display(),
+                    describe(&updated),
+                    describe(&existing)
+                );
+                return Ok(());
+            }
+            let queue_settings = given(QueueSettings::default());
             match existing {
                 Some(existing) if existing == queue_settings => {
                     println!(
@@ -109,13 +142,18 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
         }
         QueueAction::List => {
             println!(
-                "{:<24} {:>8} {:>10} {:>8}",
+                "{:<24} {:>8} {:>10} {:>8}  settings",
                 "queue", "visible", "in flight", "delayed"
             );
-            for (name, depth) in backend.queues.depths()? {
+            for queue in backend.queues.list_queues()? {
+                let depth = backend.queues.depth(&queue.name)?;
                 println!(
-                    "{:<24} {:>8} {:>10} {:>8}",
-                    name, depth.visible, depth.in_flight, depth.delayed
+                    "{:<24} {:>8} {:>10} {:>8}  {}",
+                    queue.name,
+                    depth.visible,
+                    depth.in_flight,
+                    depth.delayed,
+                    describe(&queue.settings)
                 );
             }
         }

@@ -15,6 +15,7 @@ use crate::rate::{Pacer, Ramp, RampStep, RateLimiter};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use dlq_healer_core::FailureClass;
+use dlq_healer_core::alert::{escape_controls, shown_source};
 use dlq_healer_core::letter::body_digest;
 use dlq_healer_core::message::{
     Attribute, CONTEXT_ATTRIBUTE, MAX_ATTRIBUTES, OutgoingMessage, ReceivedMessage,
@@ -546,7 +547,7 @@ impl Redrive<'_> {
             id: e.message.message_id.clone(),
             class: e.class,
             fingerprint: e.fingerprint.clone(),
-            target: item.target.clone(),
+            target: shown_source(&item.target),
         };
         if options.dry_run {
             for entry in &planned {
@@ -582,9 +583,12 @@ impl Redrive<'_> {
                     delete.push(entry.0.message.receipt_handle.clone());
                 }
                 Err(error) => {
-                    report
-                        .failed
-                        .push(format!("{} -> {}: {error}", entry.0.key, entry.1.target));
+                    report.failed.push(format!(
+                        "{} -> {}: {}",
+                        entry.0.key,
+                        shown_source(&entry.1.target),
+                        escape_controls(&error.to_string())
+                    ));
                     held.insert(
                         entry.0.message.message_id.clone(),
                         entry.0.message.receipt_handle.clone(),

@@ -12,6 +12,7 @@ use dlq_healer_core::ports::SystemClock;
 use dlq_healer_core::records::DEFAULT_RETENTION_DAYS;
 use dlq_healer_core::rules::RuleSet;
 use dlq_healer_local::RetentionSweeper;
+use dlq_healer_local::queue::QueueInfo;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,6 +55,8 @@ pub struct RunOptions {
     /// How long the local backend keeps ledger records, sent alerts and metrics (`None`: for
     /// ever).
     pub retention: Option<chrono::Duration>,
+    /// Heal the queue even if it looks like a source queue rather than a DLQ (local backend).
+    pub source_queue_allowed: bool,
 }
 
 /// The retention of `run --retention-days` on `backend`: the local default when absent, `None`
@@ -85,6 +88,9 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         Backend::Local => {
             refuse_aws_names_on_local(&options.dlq)?;
             let backend = LocalBackend::open(&options.local, Arc::new(SystemClock))?;
+            if !options.source_queue_allowed {
+                refuse_a_source_queue(&backend.queues.list_queues()?, &options.dlq)?;
+            }
             let engine = backend.engine(&options.dlq, options.rules.clone(), config)?;
             if let Some(retention) = options.retention {
                 retention_sweeper = Some(
@@ -155,6 +161,37 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
 
 /// An SQS queue URL or ARN given to the local backend, whose queues have plain names: the
 /// backend was meant to be aws. Refused before a database file is made for it.
+/// Refuse to heal a queue that looks like a source queue rather than a DLQ: it dead-letters
+/// into a queue of its own, and no queue dead-letters into it (`--dlq orders` for
+/// `--dlq orders-dlq`). Healing it would take its live messages for failures.
+fn refuse_a_source_queue(queues: &[QueueInfo], dlq: &str) -> Result<()> {
+    let name = dlq_healer_local::queue::queue_name(dlq);
+    let dead_letters_into = |queue: &QueueInfo, target: &str| {
+        queue
+            .settings
+            .redrive
+            .as_ref()
+            .is_some_and(|r| r.dead_letter_queue == target)
+    };
+    let Some(own_dlq) = queues
+        .iter()
+        .find(|q| q.name == name)
+        .and_then(|q| q.settings.redrive.as_ref())
+        .map(|r| r.dead_letter_queue.clone())
+    else {
+        return Ok(());
+    };
+    if queues.iter().any(|q| dead_letters_into(q, name)) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{name:?} looks like a source queue, not a DLQ: it dead-letters into {own_dlq:?}, and no \
+         queue dead-letters into it. Healing it would archive its live messages as failures. \
+         Did you mean --dlq {own_dlq}? (If {name:?} is a DLQ all the same, pass \
+         --allow-source-queue.)"
+    )
+}
+
 fn refuse_aws_names_on_local(dlq: &str) -> Result<()> {
     if dlq.starts_with("https://") || dlq.starts_with("http://") || dlq.starts_with("arn:") {
         anyhow::bail!(
@@ -190,4 +227,48 @@ async fn keep_alive_for(engine: &Engine) -> Result<Option<KeepAlive>> {
             Some(KeepAlive::default())
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dlq_healer_local::queue::QueueSettings;
+
+    fn queue(name: &str, dlq: Option<&str>) -> QueueInfo {
+        let settings = QueueSettings::default();
+        QueueInfo {
+            name: name.into(),
+            settings: match dlq {
+                Some(dlq) => settings.with_redrive(dlq, 3),
+                None => settings,
+            },
+        }
+    }
+
+    #[test]
+    fn a_queue_that_only_dead_letters_elsewhere_is_refused_as_a_dlq() {
+        let queues = [
+            queue("orders", Some("orders-dlq")),
+            queue("orders-dlq", None),
+            queue("plain", None),
+            queue("chained-dlq", Some("last-resort")),
+            queue("feeds-chained", Some("chained-dlq")),
+            queue("last-resort", None),
+        ];
+        let error = refuse_a_source_queue(&queues, "orders")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--dlq orders-dlq"), "{error}");
+        assert!(error.contains("--allow-source-queue"), "{error}");
+        assert!(refuse_a_source_queue(&queues, "local://orders").is_err());
+        for dlq in [
+            "orders-dlq",
+            "plain",
+            "chained-dlq",
+            "last-resort",
+            "missing",
+        ] {
+            assert!(refuse_a_source_queue(&queues, dlq).is_ok(), "{dlq}");
+        }
+    }
 }

@@ -4,7 +4,9 @@
 //!
 //! Safety: binds 127.0.0.1 by default and refuses any other address without `--token`; with a
 //! token every request needs `Authorization: Bearer <token>` (or the cookie the page sets after
-//! `/?token=<token>`); request bodies are limited to 16 KiB; a real redrive needs the confirm
+//! `/?token=<token>`); without one, only requests that name a loopback host are answered (no
+//! DNS rebinding); POSTs must be JSON and not from another origin; answers may not be framed;
+//! request bodies are limited to 16 KiB; a real redrive needs the confirm
 //! token that the dry run of the same selection returned, and moves the messages that dry run
 //! listed, once.
 
@@ -166,11 +168,18 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/groups", get(api_groups))
         .route("/api/decisions", get(api_decisions))
         .route("/api/archive/{key}", get(api_archive))
-        .route("/api/redrive", post(api_redrive))
+        .route(
+            "/api/redrive",
+            post(api_redrive).layer(middleware::from_fn(json_from_this_origin)),
+        )
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            loopback_names_only,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -218,6 +227,100 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
+}
+
+/// Whether `host` (a `Host` header: a name or address, and maybe a port) names this machine's
+/// loopback interface.
+fn is_loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What keeps other web sites out, before the token check: without a token (loopback only), a
+/// request must name a loopback host, since a page of another site whose name was made to
+/// resolve to 127.0.0.1 (DNS rebinding) sends its own name; and no answer may be framed or
+/// sniffed as another type.
+async fn loopback_names_only(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut response = if state.token.is_none() && !is_loopback_host(host) {
+        ApiError(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this dashboard answers only to a loopback host (127.0.0.1, localhost), not {host:?}; serve it with --token to reach it by another name"
+            ),
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// A request that changes something must be JSON, which a page of another site cannot send
+/// without the browser asking first, and must not come from another origin.
+async fn json_from_this_origin(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let foreign = origin.is_some_and(|origin| {
+        origin
+            .split_once("://")
+            .is_none_or(|(_, authority)| !authority.eq_ignore_ascii_case(host))
+    });
+    if !is_json {
+        return ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the request as JSON (Content-Type: application/json)".into(),
+        )
+        .into_response();
+    }
+    if foreign {
+        return ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "a request from another origin ({}) is refused",
+                origin.unwrap_or_default()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -644,6 +747,32 @@ mod tests {
         assert!(check_bind(&"127.0.0.1:0".parse().unwrap(), None).is_ok());
         assert!(check_bind(&"[::1]:0".parse().unwrap(), None).is_ok());
         assert!(check_bind(&any, Some("short")).is_err());
+    }
+
+    #[test]
+    fn loopback_hosts_are_told_from_other_names() {
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "localhost:3000",
+            "LOCALHOST",
+            "[::1]:80",
+            "[::1]",
+            "127.1.2.3:9",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "attacker.example.com",
+            "attacker.example.com:8080",
+            "10.0.0.1:80",
+            "localhost.evil.com",
+            "127.0.0.1.nip.io",
+            "",
+            "[::2]:80",
+        ] {
+            assert!(!is_loopback_host(host), "{host}");
+        }
     }
 
     #[test]

@@ -371,14 +371,28 @@ fn queue_create_again_keeps_the_settings_unless_told_to_update_them() {
         (120, Some("orders-dlq".into()), false),
         "unchanged"
     );
-    run_ok(&mut queue(&[
+    let updated = run_ok(&mut queue(&[
         "create",
         "orders",
         "--update",
         "--visibility-timeout",
         "60",
     ]));
-    assert_eq!(settings(), (60, None, false), "updated when asked");
+    assert_eq!(
+        settings(),
+        (60, Some("orders-dlq".into()), false),
+        "what was given is updated, the rest kept"
+    );
+    assert!(
+        String::from_utf8_lossy(&updated.stdout).contains(
+            "visibility timeout 60 s, DLQ orders-dlq after 5 receives (was visibility timeout 120 s, DLQ orders-dlq after 5 receives)"
+        ),
+        "{updated:?}"
+    );
+    run_ok(&mut queue(&["create", "orders", "--update", "--no-dlq"]));
+    assert_eq!(settings(), (60, None, false), "the DLQ removed when asked");
+    let stderr = refused(&mut queue(&["create", "orders", "--no-dlq"]));
+    assert!(stderr.contains("--update"), "{stderr}");
 }
 
 #[test]
@@ -583,7 +597,8 @@ fn run_on_a_missing_dlq_says_what_to_do() {
         stderr.contains("cannot re-queue to \"ghost\" (--main-queue): it does not exist"),
         "a re-queue target that does not exist is refused at start, not found by each message: {stderr}"
     );
-    // A source queue given as the DLQ is healed, with a warning first.
+    // A source queue given as the DLQ (a typo for its DLQ) is refused; healed only when that is
+    // intended, with a warning first.
     run_ok(bin().args(["queue", "--db"]).arg(&db).args([
         "create",
         "orders",
@@ -592,9 +607,21 @@ fn run_on_a_missing_dlq_says_what_to_do() {
         "--max-receive-count",
         "3",
     ]));
+    let stderr = refused(bin().arg("run").arg("--db").arg(&db).args([
+        "--dlq",
+        "orders",
+        "--until-empty",
+        "--wait-seconds",
+        "0",
+    ]));
+    assert!(
+        stderr.contains("looks like a source queue, not a DLQ") && stderr.contains("--dlq dlq"),
+        "{stderr}"
+    );
     let output = run_ok(bin().arg("run").arg("--db").arg(&db).args([
         "--dlq",
         "orders",
+        "--allow-source-queue",
         "--until-empty",
         "--wait-seconds",
         "0",
@@ -774,6 +801,7 @@ fn queue_counts(db: &std::path::Path, queue: &str) -> Vec<u64> {
         .unwrap_or_else(|| panic!("no row for {queue} in {list}"));
     row.split_whitespace()
         .skip(1)
+        .take(3)
         .map(|n| n.parse().unwrap())
         .collect()
 }

@@ -441,6 +441,39 @@ fn api_refuses_unconfirmed_moves_big_bodies_and_missing_tokens() {
         }
         other => panic!("expected 405, got {other:?}"),
     }
+    // Other web sites are kept out: a name that resolves to 127.0.0.1 (DNS rebinding), a form's
+    // plain-text POST, a POST from another origin; and no answer may be framed.
+    match ureq::get(&format!("{url}/api/decisions"))
+        .set("Host", "attacker.example.com")
+        .call()
+    {
+        Err(ureq::Error::Status(421, r)) => {
+            assert!(r.into_string().unwrap().contains("loopback host"));
+        }
+        other => panic!("expected 421, got {other:?}"),
+    }
+    let send = |content_type: &str, origin: Option<&str>| {
+        let mut request =
+            ureq::post(&format!("{url}/api/redrive")).set("content-type", content_type);
+        if let Some(origin) = origin {
+            request = request.set("origin", origin);
+        }
+        match request.send_string(r#"{"class":"auth","dry_run":true}"#) {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(send("text/plain", None), 415);
+    assert_eq!(
+        send("application/json", Some("http://attacker.example.com")),
+        403
+    );
+    assert_eq!(send("application/json; charset=utf-8", Some(&url)), 200);
+    let page = ureq::get(&format!("{url}/")).call().expect("the page");
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+
     let (status, body) = post(r#"{"class":"auth","dry_run":true}"#);
     assert_eq!(status, 200, "{body}");
     let answer: Value = serde_json::from_str(&body).unwrap();

@@ -4,7 +4,7 @@
 
 mod operator_fixture;
 
-use operator_fixture::{build, run_ok};
+use operator_fixture::{bin, build, run_ok};
 use serde_json::Value;
 
 fn fails_with(command: &mut std::process::Command, needles: &[&str]) {
@@ -383,4 +383,40 @@ fn archive_lists_shows_and_replays_once() {
             .iter()
             .any(|q| q["queue"] == "orders-dlq" && q["visible"] == 5)
     );
+}
+
+#[test]
+fn a_message_that_does_not_say_its_source_goes_back_only_to_the_one_queue_dead_lettering_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let queue = |args: &[&str]| {
+        run_ok(bin().args(["queue", "--db"]).arg(&db).args(args));
+    };
+    for dlq in ["shared-dlq", "own-dlq"] {
+        queue(&["create", dlq]);
+    }
+    for (source, dlq) in [
+        ("zeta", "shared-dlq"),
+        ("alpha", "shared-dlq"),
+        ("single", "own-dlq"),
+    ] {
+        queue(&["create", source, "--dlq", dlq, "--max-receive-count", "3"]);
+    }
+    for dlq in ["shared-dlq", "own-dlq"] {
+        queue(&["send", dlq, "--body", "{\"order\":1}"]);
+    }
+    let dry_run = |dlq: &str| -> Value {
+        let output = run_ok(bin().args(["redrive", "--db"]).arg(&db).args([
+            "--dlq",
+            dlq,
+            "--dry-run",
+            "--json",
+        ]));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let shared = dry_run("shared-dlq");
+    assert_eq!(shared["moved"].as_array().unwrap().len(), 0, "{shared}");
+    assert_eq!(shared["no_target"].as_array().unwrap().len(), 1, "{shared}");
+    let own = dry_run("own-dlq");
+    assert_eq!(own["moved"][0]["target"], "single", "{own}");
 }

@@ -172,7 +172,13 @@ pub fn window_closed(state: &WindowState, now: DateTime<Utc>, window: Duration) 
 struct SecretPatterns {
     any: RegexSet,
     each: Vec<(Regex, &'static str)>,
+    /// What may be a payment card number: 13 to 19 digits, in groups or not; those whose
+    /// check digit is right are redacted.
+    card: Regex,
 }
+
+/// The candidates of [`SecretPatterns::card`].
+const CARD_CANDIDATE: &str = r"\b[2-6](?:[ -]?[0-9]){12,18}\b";
 
 fn secret_patterns() -> &'static SecretPatterns {
     static PATTERNS: OnceLock<SecretPatterns> = OnceLock::new();
@@ -181,14 +187,14 @@ fn secret_patterns() -> &'static SecretPatterns {
             // An Authorization header's whole value: its scheme word (`ApiKey`, `Token`, a short
             // `Bearer`) is followed by the credential.
             (
-                r#"(?i)("?(?:proxy-)?authorization"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\r\n,;}]+)"#,
+                r#"(?i)(\\?"?(?:proxy-)?authorization\\?"?\s*[:=]\s*)(\\"(?:[^"\\]|\\[^"])*\\"|"[^"]*"|'[^']*'|[^\r\n,;}]+)"#,
                 "$1[REDACTED]",
             ),
             (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "$1 [REDACTED]"),
             (r"\b(AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{16}\b", "[REDACTED-AWS-KEY]"),
             (r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*", "[REDACTED-JWT]"),
             (
-                r#"(?i)("?(?:password|passwd|passphrase|pwd|secret|aws_secret_access_key|secret_access_key|api[_-]?key|apikey|access[_-]?token|refresh[_-]?token|client[_-]?secret|token|x-api-key)"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\s,;&}]+)"#,
+                r#"(?i)(\\?"?(?:password|passwd|passphrase|pwd|secret|(?:secret|secret[_-]?access|private|account|shared[_-]?access|api|master)[_-]?key|access[_-]?token|refresh[_-]?token|session[_-]?token|client[_-]?secret|token|x-api-key)\\?"?\s*[:=]\s*)(\\"(?:[^"\\]|\\[^"])*\\"|"[^"]*"|'[^']*'|[^\s,;&}]+)"#,
                 "$1[REDACTED]",
             ),
             // URL-encoded, as in a logged query string: `password%3Dhunter2`.
@@ -215,13 +221,19 @@ fn secret_patterns() -> &'static SecretPatterns {
             ),
             // Cookies: the whole header value.
             (
-                r#"(?i)("?(?:set-)?cookie"?\s*[:=]\s*)("[^"]*"|'[^']*'|[^\r\n]+)"#,
+                r#"(?i)(\\?"?(?:set-)?cookie\\?"?\s*[:=]\s*)(\\"(?:[^"\\]|\\[^"])*\\"|"[^"]*"|'[^']*'|[^\r\n]+)"#,
                 "$1[REDACTED]",
             ),
-            // Tokens with a known prefix: Slack, GitHub, Stripe, npm, GitLab, Google API keys.
+            // Tokens with a known prefix: Slack, GitHub, Stripe, npm, GitLab, Google API keys,
+            // SendGrid, OpenAI and Anthropic (`sk-`, `sk-proj-`, `sk-ant-`).
             (
-                r"\b(?:xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})",
+                r"\b(?:xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{10,}|npm_[A-Za-z0-9]{30,}|glpat-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{30,}|SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}|sk-[A-Za-z0-9_-]{20,})",
                 "[REDACTED-TOKEN]",
+            ),
+            // Incoming-webhook URLs (Slack's, Discord's): the path is the credential.
+            (
+                r"(?i)\b(hooks\.slack\.com/(?:services|workflows|triggers)/|discord(?:app)?\.com/api/webhooks/)[^\s\x22'<>]+",
+                "$1[REDACTED]",
             ),
             // PEM private keys, to their end (or the end of the text, when it was cut).
             (
@@ -234,9 +246,14 @@ fn secret_patterns() -> &'static SecretPatterns {
         .into_iter()
         .map(|(pattern, replacement)| (Regex::new(pattern).expect("secret patterns compile"), replacement))
         .collect();
-        let any = RegexSet::new(each.iter().map(|(pattern, _)| pattern.as_str()))
-            .expect("secret patterns compile as a set");
-        SecretPatterns { any, each }
+        let any = RegexSet::new(
+            each.iter()
+                .map(|(pattern, _)| pattern.as_str())
+                .chain([CARD_CANDIDATE]),
+        )
+        .expect("secret patterns compile as a set");
+        let card = Regex::new(CARD_CANDIDATE).expect("the card pattern compiles");
+        SecretPatterns { any, each, card }
     })
 }
 
@@ -246,18 +263,94 @@ pub fn redact(text: &str) -> String {
     if !patterns.any.is_match(text) {
         return text.to_string();
     }
-    redact_in_turn(text, &patterns.each)
+    redact_in_turn(text, patterns)
 }
 
-/// Each pattern applied to what the ones before it left.
-fn redact_in_turn(text: &str, patterns: &[(Regex, &'static str)]) -> String {
+/// Each pattern applied to what the ones before it left, then card numbers.
+fn redact_in_turn(text: &str, patterns: &SecretPatterns) -> String {
     let mut out = text.to_string();
-    for (pattern, replacement) in patterns {
+    for (pattern, replacement) in &patterns.each {
         if pattern.is_match(&out) {
             out = pattern.replace_all(&out, *replacement).into_owned();
         }
     }
-    out
+    patterns
+        .card
+        .replace_all(&out, |found: &regex::Captures<'_>| {
+            if is_card_number(&found[0]) {
+                "[REDACTED-CARD]".to_string()
+            } else {
+                found[0].to_string()
+            }
+        })
+        .into_owned()
+}
+
+/// Whether the digits of `text` (spaces and dashes aside) pass the Luhn check of card numbers.
+fn is_card_number(text: &str) -> bool {
+    let digits: Vec<u32> = text.chars().filter_map(|c| c.to_digit(10)).collect();
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| match (i % 2 == 1, d * 2) {
+            (false, _) => d,
+            (true, doubled) if doubled > 9 => doubled - 9,
+            (true, doubled) => doubled,
+        })
+        .sum();
+    (13..=19).contains(&digits.len()) && sum.is_multiple_of(10)
+}
+
+/// The characters of an error's first line (or of a source) that alerts, the ledger and the
+/// operator's views show.
+pub const SHOWN_CHARS: usize = 300;
+
+/// What alerts, the ledger and the operator's views show of an error text: its first line (later
+/// lines are where payload dumps and stacks go), at most [`SHOWN_CHARS`] characters, secrets
+/// redacted, control characters escaped.
+pub fn shown_error(error: &str) -> String {
+    let first_line = error.lines().next().unwrap_or("");
+    escape_controls(&redact(&shortened(first_line, SHOWN_CHARS))).into_owned()
+}
+
+/// What alerts, the ledger and the operator's views show of a source queue (a URL may carry
+/// credentials): at most [`SHOWN_CHARS`] characters, secrets redacted, control characters
+/// escaped.
+pub fn shown_source(source: &str) -> String {
+    escape_controls(&redact(&shortened(source, SHOWN_CHARS))).into_owned()
+}
+
+/// At most `max` characters of `text`, ending in `…` when it was longer.
+pub fn shortened(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// `text` with its control characters (other than tab) and the invisible characters that
+/// reorder text written as escapes (`\r`, `\u{1b}`, `\u{202e}`): text from a message cannot
+/// move a terminal's cursor, overwrite a log line, change a window's title or disguise what it
+/// says.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| {
+        c != '\t'
+            && (c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+    };
+    if !text.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if escaped(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The error text with the parts that vary between occurrences (numbers, ids, hex) blanked, so
@@ -407,6 +500,51 @@ mod tests {
                 "maps said REQUEST_DENIED for key=AIzaSyA1234567890abcdefghijklmnopqrstuv",
                 "AIzaSyA1234567890",
             ),
+            (
+                r#"assumed role: {"AccessKeyId":"ASIAIOSFODNN7EXAMPLE","SecretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY","SessionToken":"FwoGZXIvYXdzEBYaDSESSION"}"#,
+                "wJalrXUtnFEMI",
+            ),
+            (
+                r#"sent body "{\"user\":\"bob\",\"password\":\"hunter2 two\"}" got 401"#,
+                "hunter2",
+            ),
+            (
+                r#"Authorization header {\"authorization\": \"Bearer s3cr3tt0k3n\"}"#,
+                "s3cr3tt0k3n",
+            ),
+            (
+                "POST https://hooks.slack.com/services/T0AAA/B0BBB/XyZwebhookSecret12 failed",
+                "XyZwebhookSecret12",
+            ),
+            (
+                "sendgrid SG.abcdefghijklmnopqr.abcdefghijklmnopqrstuvwxyz0123 forbidden",
+                "abcdefghijklmnopqrstuvwxyz0123",
+            ),
+            (
+                "openai sk-proj-abcdefghijklmnopqrstuvwxyz0123 invalid",
+                "abcdefghijklmnopqrstuvwxyz",
+            ),
+            (
+                "anthropic sk-ant-api03-abcdefghijklmnopqrstuvwxyz invalid",
+                "abcdefghijklmnopqrstuvwxyz",
+            ),
+            (
+                "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0a2V5+abc==;EndpointSuffix=core.windows.net",
+                "c2VjcmV0a2V5",
+            ),
+            (
+                "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey=c2hhcmVka2V5=",
+                "c2hhcmVka2V5",
+            ),
+            (
+                "declined for card 4111 1111 1111 1111 exp 12/28",
+                "4111 1111",
+            ),
+            (
+                "declined for card 4111111111111111 exp 12/28",
+                "4111111111111111",
+            ),
+            ("declined for card 5500-0000-0000-0004", "5500-0000"),
         ];
         for (text, secret) in cases {
             let redacted = redact(text);
@@ -421,6 +559,9 @@ mod tests {
             "the compass=north setting is invalid",
             "The security token included in the request is expired; the token is expired",
             "validation failed: password is required; password is too short",
+            "order 4111111111111112 failed at 1733328000000",
+            "the AccessKeyId field is missing",
+            "sk-learn model failed",
         ] {
             assert_eq!(redact(innocent), innocent);
         }
@@ -443,7 +584,7 @@ mod tests {
             )
         ) {
             let text = parts.concat();
-            proptest::prop_assert_eq!(redact(&text), redact_in_turn(&text, &secret_patterns().each));
+            proptest::prop_assert_eq!(redact(&text), redact_in_turn(&text, secret_patterns()));
         }
     }
 

@@ -3,7 +3,7 @@
 //! in the ledger, then delete from the DLQ. A message whose handling fails at any step stays in
 //! the DLQ and is redelivered; the ledger makes the second handling a no-op or a completion.
 
-use crate::alert::{self, Alert, AlertOutcome, DigestsDue, MAX_SAMPLE_KEYS, redact};
+use crate::alert::{self, Alert, AlertOutcome, DigestsDue, MAX_SAMPLE_KEYS};
 use crate::class::FailureClass;
 use crate::context::{FailureContext, HealState};
 use crate::letter::{OpenedLetter, body_digest};
@@ -355,19 +355,22 @@ impl Engine {
                     plan.key = key.to_string();
                     let prior = plan.letter.context_attempts();
                     if prior > 0 || redelivered {
-                        request(&plan.key, prior + 1);
+                        request(&plan.key, prior.saturating_add(1));
                     }
                     None
                 }
                 None => {
                     let found = by_digest.get(&plan.digest).cloned();
                     if let Some(found) = &found {
-                        request(&found.key, found.attempt + 1);
+                        request(&found.key, found.attempt.saturating_add(1));
                     }
                     if redelivered {
                         // An earlier delivery keyed by this message's id took up the attempts of
                         // its body's key, which the digest's latest record bounds.
-                        request(&plan.key, found.as_ref().map_or(1, |f| f.attempt + 1));
+                        request(
+                            &plan.key,
+                            found.as_ref().map_or(1, |f| f.attempt.saturating_add(1)),
+                        );
                     }
                     found
                 }
@@ -574,7 +577,12 @@ impl Engine {
                         });
                     }
                     Err(error) if !error.retryable => {
-                        // The source queue is gone: keep the message where a person can find it.
+                        // The source queue is gone: keep the message where a person can find it,
+                        // and tell one, since every retryable failure of that queue ends here
+                        // until it is back.
+                        if let Some(verdict) = plan.verdict.as_mut() {
+                            verdict.alert = true;
+                        }
                         tracing::warn!(
                             message_id = %plan.letter.message.message_id,
                             %queue,
@@ -802,10 +810,10 @@ impl Engine {
                     Alert {
                         fingerprint,
                         class,
-                        source: source.map(redact),
+                        source: source.map(alert::shown_source),
                         count: 0,
                         sample_keys: Vec::new(),
-                        error: redact(&short_error(&error)),
+                        error: alert::shown_error(&error),
                         digest: false,
                         first_seen: now,
                         last_seen: now,
@@ -1188,15 +1196,6 @@ async fn both<A: Future, B: Future>(first: A, second: B) -> (A::Output, B::Outpu
     .await
 }
 
-fn short_error(error: &str) -> String {
-    let first_line = error.lines().next().unwrap_or("");
-    let mut short: String = first_line.chars().take(300).collect();
-    if short.len() < first_line.len() {
-        short.push('…');
-    }
-    short
-}
-
 impl Plan {
     fn first_failed_at(&self) -> Option<DateTime<Utc>> {
         let context = self.letter.context.context();
@@ -1217,7 +1216,14 @@ impl Plan {
         LedgerRecord {
             key: self.key.clone(),
             attempt: self.verdict.map_or_else(
-                || self.history.iter().map(|r| r.attempt).max().unwrap_or(0) + 1,
+                || {
+                    self.history
+                        .iter()
+                        .map(|r| r.attempt)
+                        .max()
+                        .unwrap_or(0)
+                        .saturating_add(1)
+                },
                 |v| v.attempt,
             ),
             class: classification.map_or(FailureClass::Unknown, |c| c.class),
@@ -1226,9 +1232,9 @@ impl Plan {
             alerted: false,
             alert_held_back: false,
             at: now,
-            source: self.letter.source().map(redact),
+            source: self.letter.source().map(alert::shown_source),
             archive_ref,
-            error: redact(&short_error(&self.letter.error_text())),
+            error: alert::shown_error(&self.letter.error_text()),
             dlq_message_id: self.letter.message.message_id.clone(),
             body_digest: self.digest.clone(),
             due_at,

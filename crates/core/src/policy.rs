@@ -171,7 +171,7 @@ impl Verdict {
 /// Decide for a message with `prior_requeues` re-queues behind it. FIFO queues take no
 /// per-message delay, so their backoff always parks.
 pub fn decide(policy: &ClassPolicy, prior_requeues: u32, fifo: bool, unit_draw: f64) -> Verdict {
-    let attempt = prior_requeues + 1;
+    let attempt = prior_requeues.saturating_add(1);
     if policy.action == BaseAction::Requeue && prior_requeues < policy.max_attempts {
         let delay = policy.backoff(attempt, unit_draw);
         let disposition = if delay > MAX_SEND_DELAY_SECONDS || (fifo && delay > 0) {
@@ -276,6 +276,15 @@ mod tests {
         let exhausted = decide(dependency, dependency.max_attempts, false, 0.5);
         assert_eq!(exhausted.action_name(), "alert+archive");
         assert!(exhausted.exhausted);
+    }
+
+    #[test]
+    fn the_largest_count_of_requeues_is_exhausted_and_its_attempt_does_not_wrap() {
+        let dependency = PolicyTable::default().get(FailureClass::Dependency).clone();
+        let verdict = decide(&dependency, u32::MAX, false, 0.5);
+        assert_eq!(verdict.attempt, u32::MAX);
+        assert!(verdict.exhausted);
+        assert_eq!(verdict.disposition, Disposition::Archive);
     }
 
     #[test]

@@ -120,21 +120,23 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The Slack-compatible body for one alert: `text` for every client, `blocks` for Slack.
+/// Text from messages (errors, sources, keys) goes into Slack's markup escaped as Slack asks:
+/// `<!channel>` in an error text must not notify a channel, nor `<https://…|…>` show a link.
 pub fn webhook_body(alert: &Alert) -> serde_json::Value {
-    let headline = alert.headline();
+    let headline = slack_escaped(&alert.headline());
     let mut details = format!(
         "*class:* {}  *source:* {}  *count:* {}",
         alert.class,
-        alert.source.as_deref().unwrap_or("unknown"),
+        slack_escaped(alert.source.as_deref().unwrap_or("unknown")),
         alert.count
     );
     if !alert.sample_keys.is_empty() {
         details.push_str(&format!(
             "\n*sample keys:* {}",
-            alert.sample_keys.join(", ")
+            slack_escaped(&alert.sample_keys.join(", "))
         ));
     }
-    details.push_str(&format!("\n*error:* {}", alert.error));
+    details.push_str(&format!("\n*error:* {}", slack_escaped(&alert.error)));
     json!({
         "text": headline,
         "blocks": [
@@ -148,6 +150,31 @@ pub fn webhook_body(alert: &Alert) -> serde_json::Value {
             )}]}
         ]
     })
+}
+
+/// `&`, `<` and `>` escaped, the three characters Slack's message markup gives a meaning.
+fn slack_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// What went wrong with a webhook call, without its URL: a webhook's URL is its credential
+/// (anyone who has a Slack webhook's URL can post to its channel), so it stays out of the log.
+fn failure_without_url(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Status(code, _) => format!("status {code}"),
+        ureq::Error::Transport(transport) => {
+            let mut text = transport.kind().to_string();
+            if let Some(message) = transport.message() {
+                text = format!("{text}: {message}");
+            }
+            if let Some(source) = std::error::Error::source(transport) {
+                text = format!("{text}: {source}");
+            }
+            text
+        }
+    }
 }
 
 fn post_with_retries(
@@ -171,7 +198,7 @@ fn post_with_retries(
                 shared.failed.fetch_add(1, Ordering::SeqCst);
                 return;
             }
-            Err(error) => error.to_string(),
+            Err(error) => failure_without_url(&error),
         };
         if attempt == settings.webhook_tries.max(1) {
             tracing::error!(target: LOG_TARGET, tries = attempt, error = %failure,
@@ -502,5 +529,42 @@ impl Alerter for LocalAlerter {
     /// by the next `run`.
     async fn send_held_back_digests(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
         self.send_digests(now, DigestsDue::HeldBackNow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    #[test]
+    fn a_failed_call_is_described_without_the_webhook_url() {
+        let url = "http://127.0.0.1:1/services/T0/B0/webhookSecret?token=tokenSecret";
+        let error = ureq::post(url).send_string("{}").unwrap_err();
+        let text = failure_without_url(&error);
+        assert!(!text.contains("Secret"), "{text}");
+        assert!(text.contains("Connection Failed"), "{text}");
+    }
+
+    #[test]
+    fn slack_markup_in_message_texts_is_escaped() {
+        let now = Utc::now();
+        let alert = Alert {
+            fingerprint: "f".into(),
+            class: dlq_healer_core::FailureClass::Auth,
+            source: Some("orders<!here>".into()),
+            count: 1,
+            sample_keys: vec!["k<@U123>".into()],
+            error: "401 <!channel> see <https://evil.example|rotate> & more".into(),
+            digest: false,
+            first_seen: now,
+            last_seen: now,
+        };
+        let body = webhook_body(&alert).to_string();
+        for markup in ["<!here>", "<!channel>", "<@U123>", "<https://"] {
+            assert!(!body.contains(markup), "{markup} in {body}");
+        }
+        assert!(body.contains("&lt;!channel&gt;"), "{body}");
+        assert!(body.contains("&amp; more"), "{body}");
     }
 }

@@ -80,6 +80,7 @@ impl Fixture {
         let n: Vec<u64> = line
             .split_whitespace()
             .skip(1)
+            .take(3)
             .map(|w| w.parse().unwrap())
             .collect();
         (n[0], n[1], n[2])

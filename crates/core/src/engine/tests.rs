@@ -629,6 +629,11 @@ async fn a_send_failure_is_retried_later_and_a_missing_queue_archives() {
             .iter()
             .any(|r| r.reason.contains("gone-queue"))
     );
+    // A dependency failure is not alerted on by default, but one that cannot go back to its
+    // queue is: every such failure is archived until the queue is back.
+    let alerts = w.alerter.sent();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].source.as_deref(), Some("gone-queue"));
 }
 
 #[tokio::test]
