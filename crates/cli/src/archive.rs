@@ -220,7 +220,7 @@ pub async fn list(
     let Selection {
         matched: selected,
         unreadable,
-    } = select_readable(operator, &filter, Some(limit), false).await?;
+    } = select_readable(operator, &filter, (limit > 0).then_some(limit), false).await?;
     // One damaged or missing file does not hide the rest of the archive: its entries are
     // listed as unreadable (in the table) and named on standard error.
     for u in &unreadable {
@@ -264,7 +264,16 @@ pub async fn list(
     for (entry, fingerprint) in rows {
         out.push_str(&row(entry, fingerprint));
     }
-    out.push_str(&format!("{} archived messages\n", selected.len()));
+    let listed = selected.len() + unreadable.len();
+    let messages = crate::noun(selected.len(), "archived message", "archived messages");
+    if limit > 0 && listed >= limit {
+        out.push_str(&format!(
+            "the newest {} {messages} (--limit {limit}; there may be more: --limit 0 lists all)\n",
+            selected.len()
+        ));
+    } else {
+        out.push_str(&format!("{} {messages}\n", selected.len()));
+    }
     if let Some(first) = unreadable.first() {
         out.push_str(&format!(
             "{} more whose archived records cannot be read (the first: {:#})\n",
@@ -354,6 +363,7 @@ pub async fn replay(
             class: archived.record.class,
             fingerprint: archived.fingerprint.clone(),
             target: shown_source(&target),
+            queue: target.clone(),
         });
         items.push(MoveItem {
             journal_id: archived.journal_id(),
@@ -409,7 +419,7 @@ pub enum ArchiveAction {
         ops: crate::ops::OpsArgs,
         #[command(flatten)]
         filter: FilterArgs,
-        /// At most this many.
+        /// At most this many, the newest (0: all).
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// Print JSON.
@@ -480,7 +490,7 @@ pub fn command(args: ArchiveArgs) -> Result<i32> {
                 shutdown.on_signals();
                 let pacer = crate::rate::RealPacer::default();
                 let mut progress = Progress::new(None, options.dry_run || moves.json);
-                let report = replay(
+                let mut report = replay(
                     operator.as_ref(),
                     &options.filter,
                     &options,
@@ -489,6 +499,7 @@ pub fn command(args: ArchiveArgs) -> Result<i32> {
                     &|| shutdown.requested(),
                 )
                 .await?;
+                crate::redrive::fail_moves_to_missing_queues(operator.as_ref(), &mut report).await;
                 if moves.json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {

@@ -305,7 +305,8 @@ enum Command {
 /// Where the local backend keeps its state.
 #[derive(Debug, Clone, clap::Args)]
 struct LocalArgs {
-    /// The SQLite file of the local backend (created when missing).
+    /// The SQLite file of the local backend (`run` and `queue create` create it when missing;
+    /// the other commands need an existing one).
     // Global, so that it may come after a subcommand too (`queue list --db FILE`).
     #[arg(
         long,

@@ -184,7 +184,7 @@ impl Operator for LocalOperator {
     async fn dlq(&self, dlq: &str) -> Result<Arc<dyn MessageSource>> {
         let queue = self.backend.queues.queue(dlq).map_err(|e| {
             anyhow!(
-                "{e}: the DLQ {dlq:?} does not exist in {}; list queues with `dlq-healer queue list --db {}`",
+                "{e} in {}; list queues with `dlq-healer queue list --db {}`",
                 self.db.display(),
                 self.db.display()
             )
@@ -520,7 +520,7 @@ impl Operator for AwsOperator {
 
     async fn dlq(&self, dlq: &str) -> Result<Arc<dyn MessageSource>> {
         let url = self.sender.resolve(dlq).await.map_err(|e| {
-            anyhow!("the DLQ {dlq:?} cannot be found ({e}); give its queue URL (see `aws sqs list-queues`)")
+            anyhow!("the queue {dlq:?} cannot be found ({e}); give its queue URL (see `aws sqs list-queues`)")
         })?;
         self.clients
             .sqs
@@ -531,7 +531,7 @@ impl Operator for AwsOperator {
             .await
             .map_err(|e| {
                 anyhow!(
-                    "the DLQ {url} cannot be read ({}); check the URL and region (see `aws sqs list-queues`)",
+                    "the queue {url} cannot be read ({}); check the URL and region (see `aws sqs list-queues`)",
                     dlq_healer_aws::retry::error_chain(&e)
                 )
             })?;

@@ -72,6 +72,16 @@ pub enum QueueAction {
 
 /// Carry out a queue action.
 pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
+    // Only `create` starts a store: a mistyped --db for a list or a send is an error, not a new,
+    // empty store that seems to hold no queues.
+    if !matches!(action, QueueAction::Create { .. }) && !settings.db.exists() {
+        bail!(
+            "the local store {} does not exist; give the healer's --db (or DLQ_HEALER_DB), or \
+             create a queue in a new store with `dlq-healer queue --db {} create NAME`",
+            settings.db.display(),
+            settings.db.display()
+        );
+    }
     let backend = LocalBackend::open(&settings, Arc::new(SystemClock))?;
     match action {
         QueueAction::Create {

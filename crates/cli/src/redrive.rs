@@ -10,7 +10,7 @@
 
 use crate::filter::Filter;
 use crate::inspect::{Examined, release};
-use crate::ops::{Journal, JournalEntry};
+use crate::ops::{Journal, JournalEntry, Operator};
 use crate::rate::{Pacer, Ramp, RampStep, RateLimiter};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
@@ -59,8 +59,11 @@ pub struct PlannedMove {
     pub class: FailureClass,
     /// Its fingerprint.
     pub fingerprint: String,
-    /// Where it goes.
+    /// Where it goes, as shown (see [`shown_source`]).
     pub target: String,
+    /// Where it goes.
+    #[serde(skip)]
+    pub queue: String,
 }
 
 /// What a redrive or replay did (or, in a dry run, would do).
@@ -548,6 +551,7 @@ impl Redrive<'_> {
             class: e.class,
             fingerprint: e.fingerprint.clone(),
             target: shown_source(&item.target),
+            queue: item.target.clone(),
         };
         if options.dry_run {
             for entry in &planned {
@@ -755,6 +759,33 @@ pub async fn check_target(
     Ok(())
 }
 
+/// In a dry run, the planned moves whose target queue cannot be read are moved to the report's
+/// failures, as the real run would fail them.
+pub async fn fail_moves_to_missing_queues(operator: &dyn Operator, report: &mut MoveReport) {
+    if !report.dry_run {
+        return;
+    }
+    let mut missing: HashMap<String, String> = HashMap::new();
+    let queues: HashSet<String> = report.moved.iter().map(|m| m.queue.clone()).collect();
+    for queue in queues {
+        if let Err(error) = operator.dlq(&queue).await {
+            missing.insert(queue, format!("{error:#}"));
+        }
+    }
+    let (fail, keep): (Vec<PlannedMove>, Vec<PlannedMove>) = std::mem::take(&mut report.moved)
+        .into_iter()
+        .partition(|m| missing.contains_key(&m.queue));
+    report.moved = keep;
+    report.failed.extend(fail.iter().map(|m| {
+        format!(
+            "{} -> {}: {}",
+            m.key,
+            m.target,
+            escape_controls(&missing[&m.queue])
+        )
+    }));
+}
+
 /// Run `redrive`; exits 1 when something failed or the run stopped early.
 pub fn command(args: RedriveArgs) -> Result<i32> {
     let rules = crate::load_rules(args.rules.as_deref())?;
@@ -797,6 +828,7 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
         let mut report = redrive
             .run(&options, &mut progress, &|| shutdown.requested())
             .await?;
+        fail_moves_to_missing_queues(operator.as_ref(), &mut report).await;
         report.in_flight = in_flight;
         anyhow::Ok(report)
     })?;

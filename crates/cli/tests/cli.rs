@@ -326,6 +326,10 @@ fn queue_create_again_keeps_the_settings_unless_told_to_update_them() {
         "--visibility-timeout",
         "120",
     ];
+    // A mistyped --db is not taken for a new, empty store.
+    let stderr = refused(&mut queue(&["list"]));
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(!db.exists(), "listing created no store");
     run_ok(&mut queue(&["create", "orders-dlq"]));
     // A receive count without a DLQ to move to would be a redrive policy with no target.
     let stderr = refused(&mut queue(&[

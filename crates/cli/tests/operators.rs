@@ -239,7 +239,10 @@ fn bad_input_names_the_problem_and_moves_nothing() {
             "no-such-queue",
             "--dry-run",
         ]),
-        &["--to no-such-queue", "does not exist"],
+        &[
+            "--to no-such-queue",
+            "queue \"no-such-queue\" does not exist in",
+        ],
     );
     fails_with(
         &mut fixture.cmd(&["redrive", "--dlq", "orders-dlq", "--to", "orders-dlq"]),
@@ -355,8 +358,23 @@ fn archive_lists_shows_and_replays_once() {
     )
     .unwrap();
     let entries = listing.as_array().unwrap();
-    assert!(!entries.is_empty());
+    assert!(entries.len() > 1, "{listing}");
     assert!(entries.iter().all(|e| e["entry"]["class"] == "auth"));
+    // A listing cut by --limit says so; --limit 0 lists all.
+    let footer = |limit: &str| {
+        let output =
+            run_ok(&mut fixture.cmd(&["archive", "list", "--class", "auth", "--limit", limit]));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(
+        footer("1"),
+        "the newest 1 archived message (--limit 1; there may be more: --limit 0 lists all)"
+    );
+    assert_eq!(footer("0"), format!("{} archived messages", entries.len()));
     let key = entries[0]["entry"]["key"].as_str().unwrap();
     let record: Value =
         serde_json::from_slice(&run_ok(&mut fixture.cmd(&["archive", "show", key])).stdout)
@@ -419,4 +437,31 @@ fn a_message_that_does_not_say_its_source_goes_back_only_to_the_one_queue_dead_l
     assert_eq!(shared["no_target"].as_array().unwrap().len(), 1, "{shared}");
     let own = dry_run("own-dlq");
     assert_eq!(own["moved"][0]["target"], "single", "{own}");
+    // A dry run says which moves would fail for want of their queue, as the real run would.
+    queue(&[
+        "send",
+        "own-dlq",
+        "--body",
+        "{\"order\":2}",
+        "--attribute",
+        r#"dlq-context={"v":1,"error":{"message":"503"},"source":"gone","failed_at":"2026-01-01T10:00:00Z"}"#,
+    ]);
+    let output = bin()
+        .args(["redrive", "--db"])
+        .arg(&db)
+        .args(["--dlq", "own-dlq", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["moved"].as_array().unwrap().len(), 1, "{report}");
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert!(
+        failed[0]
+            .as_str()
+            .unwrap()
+            .contains("-> gone: queue \"gone\" does not exist"),
+        "{report}"
+    );
 }

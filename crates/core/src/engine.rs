@@ -294,8 +294,20 @@ impl Engine {
                 plan.step = Step::Fail(error.to_string());
             }
         } else {
+            // The attempt each key took last in this batch, and with which body: another message
+            // of the key (another body that carries the same `heal` block) takes the attempt after
+            // it, as it would in a later batch, so that neither's ledger record and archived copy
+            // stands in for the other's.
+            let mut taken: HashMap<String, (u32, String)> = HashMap::new();
             for plan in &mut plans {
-                self.plan(plan, now);
+                let taken_by_another_body = taken
+                    .get(&plan.key)
+                    .filter(|(_, digest)| *digest != plan.digest)
+                    .map_or(0, |(attempt, _)| *attempt);
+                self.plan(plan, now, taken_by_another_body);
+                if let Some(verdict) = &plan.verdict {
+                    taken.insert(plan.key.clone(), (verdict.attempt, plan.digest.clone()));
+                }
             }
             settle_twins_within(&mut plans);
             keep_group_order(&mut plans);
@@ -423,7 +435,9 @@ impl Engine {
         Ok(())
     }
 
-    fn plan(&self, plan: &mut Plan, now: DateTime<Utc>) {
+    /// Decide what to do with one message; `taken_in_batch` is the last attempt of its key that
+    /// a message with another body took earlier in the batch (0 if none).
+    fn plan(&self, plan: &mut Plan, now: DateTime<Utc>, taken_in_batch: u32) {
         let message_id = plan.letter.message.message_id.clone();
         if let Some(done) = plan
             .history
@@ -495,7 +509,8 @@ impl Engine {
         let prior = plan
             .letter
             .context_attempts()
-            .max(plan.history.iter().map(|r| r.attempt).max().unwrap_or(0));
+            .max(plan.history.iter().map(|r| r.attempt).max().unwrap_or(0))
+            .max(taken_in_batch);
         let draw: f64 = self
             .jitter
             .lock()

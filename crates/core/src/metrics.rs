@@ -1,6 +1,7 @@
 //! Metric names, shared by every adapter and the dashboards. Counts unless the name says otherwise.
 
-/// Dead letters received by the healer, by class.
+/// DLQ deliveries the healer decided on, by class: a parked message counts again when it comes
+/// back due, so this is the healer's work, not the DLQ's inflow.
 pub const RECEIVED: &str = "received";
 /// Re-queued to their source, by class.
 pub const REQUEUED: &str = "requeued";

@@ -1067,6 +1067,32 @@ async fn twins_in_one_batch_are_handled_once() {
 }
 
 #[tokio::test]
+async fn two_bodies_with_one_heal_block_in_one_batch_take_attempts_of_their_own() {
+    let w = world();
+    let copy = requeued_once(&w, b"{\"order\":18}", "Task timed out after 30.00 seconds").await;
+    // A consumer that copies one message's `heal` block onto another (a fan-out, a buggy
+    // library): two bodies under one key and attempt count.
+    let other = ReceivedMessage {
+        body: b"{\"order\":19}".to_vec(),
+        ..copy.clone()
+    };
+    w.fail(&copy, "Task timed out after 30.00 seconds").await;
+    w.fail(&other, "Task timed out after 30.00 seconds").await;
+    let report = w.heal_all().await;
+    assert_eq!(report.tally().requeued, 2, "{:?}", report.messages);
+    let attempts: Vec<u32> = w.ledger.all().iter().map(|r| r.attempt).collect();
+    assert_eq!(
+        attempts.len(),
+        3,
+        "one record each, none written over: {attempts:?}"
+    );
+    let mut sorted = attempts.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, vec![1, 2, 3], "{attempts:?}");
+}
+
+#[tokio::test]
 async fn a_stale_copy_after_its_key_was_archived_does_not_reopen_it() {
     let w = world();
     let first = requeued_once(&w, b"{\"order\":9}", "Task timed out after 30.00 seconds").await;
