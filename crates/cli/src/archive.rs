@@ -10,7 +10,7 @@ use crate::redrive::{
 };
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
-use dlq_healer_core::alert::{escape_controls, fingerprint, shown_error, shown_source};
+use dlq_healer_core::alert::{fingerprint, shown_error, shown_source};
 use dlq_healer_core::context::{ContextReading, HealState};
 use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, MAX_ATTRIBUTES, OutgoingMessage};
 use dlq_healer_core::records::ArchiveRecord;
@@ -400,7 +400,7 @@ pub async fn replay(
                     "{} -> {}: {}",
                     plan.key,
                     plan.target,
-                    escape_controls(&error.to_string())
+                    crate::redrive::shown_failure(&error.to_string())
                 )),
             }
         }

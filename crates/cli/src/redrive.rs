@@ -15,7 +15,7 @@ use crate::rate::{Pacer, Ramp, RampStep, RateLimiter};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use dlq_healer_core::FailureClass;
-use dlq_healer_core::alert::{escape_controls, shown_source};
+use dlq_healer_core::alert::{escape_controls, redact, shown_source};
 use dlq_healer_core::letter::body_digest;
 use dlq_healer_core::message::{
     Attribute, CONTEXT_ATTRIBUTE, MAX_ATTRIBUTES, OutgoingMessage, ReceivedMessage,
@@ -591,7 +591,7 @@ impl Redrive<'_> {
                         "{} -> {}: {}",
                         entry.0.key,
                         shown_source(&entry.1.target),
-                        escape_controls(&error.to_string())
+                        shown_failure(&error.to_string())
                     ));
                     held.insert(
                         entry.0.message.message_id.clone(),
@@ -759,6 +759,12 @@ pub async fn check_target(
     Ok(())
 }
 
+/// A failure as a report shows it: the queue names in it may carry credentials, and text from
+/// outside may hold control characters.
+pub fn shown_failure(text: &str) -> String {
+    escape_controls(&redact(text)).into_owned()
+}
+
 /// In a dry run, the planned moves whose target queue cannot be read are moved to the report's
 /// failures, as the real run would fail them.
 pub async fn fail_moves_to_missing_queues(operator: &dyn Operator, report: &mut MoveReport) {
@@ -781,7 +787,7 @@ pub async fn fail_moves_to_missing_queues(operator: &dyn Operator, report: &mut 
             "{} -> {}: {}",
             m.key,
             m.target,
-            escape_controls(&missing[&m.queue])
+            shown_failure(&missing[&m.queue])
         )
     }));
 }
