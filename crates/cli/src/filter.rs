@@ -143,7 +143,7 @@ impl FilterArgs {
         let mut filter = Filter::default();
         for class in &self.classes {
             let class = FailureClass::from_str(class).with_context(|| {
-                format!("--class {class:?} is not a failure class; nothing was moved")
+                format!("--class {class:?} is not a failure class (auth, validation, timeout, bad_payload, dependency, unknown)")
             })?;
             filter.classes.insert(class);
         }

@@ -5,6 +5,7 @@
 //! twice), then sets their visibility to 0 so they are visible again at once. Like any receive, it
 //! raises the messages' receive counts.
 
+use crate::filter::Filter;
 use crate::ops::Operator;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -179,8 +180,12 @@ pub struct ClassGroup {
 pub struct Inspection {
     /// The DLQ.
     pub dlq: String,
-    /// Messages seen.
+    /// Messages seen that the filter selected (all of them without one).
     pub total: usize,
+    /// Messages seen, selected or not.
+    pub read: usize,
+    /// Whether a filter selected among the messages seen.
+    pub filtered: bool,
     /// Whether reading stopped at `--limit`, so that the DLQ may hold more.
     pub limited: bool,
     /// Messages in flight when reading started (being healed, or parked until due), not seen.
@@ -256,6 +261,8 @@ pub fn group(dlq: &str, messages: &[Examined], now: DateTime<Utc>) -> Inspection
     Inspection {
         dlq: dlq.to_string(),
         total: messages.len(),
+        read: messages.len(),
+        filtered: false,
         limited: false,
         in_flight: 0,
         at: now,
@@ -263,12 +270,13 @@ pub fn group(dlq: &str, messages: &[Examined], now: DateTime<Utc>) -> Inspection
     }
 }
 
-/// Peek at a DLQ and group what is in it.
+/// Peek at a DLQ and group what is in it that `filter` selects.
 pub async fn inspect(
     operator: &dyn Operator,
     dlq: &str,
     rules: &RuleSet,
     limit: Option<usize>,
+    filter: &Filter,
 ) -> Result<Inspection> {
     let source = operator.dlq(dlq).await?;
     // Before the peek: on SQS it receives what it reads, which then counts as in flight.
@@ -277,12 +285,16 @@ pub async fn inspect(
         Some(messages) => messages,
         None => peek(source.as_ref(), limit, operator.scan_wait()).await?,
     };
+    let read = messages.len();
     let examined: Vec<Examined> = messages
         .into_iter()
         .map(|m| Examined::new(m, rules))
+        .filter(|examined| filter.matches(&examined.facts()))
         .collect();
     let mut inspection = group(dlq, &examined, Utc::now());
-    inspection.limited = limit.is_some_and(|limit| inspection.total >= limit);
+    inspection.read = read;
+    inspection.filtered = !filter.is_empty();
+    inspection.limited = limit.is_some_and(|limit| read >= limit);
     inspection.in_flight = in_flight;
     Ok(inspection)
 }
@@ -303,7 +315,21 @@ pub fn render(inspection: &Inspection) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let messages = crate::noun(inspection.total, "message", "messages");
-    if inspection.limited {
+    if inspection.filtered {
+        let _ = writeln!(
+            out,
+            "DLQ {}: {} {messages} selected by the filter, of the {}{} {}",
+            inspection.dlq,
+            inspection.total,
+            if inspection.limited { "first " } else { "" },
+            inspection.read,
+            if inspection.limited {
+                "read (--limit; it may hold more)"
+            } else {
+                "in it"
+            }
+        );
+    } else if inspection.limited {
         let _ = writeln!(
             out,
             "DLQ {}: the first {} {messages} (--limit; it may hold more)",
@@ -371,6 +397,8 @@ pub struct InspectArgs {
     /// Look at most at this many messages.
     #[arg(long)]
     limit: Option<usize>,
+    #[command(flatten)]
+    filter: crate::filter::FilterArgs,
     /// Rules file (TOML); the shipped defaults when absent.
     #[arg(long, env = "DLQ_HEALER_RULES")]
     rules: Option<std::path::PathBuf>,
@@ -379,9 +407,10 @@ pub struct InspectArgs {
 /// Run `inspect`.
 pub fn command(args: InspectArgs) -> Result<i32> {
     let rules = crate::load_rules(args.rules.as_deref())?;
+    let filter = args.filter.build(Utc::now())?;
     let inspection = crate::runtime()?.block_on(async {
         let operator = crate::ops::open(&args.ops).await?;
-        inspect(operator.as_ref(), &args.dlq, &rules, args.limit).await
+        inspect(operator.as_ref(), &args.dlq, &rules, args.limit, &filter).await
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&inspection)?);

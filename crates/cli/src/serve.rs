@@ -408,10 +408,15 @@ async fn groups(state: &AppState, refresh: bool) -> Result<Option<Inspection>, A
     {
         return Ok(Some(inspection.clone()));
     }
-    let inspection =
-        crate::inspect::inspect(state.operator.as_ref(), dlq, &state.rules, Some(10_000))
-            .await
-            .map_err(internal)?;
+    let inspection = crate::inspect::inspect(
+        state.operator.as_ref(),
+        dlq,
+        &state.rules,
+        Some(10_000),
+        &Filter::default(),
+    )
+    .await
+    .map_err(internal)?;
     *cache = Some((Instant::now(), inspection.clone()));
     Ok(Some(inspection))
 }

@@ -42,6 +42,34 @@ fn inspect_groups_by_class_and_fingerprint_without_consuming() {
         (5, 0, 0),
         "visible again at once"
     );
+    // The filters of `redrive` narrow the view.
+    let output = run_ok(&mut fixture.cmd(&[
+        "inspect",
+        "--dlq",
+        "orders-dlq",
+        "--class",
+        "auth",
+        "--json",
+    ]));
+    let narrowed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (narrowed["total"].as_u64(), narrowed["read"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_eq!(
+        narrowed["classes"].as_array().unwrap().len(),
+        1,
+        "{narrowed}"
+    );
+    let text =
+        run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq", "--where", "/tier=silver"]))
+            .stdout;
+    assert!(
+        String::from_utf8_lossy(&text)
+            .contains("DLQ orders-dlq: 2 messages selected by the filter, of the 5 in it"),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
     let text = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq"])).stdout;
     let text = String::from_utf8_lossy(&text);
     assert!(

@@ -600,8 +600,8 @@ impl Engine {
                         }
                         tracing::warn!(
                             message_id = %plan.letter.message.message_id,
-                            %queue,
-                            %error,
+                            queue = %alert::shown_source(&queue),
+                            error = %alert::shown_source(&error.to_string()),
                             "cannot re-queue the message; archiving it instead"
                         );
                         plan.step = Step::Archive {

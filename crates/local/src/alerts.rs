@@ -547,6 +547,17 @@ mod tests {
     }
 
     #[test]
+    fn https_webhooks_are_called_over_tls() {
+        // Slack's webhooks are https only: the call must get as far as connecting (refused here),
+        // not stop at a scheme it cannot speak.
+        let error = ureq::post("https://127.0.0.1:1/services/T0/B0/x")
+            .send_string("{}")
+            .unwrap_err();
+        let text = failure_without_url(&error);
+        assert!(text.contains("Connection Failed"), "{text}");
+    }
+
+    #[test]
     fn slack_markup_in_message_texts_is_escaped() {
         let now = Utc::now();
         let alert = Alert {
