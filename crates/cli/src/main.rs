@@ -391,8 +391,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// `filter` is a [`dlq_healer_core::log_level::log_filter`].
+/// `filter` is a [`dlq_healer_core::log_level::log_filter`]. The HTTP client of the alert
+/// webhook logs whole request URLs at debug level, and a webhook's URL is its credential: it is
+/// held at info unless the filter names it.
 fn init_logging(filter: &str) {
+    let filter = if filter.contains("ureq") {
+        filter.to_string()
+    } else {
+        format!("{filter},ureq=info")
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

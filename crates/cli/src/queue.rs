@@ -16,14 +16,16 @@ pub enum QueueAction {
     Create {
         /// Queue name.
         name: String,
-        /// Move messages to this DLQ after --max-receive-count deliveries.
-        #[arg(long, requires = "max_receive_count")]
+        /// Move messages to this DLQ after --max-receive-count deliveries (with --update alone,
+        /// keeping the queue's count).
+        #[arg(long)]
         dlq: Option<String>,
         /// With --update: remove the queue's DLQ (its messages are then never dead-lettered).
-        #[arg(long, requires = "update", conflicts_with = "dlq")]
+        #[arg(long, requires = "update", conflicts_with_all = ["dlq", "max_receive_count"])]
         no_dlq: bool,
-        /// Deliveries before a message moves to the DLQ (1 to 1000).
-        #[arg(long, requires = "dlq", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        /// Deliveries before a message moves to the DLQ (1 to 1000; with --update alone, keeping
+        /// the queue's DLQ).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         max_receive_count: Option<u32>,
         /// Seconds a received message stays invisible (0 to 43200) [default: 30 for a new queue]
         #[arg(long, value_parser = clap::value_parser!(u32).range(0..=43_200))]
@@ -93,14 +95,29 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
             fifo,
             update,
         } => {
-            // The settings given, over `base`.
-            let given = |base: QueueSettings| {
+            // The settings given, over `base`: a DLQ or a receive count alone changes the one of
+            // `base`'s redrive policy, which must then exist.
+            let given = |base: QueueSettings| -> Result<QueueSettings> {
                 let mut settings = base;
                 if let Some(seconds) = visibility_timeout {
                     settings = settings.with_visibility_timeout(seconds);
                 }
-                if let (Some(dlq), Some(max)) = (&dlq, max_receive_count) {
-                    settings = settings.with_redrive(dlq, max);
+                let current = settings.redrive.clone();
+                match (&dlq, max_receive_count, current) {
+                    (Some(dlq), Some(max), _) => settings = settings.with_redrive(dlq, max),
+                    (Some(dlq), None, Some(r)) => {
+                        settings = settings.with_redrive(dlq, r.max_receive_count);
+                    }
+                    (None, Some(max), Some(r)) => {
+                        settings = settings.with_redrive(&r.dead_letter_queue, max);
+                    }
+                    (Some(_), None, None) => bail!(
+                        "--dlq needs --max-receive-count (the deliveries before a message moves there)"
+                    ),
+                    (None, Some(_), None) => bail!(
+                        "--max-receive-count needs --dlq (the queue messages move to after that many deliveries)"
+                    ),
+                    (None, None, _) => {}
                 }
                 if no_dlq {
                     settings.redrive = None;
@@ -108,11 +125,11 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
                 if fifo {
                     settings = settings.fifo();
                 }
-                settings
+                Ok(settings)
             };
             let existing = backend.queues.queue_settings(&name)?;
             if let Some(existing) = existing.clone().filter(|_| update) {
-                let updated = given(existing.clone());
+                let updated = given(existing.clone())?;
                 if updated == existing {
                     println!(
                         "queue {name} already has these settings ({}) in {}",
@@ -130,7 +147,7 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
                 );
                 return Ok(());
             }
-            let queue_settings = given(QueueSettings::default());
+            let queue_settings = given(QueueSettings::default())?;
             match existing {
                 Some(existing) if existing == queue_settings => {
                     println!(

@@ -159,8 +159,6 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
     Ok(summary)
 }
 
-/// An SQS queue URL or ARN given to the local backend, whose queues have plain names: the
-/// backend was meant to be aws. Refused before a database file is made for it.
 /// Refuse to heal a queue that looks like a source queue rather than a DLQ: it dead-letters
 /// into a queue of its own, and no queue dead-letters into it (`--dlq orders` for
 /// `--dlq orders-dlq`). Healing it would take its live messages for failures.
@@ -192,6 +190,8 @@ fn refuse_a_source_queue(queues: &[QueueInfo], dlq: &str) -> Result<()> {
     )
 }
 
+/// An SQS queue URL or ARN given to the local backend, whose queues have plain names: the
+/// backend was meant to be aws. Refused before a database file is made for it.
 fn refuse_aws_names_on_local(dlq: &str) -> Result<()> {
     if dlq.starts_with("https://") || dlq.starts_with("http://") || dlq.starts_with("arn:") {
         anyhow::bail!(

@@ -393,8 +393,50 @@ fn queue_create_again_keeps_the_settings_unless_told_to_update_them() {
         ),
         "{updated:?}"
     );
+    // With --update, a receive count or a DLQ alone changes that part of the redrive policy.
+    run_ok(&mut queue(&["create", "other-dlq"]));
+    run_ok(&mut queue(&[
+        "create",
+        "orders",
+        "--update",
+        "--max-receive-count",
+        "7",
+    ]));
+    run_ok(&mut queue(&[
+        "create",
+        "orders",
+        "--update",
+        "--dlq",
+        "other-dlq",
+    ]));
+    let stdout = run_ok(&mut queue(&["list"])).stdout;
+    assert!(
+        String::from_utf8_lossy(&stdout).contains("DLQ other-dlq after 7 receives"),
+        "{}",
+        String::from_utf8_lossy(&stdout)
+    );
+    let stderr = refused(&mut queue(&[
+        "create",
+        "orders",
+        "--update",
+        "--no-dlq",
+        "--max-receive-count",
+        "4",
+    ]));
+    assert!(stderr.contains("--no-dlq"), "{stderr}");
     run_ok(&mut queue(&["create", "orders", "--update", "--no-dlq"]));
     assert_eq!(settings(), (60, None, false), "the DLQ removed when asked");
+    let stderr = refused(&mut queue(&[
+        "create",
+        "orders",
+        "--update",
+        "--max-receive-count",
+        "4",
+    ]));
+    assert!(
+        stderr.contains("--max-receive-count needs --dlq"),
+        "{stderr}"
+    );
     let stderr = refused(&mut queue(&["create", "orders", "--no-dlq"]));
     assert!(stderr.contains("--update"), "{stderr}");
 }
@@ -1093,4 +1135,53 @@ fn the_operator_commands_take_the_backend_from_the_configuration_file() {
             .env("AWS_EC2_METADATA_DISABLED", "true"),
     );
     assert!(stderr.contains("--failed-table"), "{stderr}");
+}
+
+#[test]
+fn a_webhook_url_stays_out_of_the_log_even_at_debug_level() {
+    use std::io::{Read, Write};
+    // A webhook that takes every alert: the HTTP client logs a request it sends.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let posts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = posts.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 8192];
+            let _ = stream.read(&mut request);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let dir = scratch("webhook-debug");
+    let db = dir.path().join("q.db");
+    auth_dead_letters(&db, "orders-dlq", 1);
+    let output = bin()
+        .arg("run")
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "--dlq",
+            "orders-dlq",
+            "--until-empty",
+            "--wait-seconds",
+            "0",
+            "--log-level",
+            "debug",
+            "--webhook-url",
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{port}/services/T0/B0/webhookSecretPath?token=webhookSecretToken"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        posts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("webhookSecret"), "{stderr}");
 }

@@ -192,6 +192,9 @@ struct Plan {
     verdict: Option<Verdict>,
     step: Step,
     alert: AlertOutcome,
+    /// What its alert says instead of the message's error, when the trouble is not the
+    /// message's (its queue is gone).
+    alert_error: Option<String>,
     outcome: Option<Outcome>,
     record: Option<LedgerRecord>,
 }
@@ -283,6 +286,7 @@ impl Engine {
                     verdict: None,
                     step: Step::DeleteOnly,
                     alert: AlertOutcome::None,
+                    alert_error: None,
                     outcome: None,
                     record: None,
                 }
@@ -604,9 +608,9 @@ impl Engine {
                             error = %alert::shown_source(&error.to_string()),
                             "cannot re-queue the message; archiving it instead"
                         );
-                        plan.step = Step::Archive {
-                            reason: format!("re-queue to {queue} impossible: {error}"),
-                        };
+                        let reason = format!("re-queue to {queue} impossible: {error}");
+                        plan.alert_error = Some(reason.clone());
+                        plan.step = Step::Archive { reason };
                     }
                     Err(error) => plan.step = Step::Fail(error.to_string()),
                 }
@@ -814,7 +818,10 @@ impl Engine {
                 .classification
                 .as_ref()
                 .map_or(FailureClass::Unknown, |c| c.class);
-            let error = plan.letter.error_text();
+            let error = plan
+                .alert_error
+                .clone()
+                .unwrap_or_else(|| plan.letter.error_text());
             let source = plan.letter.source();
             let fingerprint = fingerprints
                 .entry((class, source, error.clone()))

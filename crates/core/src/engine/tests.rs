@@ -634,6 +634,13 @@ async fn a_send_failure_is_retried_later_and_a_missing_queue_archives() {
     let alerts = w.alerter.sent();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].source.as_deref(), Some("gone-queue"));
+    assert!(
+        alerts[0]
+            .error
+            .starts_with("re-queue to gone-queue impossible"),
+        "the alert says what is wrong: {}",
+        alerts[0].error
+    );
 }
 
 #[tokio::test]
