@@ -541,20 +541,7 @@ fn log_level_takes_python_names_and_refuses_a_word_that_would_silence_the_log() 
     let dir = scratch("log-level");
     let db = dir.path().join("q.db");
     auth_dead_letters(&db, "orders-dlq", 1);
-    let stderr = refused(
-        bin()
-            .env("LOG_LEVEL", "loud")
-            .arg("run")
-            .arg("--db")
-            .arg(&db)
-            .args([
-                "--dlq",
-                "orders-dlq",
-                "--until-empty",
-                "--wait-seconds",
-                "0",
-            ]),
-    );
+    let stderr = refused(drain_orders_dlq(&db).env("LOG_LEVEL", "loud"));
     assert!(stderr.contains("\"loud\" is not a log level"), "{stderr}");
     assert_eq!(queue_counts(&db, "orders-dlq"), [1, 0, 0], "nothing healed");
     // Python's WARNING, as the original design's functions were configured: the alert, logged
@@ -782,6 +769,19 @@ fn a_second_signal_stops_at_once_a_run_waiting_on_its_webhook() {
         [0, 0, 0],
         "the message was healed before"
     );
+}
+
+/// `run` draining `orders-dlq` of the local store at `db`, without waiting for more.
+fn drain_orders_dlq(db: &std::path::Path) -> Command {
+    let mut command = bin();
+    command.arg("run").arg("--db").arg(db).args([
+        "--dlq",
+        "orders-dlq",
+        "--until-empty",
+        "--wait-seconds",
+        "0",
+    ]);
+    command
 }
 
 /// Create the local queue `dlq` in `db` and send it `count` dead letters of orders that failed
@@ -1157,20 +1157,8 @@ fn a_webhook_url_stays_out_of_the_log_even_at_debug_level() {
     let dir = scratch("webhook-debug");
     let db = dir.path().join("q.db");
     auth_dead_letters(&db, "orders-dlq", 1);
-    let output = bin()
-        .arg("run")
-        .arg("--db")
-        .arg(&db)
-        .args([
-            "--dlq",
-            "orders-dlq",
-            "--until-empty",
-            "--wait-seconds",
-            "0",
-            "--log-level",
-            "debug",
-            "--webhook-url",
-        ])
+    let output = drain_orders_dlq(&db)
+        .args(["--log-level", "debug", "--webhook-url"])
         .arg(format!(
             "http://127.0.0.1:{port}/services/T0/B0/webhookSecretPath?token=webhookSecretToken"
         ))
