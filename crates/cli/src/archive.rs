@@ -362,8 +362,7 @@ pub async fn replay(
             id: format!("{}#{}", archived.record.key, archived.record.attempt),
             class: archived.record.class,
             fingerprint: archived.fingerprint.clone(),
-            target: shown_source(&target),
-            queue: target.clone(),
+            target: target.clone(),
         });
         items.push(MoveItem {
             journal_id: archived.journal_id(),
@@ -399,7 +398,7 @@ pub async fn replay(
                 Err(error) => report.failed.push(format!(
                     "{} -> {}: {}",
                     plan.key,
-                    plan.target,
+                    shown_source(&plan.target),
                     crate::redrive::shown_failure(&error.to_string())
                 )),
             }

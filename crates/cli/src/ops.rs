@@ -309,7 +309,7 @@ impl Operator for LocalOperator {
             .depths()?
             .into_iter()
             .map(|(queue, d)| DepthRow {
-                queue,
+                queue: queue.name,
                 visible: d.visible,
                 in_flight: d.in_flight,
                 delayed: d.delayed,

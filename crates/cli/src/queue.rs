@@ -172,8 +172,7 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
                 "{:<24} {:>8} {:>10} {:>8}  settings",
                 "queue", "visible", "in flight", "delayed"
             );
-            for queue in backend.queues.list_queues()? {
-                let depth = backend.queues.depth(&queue.name)?;
+            for (queue, depth) in backend.queues.depths()? {
                 println!(
                     "{:<24} {:>8} {:>10} {:>8}  {}",
                     queue.name,

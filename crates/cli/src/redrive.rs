@@ -59,11 +59,14 @@ pub struct PlannedMove {
     pub class: FailureClass,
     /// Its fingerprint.
     pub fingerprint: String,
-    /// Where it goes, as shown (see [`shown_source`]).
+    /// Where it goes; reports show it as [`shown_source`] does (a queue URL may carry
+    /// credentials).
+    #[serde(serialize_with = "serialize_shown_source")]
     pub target: String,
-    /// Where it goes.
-    #[serde(skip)]
-    pub queue: String,
+}
+
+fn serialize_shown_source<S: serde::Serializer>(target: &str, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(&shown_source(target))
 }
 
 /// What a redrive or replay did (or, in a dry run, would do).
@@ -550,8 +553,7 @@ impl Redrive<'_> {
             id: e.message.message_id.clone(),
             class: e.class,
             fingerprint: e.fingerprint.clone(),
-            target: shown_source(&item.target),
-            queue: item.target.clone(),
+            target: item.target.clone(),
         };
         if options.dry_run {
             for entry in &planned {
@@ -634,7 +636,7 @@ pub fn render(report: &MoveReport, verb: &str) -> String {
             m.key,
             m.class.as_str(),
             m.fingerprint,
-            m.target
+            shown_source(&m.target)
         );
     }
     let _ = writeln!(
@@ -772,7 +774,7 @@ pub async fn fail_moves_to_missing_queues(operator: &dyn Operator, report: &mut 
         return;
     }
     let mut missing: HashMap<String, String> = HashMap::new();
-    let queues: HashSet<String> = report.moved.iter().map(|m| m.queue.clone()).collect();
+    let queues: HashSet<String> = report.moved.iter().map(|m| m.target.clone()).collect();
     for queue in queues {
         if let Err(error) = operator.dlq(&queue).await {
             missing.insert(queue, format!("{error:#}"));
@@ -780,14 +782,14 @@ pub async fn fail_moves_to_missing_queues(operator: &dyn Operator, report: &mut 
     }
     let (fail, keep): (Vec<PlannedMove>, Vec<PlannedMove>) = std::mem::take(&mut report.moved)
         .into_iter()
-        .partition(|m| missing.contains_key(&m.queue));
+        .partition(|m| missing.contains_key(&m.target));
     report.moved = keep;
     report.failed.extend(fail.iter().map(|m| {
         format!(
             "{} -> {}: {}",
             m.key,
-            m.target,
-            shown_failure(&missing[&m.queue])
+            shown_source(&m.target),
+            shown_failure(&missing[&m.target])
         )
     }));
 }

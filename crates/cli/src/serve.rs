@@ -229,6 +229,11 @@ fn constant_time_eq(a: &str, b: &str) -> bool {
             == 0
 }
 
+/// The value of the header `name`, if it is there and is text.
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 /// Whether `host` (a `Host` header: a name or address, and maybe a port) names this machine's
 /// loopback interface.
 fn is_loopback_host(host: &str) -> bool {
@@ -251,11 +256,7 @@ async fn loopback_names_only(
     request: Request,
     next: Next,
 ) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let host = header_text(request.headers(), header::HOST).unwrap_or("");
     let mut response = if state.token.is_none() && !is_loopback_host(host) {
         ApiError(
             StatusCode::MISDIRECTED_REQUEST,
@@ -288,16 +289,11 @@ async fn loopback_names_only(
 /// without the browser asking first, and must not come from another origin.
 async fn json_from_this_origin(request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let is_json = header_text(headers, header::CONTENT_TYPE)
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = header_text(headers, header::HOST).unwrap_or("");
+    let origin = header_text(headers, header::ORIGIN);
     let foreign = origin.is_some_and(|origin| {
         origin
             .split_once("://")
@@ -328,19 +324,14 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
         return next.run(request).await;
     };
     let headers = request.headers();
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let cookie = headers
-        .get(header::COOKIE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|c| {
-            c.split(';')
-                .filter_map(|p| p.trim().split_once('='))
-                .find(|(k, _)| *k == TOKEN_COOKIE)
-                .map(|(_, v)| v.to_string())
-        });
+    let bearer =
+        header_text(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = header_text(headers, header::COOKIE).and_then(|c| {
+        c.split(';')
+            .filter_map(|p| p.trim().split_once('='))
+            .find(|(k, _)| *k == TOKEN_COOKIE)
+            .map(|(_, v)| v.to_string())
+    });
     let from_query = query_param(request.uri().query(), "token").map(str::to_string);
     let ok = |t: Option<&str>| t.is_some_and(|t| constant_time_eq(t, token));
     if ok(bearer) || ok(cookie.as_deref()) {

@@ -605,7 +605,7 @@ impl Engine {
                         tracing::warn!(
                             message_id = %plan.letter.message.message_id,
                             queue = %alert::shown_source(&queue),
-                            error = %alert::shown_source(&error.to_string()),
+                            error = %alert::shown_error(&error.to_string()),
                             "cannot re-queue the message; archiving it instead"
                         );
                         let reason = format!("re-queue to {queue} impossible: {error}");

@@ -347,13 +347,13 @@ impl LocalQueues {
             .ok_or_else(|| LocalError::NoSuchQueue(name.to_string()))
     }
 
-    /// The depth of every queue, by name.
-    pub fn depths(&self) -> Result<Vec<(String, QueueDepth)>, LocalError> {
+    /// Every queue with its depth.
+    pub fn depths(&self) -> Result<Vec<(QueueInfo, QueueDepth)>, LocalError> {
         self.list_queues()?
             .into_iter()
             .map(|info| {
                 let depth = self.depth(&info.name)?;
-                Ok((info.name, depth))
+                Ok((info, depth))
             })
             .collect()
     }

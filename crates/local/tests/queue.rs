@@ -37,7 +37,7 @@ async fn depths_count_visible_in_flight_and_delayed() {
     );
     fixture.clock.advance(Duration::seconds(61));
     assert_eq!(queues.depth("orders").unwrap().visible, 3);
-    assert_eq!(queues.depths().unwrap()[0].0, "orders");
+    assert_eq!(queues.depths().unwrap()[0].0.name, "orders");
     assert_eq!(queues.purge("orders").unwrap(), 3);
     assert_eq!(queues.depth("orders").unwrap().total(), 0);
     assert!(matches!(
