@@ -505,7 +505,7 @@ mod tests {
                 "wJalrXUtnFEMI",
             ),
             (
-                r#"sent body "{\"user\":\"bob\",\"password\":\"hunter2 two\"}" got 401"#,
+                r#"sent body "{\"user\":\"bob\",\"password\":\"two words hunter2\"}" got 401"#,
                 "hunter2",
             ),
             (
