@@ -1,9 +1,11 @@
 //! `dlq-healer inspect`: peek at a DLQ without consuming it, and group what failed by class and by
 //! fingerprint (class + normalized error + source), with counts, ages and sample keys.
 //!
-//! Peeking receives every message (each stays invisible until the scan ends, so none is counted
-//! twice), then sets their visibility to 0 so they are visible again at once. Like any receive, it
-//! raises the messages' receive counts.
+//! The local backend's DLQ is read without receiving its messages. An SQS DLQ is read by receiving
+//! every message (each stays invisible until the scan ends, so none is counted twice), then
+//! setting their visibility to 0 so they are visible again at once; like any receive, that raises
+//! the messages' receive counts. Either way the messages are grouped as they are read, so a DLQ
+//! of any size is inspected in the memory its groups take.
 
 use crate::filter::Filter;
 use crate::ops::Operator;
@@ -15,9 +17,9 @@ use dlq_healer_core::letter::OpenedLetter;
 use dlq_healer_core::message::ReceivedMessage;
 use dlq_healer_core::ports::MessageSource;
 use dlq_healer_core::rules::RuleSet;
+use dlq_healer_local::queue::PEEK_PAGE;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 /// Sample keys kept per group.
 pub const SAMPLE_KEYS: usize = 5;
@@ -87,36 +89,57 @@ impl Examined {
     }
 }
 
-/// Read up to `limit` messages of a DLQ and make them visible again.
-pub async fn peek(
-    dlq: &dyn MessageSource,
+/// Read up to `limit` (all when absent) of the messages of a DLQ, each once, giving each to
+/// `look` as it is read; how many were read. Where the backend can, they are read without
+/// receiving them (see [`Operator::peeker`]); otherwise (SQS) each is received and stays
+/// invisible until the scan ends, so that none is read twice, and then made visible again. Only
+/// the receipt handles are kept, not the messages: a DLQ of any size is read in little memory.
+pub async fn read_each(
+    operator: &dyn Operator,
+    dlq: &str,
+    source: &dyn MessageSource,
     limit: Option<usize>,
-    wait: Duration,
-) -> Result<Vec<ReceivedMessage>> {
-    let mut seen: Vec<ReceivedMessage> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut idle = 0;
-    while limit.is_none_or(|l| seen.len() < l) && idle < IDLE_RECEIVES {
-        let want = limit.map_or(10, |l| (l - seen.len()).min(10));
-        let batch = dlq.receive(want, wait).await?;
-        if batch.is_empty() {
-            break;
+    look: &mut (dyn FnMut(ReceivedMessage) + Send),
+) -> Result<usize> {
+    let mut read = 0;
+    let wanted = |read: usize, page: usize| limit.map_or(page, |l| (l - read).min(page));
+    if let Some(mut pages) = operator.peeker(dlq).await? {
+        while wanted(read, PEEK_PAGE) > 0 {
+            let page = pages.next_page(wanted(read, PEEK_PAGE)).await?;
+            if page.is_empty() {
+                break;
+            }
+            read += page.len();
+            page.into_iter().for_each(&mut *look);
         }
-        let mut fresh = false;
-        for message in batch {
-            match index.get(&message.message_id) {
-                Some(&i) => seen[i].receipt_handle = message.receipt_handle,
-                None => {
-                    index.insert(message.message_id.clone(), seen.len());
-                    seen.push(message);
+        return Ok(read);
+    }
+    let mut handles: HashMap<String, String> = HashMap::new();
+    let mut idle = 0;
+    let outcome = async {
+        while wanted(read, 10) > 0 && idle < IDLE_RECEIVES {
+            let batch = source
+                .receive(wanted(read, 10), operator.scan_wait())
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut fresh = false;
+            for message in batch {
+                let handle = message.receipt_handle.clone();
+                if handles.insert(message.message_id.clone(), handle).is_none() {
+                    read += 1;
                     fresh = true;
+                    look(message);
                 }
             }
+            idle = if fresh { 0 } else { idle + 1 };
         }
-        idle = if fresh { 0 } else { idle + 1 };
+        anyhow::Ok(())
     }
-    release(dlq, seen.iter().map(|m| m.receipt_handle.clone()).collect()).await;
-    Ok(seen)
+    .await;
+    release(source, handles.into_values().collect()).await;
+    outcome.map(|()| read)
 }
 
 /// Make deliveries visible again at once. Failures only delay them by their visibility timeout,
@@ -196,77 +219,132 @@ pub struct Inspection {
     pub classes: Vec<ClassGroup>,
 }
 
-fn ages(
-    times: impl Iterator<Item = Option<DateTime<Utc>>>,
-    now: DateTime<Utc>,
-) -> (Option<i64>, Option<i64>) {
-    let times: Vec<DateTime<Utc>> = times.flatten().collect();
-    let oldest = times.iter().min().map(|t| (now - *t).num_seconds().max(0));
-    let newest = times.iter().max().map(|t| (now - *t).num_seconds().max(0));
-    (oldest, newest)
+/// The oldest and newest of some times.
+#[derive(Debug, Clone, Copy, Default)]
+struct TimeSpan {
+    oldest: Option<DateTime<Utc>>,
+    newest: Option<DateTime<Utc>>,
 }
 
-/// Group examined messages by class and fingerprint.
-pub fn group(dlq: &str, messages: &[Examined], now: DateTime<Utc>) -> Inspection {
-    let mut by_class: BTreeMap<FailureClass, BTreeMap<&str, Vec<&Examined>>> = BTreeMap::new();
-    for m in messages {
-        by_class
-            .entry(m.class)
-            .or_default()
-            .entry(&m.fingerprint)
-            .or_default()
-            .push(m);
+impl TimeSpan {
+    fn add(&mut self, at: Option<DateTime<Utc>>) {
+        if let Some(at) = at {
+            self.oldest = Some(self.oldest.map_or(at, |t| t.min(at)));
+            self.newest = Some(self.newest.map_or(at, |t| t.max(at)));
+        }
     }
-    let classes = by_class
-        .into_iter()
-        .map(|(class, groups)| {
-            let mut groups: Vec<FailureGroup> = groups
-                .into_iter()
-                .map(|(fingerprint, members)| {
-                    let (oldest, newest) = ages(members.iter().map(|m| m.at), now);
-                    let mut sample_keys: Vec<String> =
-                        members.iter().map(|m| m.key.clone()).collect();
-                    sample_keys.sort();
-                    sample_keys.dedup();
-                    sample_keys.truncate(SAMPLE_KEYS);
-                    FailureGroup {
-                        fingerprint: fingerprint.to_string(),
-                        class,
-                        rule: members[0].rule.clone(),
-                        error: members[0].error.clone(),
-                        source: members[0].letter.source().map(shown_source),
-                        count: members.len(),
-                        oldest_age_seconds: oldest,
-                        newest_age_seconds: newest,
-                        sample_keys,
-                    }
-                })
-                .collect();
-            groups.sort_by(|a, b| {
-                b.count
-                    .cmp(&a.count)
-                    .then(a.fingerprint.cmp(&b.fingerprint))
+
+    /// Their ages at `now`, seconds: (oldest, newest).
+    fn ages(self, now: DateTime<Utc>) -> (Option<i64>, Option<i64>) {
+        let age = |t: DateTime<Utc>| (now - t).num_seconds().max(0);
+        (self.oldest.map(age), self.newest.map(age))
+    }
+}
+
+/// A failure group as it is built up: what its first message showed, and its counts.
+#[derive(Debug)]
+struct GroupSoFar {
+    rule: String,
+    error: String,
+    source: Option<String>,
+    count: usize,
+    span: TimeSpan,
+    /// The smallest keys, distinct and in order.
+    sample_keys: Vec<String>,
+}
+
+/// The groups of one class as they are built up.
+#[derive(Debug, Default)]
+struct ClassSoFar {
+    span: TimeSpan,
+    groups: HashMap<String, GroupSoFar>,
+}
+
+/// Examined messages grouped by class and fingerprint one at a time, so that a DLQ of any size
+/// is grouped in the memory its groups take.
+#[derive(Debug, Default)]
+pub struct Grouping {
+    classes: BTreeMap<FailureClass, ClassSoFar>,
+    total: usize,
+}
+
+impl Grouping {
+    /// Count one message in its group.
+    pub fn add(&mut self, m: &Examined) {
+        self.total += 1;
+        let class = self.classes.entry(m.class).or_default();
+        class.span.add(m.at);
+        let group = class
+            .groups
+            .entry(m.fingerprint.clone())
+            .or_insert_with(|| GroupSoFar {
+                rule: m.rule.clone(),
+                error: m.error.clone(),
+                source: m.letter.source().map(shown_source),
+                count: 0,
+                span: TimeSpan::default(),
+                sample_keys: Vec::new(),
             });
-            let members = messages.iter().filter(|m| m.class == class);
-            let (oldest, newest) = ages(members.map(|m| m.at), now);
-            ClassGroup {
-                class,
-                count: groups.iter().map(|g| g.count).sum(),
-                oldest_age_seconds: oldest,
-                newest_age_seconds: newest,
-                groups,
-            }
-        })
-        .collect();
-    Inspection {
-        dlq: dlq.to_string(),
-        total: messages.len(),
-        read: messages.len(),
-        filtered: false,
-        limited: false,
-        in_flight: 0,
-        at: now,
-        classes,
+        group.count += 1;
+        group.span.add(m.at);
+        let keys = &mut group.sample_keys;
+        if let Err(at) = keys.binary_search_by(|k| k.as_str().cmp(&m.key))
+            && at < SAMPLE_KEYS
+        {
+            keys.insert(at, m.key.clone());
+            keys.truncate(SAMPLE_KEYS);
+        }
+    }
+
+    /// The groups, with ages at `now`: classes in class order, each one's groups largest first.
+    pub fn finish(self, dlq: &str, now: DateTime<Utc>) -> Inspection {
+        let classes = self
+            .classes
+            .into_iter()
+            .map(|(class, so_far)| {
+                let mut groups: Vec<FailureGroup> = so_far
+                    .groups
+                    .into_iter()
+                    .map(|(fingerprint, g)| {
+                        let (oldest, newest) = g.span.ages(now);
+                        FailureGroup {
+                            fingerprint,
+                            class,
+                            rule: g.rule,
+                            error: g.error,
+                            source: g.source,
+                            count: g.count,
+                            oldest_age_seconds: oldest,
+                            newest_age_seconds: newest,
+                            sample_keys: g.sample_keys,
+                        }
+                    })
+                    .collect();
+                groups.sort_by(|a, b| {
+                    b.count
+                        .cmp(&a.count)
+                        .then(a.fingerprint.cmp(&b.fingerprint))
+                });
+                let (oldest, newest) = so_far.span.ages(now);
+                ClassGroup {
+                    class,
+                    count: groups.iter().map(|g| g.count).sum(),
+                    oldest_age_seconds: oldest,
+                    newest_age_seconds: newest,
+                    groups,
+                }
+            })
+            .collect();
+        Inspection {
+            dlq: dlq.to_string(),
+            total: self.total,
+            read: self.total,
+            filtered: false,
+            limited: false,
+            in_flight: 0,
+            at: now,
+            classes,
+        }
     }
 }
 
@@ -281,17 +359,15 @@ pub async fn inspect(
     let source = operator.dlq(dlq).await?;
     // Before the peek: on SQS it receives what it reads, which then counts as in flight.
     let in_flight = operator.in_flight(dlq).await?;
-    let messages = match operator.peek(dlq, limit).await? {
-        Some(messages) => messages,
-        None => peek(source.as_ref(), limit, operator.scan_wait()).await?,
-    };
-    let read = messages.len();
-    let examined: Vec<Examined> = messages
-        .into_iter()
-        .map(|m| Examined::new(m, rules))
-        .filter(|examined| filter.matches(&examined.facts()))
-        .collect();
-    let mut inspection = group(dlq, &examined, Utc::now());
+    let mut grouping = Grouping::default();
+    let read = read_each(operator, dlq, source.as_ref(), limit, &mut |message| {
+        let examined = Examined::new(message, rules);
+        if filter.matches(&examined.facts()) {
+            grouping.add(&examined);
+        }
+    })
+    .await?;
+    let mut inspection = grouping.finish(dlq, Utc::now());
     inspection.read = read;
     inspection.filtered = !filter.is_empty();
     inspection.limited = limit.is_some_and(|limit| read >= limit);
@@ -418,4 +494,121 @@ pub fn command(args: InspectArgs) -> Result<i32> {
         print!("{}", render(&inspection));
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::LocalSettings;
+    use crate::ops::LocalOperator;
+    use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, OutgoingMessage};
+    use dlq_healer_core::ports::QueueSender;
+    use dlq_healer_local::{LocalStore, QueueSettings};
+
+    const ERRORS: [&str; 2] = [
+        "401 Unauthorized for order 17",
+        "Task timed out after 3.00 seconds",
+    ];
+
+    /// A DLQ of `count` letters over more than one page, alternating between the two errors.
+    async fn dlq_of(dir: &std::path::Path, count: usize) -> LocalOperator {
+        let db = dir.join("t.db");
+        let queues = LocalStore::open(&db).unwrap().queues();
+        queues
+            .create_queue("dlq", QueueSettings::default())
+            .unwrap();
+        let letters: Vec<OutgoingMessage> = (0..count)
+            .map(|n| {
+                let mut letter = OutgoingMessage::new(format!("{n}"), format!(r#"{{"n":{n}}}"#));
+                // Keys fall as the letters go on, so that the smallest come last.
+                let context = format!(
+                    r#"{{"v":1,"error":{{"message":"{}"}},"source":"orders","failed_at":"2026-12-01T10:{:02}:00Z","heal":{{"key":"k{:05}","attempts":1,"first_failed_at":"2026-12-01T10:00:00Z","last_class":"unknown"}}}}"#,
+                    ERRORS[n % 2],
+                    n % 60,
+                    count - n
+                );
+                letter
+                    .attributes
+                    .insert(CONTEXT_ATTRIBUTE.into(), Attribute::string(context));
+                letter
+            })
+            .collect();
+        for chunk in letters.chunks(10) {
+            queues.send("dlq", chunk).await.unwrap();
+        }
+        LocalOperator::open(&LocalSettings {
+            db,
+            archive_dir: dir.join("archive"),
+            webhook_url: None,
+            alert_window: chrono::Duration::minutes(10),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dlq_of_several_pages_is_grouped_as_a_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = PEEK_PAGE * 2 + 3;
+        let operator = dlq_of(dir.path(), count).await;
+        let rules = RuleSet::defaults();
+        let inspection = inspect(&operator, "dlq", &rules, None, &Filter::default())
+            .await
+            .unwrap();
+        assert_eq!((inspection.total, inspection.read), (count, count));
+        assert!(!inspection.limited);
+        // What each group should hold, worked out from all the messages at once.
+        let all = LocalStore::open(dir.path().join("t.db"))
+            .unwrap()
+            .queues()
+            .queue("dlq")
+            .unwrap()
+            .peek(usize::MAX)
+            .unwrap();
+        // Even letters failed at even minutes, odd ones at odd minutes.
+        for (class, error, minutes) in [
+            (FailureClass::Auth, ERRORS[0], (0, 58)),
+            (FailureClass::Timeout, ERRORS[1], (1, 59)),
+        ] {
+            let group = &inspection
+                .classes
+                .iter()
+                .find(|c| c.class == class)
+                .unwrap()
+                .groups;
+            assert_eq!(group.len(), 1, "{class}: one fingerprint");
+            let mut keys: Vec<String> = all
+                .iter()
+                .map(|m| OpenedLetter::open(m.clone()))
+                .filter(|l| l.error_text().contains(error))
+                .map(|l| l.context_key().unwrap().to_string())
+                .collect();
+            assert_eq!(group[0].count, keys.len());
+            keys.sort();
+            keys.truncate(SAMPLE_KEYS);
+            assert_eq!(group[0].sample_keys, keys, "the smallest keys, in order");
+            assert_eq!(group[0].error, error);
+            let (oldest, newest) = (group[0].oldest_age_seconds, group[0].newest_age_seconds);
+            let age = |minute: i64| {
+                let at =
+                    chrono::DateTime::parse_from_rfc3339(&format!("2026-12-01T10:{minute:02}:00Z"))
+                        .unwrap();
+                Some((inspection.at - at.with_timezone(&Utc)).num_seconds())
+            };
+            assert_eq!((oldest, newest), (age(minutes.0), age(minutes.1)));
+        }
+        let limited = inspect(
+            &operator,
+            "dlq",
+            &rules,
+            Some(PEEK_PAGE + 1),
+            &Filter::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (limited.total, limited.read),
+            (PEEK_PAGE + 1, PEEK_PAGE + 1)
+        );
+        assert!(limited.limited);
+    }
 }

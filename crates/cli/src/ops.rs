@@ -16,6 +16,7 @@ use dlq_healer_core::FailureClass;
 use dlq_healer_core::metrics as m;
 use dlq_healer_core::ports::{Archive, MessageSource, PortError, QueueSender, SystemClock};
 use dlq_healer_core::records::{ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
+use dlq_healer_local::queue::{LocalQueue, PeekCursor};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,6 +75,15 @@ pub trait Journal: Send + Sync {
     async fn record(&self, entries: &[JournalEntry]) -> Result<(), PortError>;
 }
 
+/// A DLQ's messages read without receiving them: those visible when reading started, each at
+/// most once, in the order a receive would deliver them. Their receive counts, visibility and
+/// order stay as they are.
+#[async_trait]
+pub trait Peeker: Send + Sync {
+    /// The next up to `max` messages; empty at the end.
+    async fn next_page(&mut self, max: usize) -> Result<Vec<dlq_healer_core::ReceivedMessage>>;
+}
+
 /// What the operator commands need from a backend.
 #[async_trait]
 pub trait Operator: Send + Sync {
@@ -86,13 +96,9 @@ pub trait Operator: Send + Sync {
     }
     /// The DLQ to read, checked to exist; the error names it and says what to do.
     async fn dlq(&self, dlq: &str) -> Result<Arc<dyn MessageSource>>;
-    /// Up to `limit` (all when absent) of the messages of `dlq`, read without receiving them,
-    /// where the backend can; `None` where a peek must receive and release (SQS).
-    async fn peek(
-        &self,
-        _dlq: &str,
-        _limit: Option<usize>,
-    ) -> Result<Option<Vec<dlq_healer_core::ReceivedMessage>>> {
+    /// The messages of `dlq`, read page by page without receiving them, where the backend can;
+    /// `None` where reading must receive and release (SQS).
+    async fn peeker(&self, _dlq: &str) -> Result<Option<Box<dyn Peeker>>> {
         Ok(None)
     }
     /// How many messages of `dlq` are in flight: received by a healer and not yet deleted, or
@@ -143,6 +149,27 @@ pub async fn open(args: &OpsArgs) -> Result<Arc<dyn Operator>> {
 // ---------------------------------------------------------------------------------------------
 // Local
 
+/// A local DLQ read page by page (see [`LocalQueue::peek_page`]).
+pub struct LocalPeeker {
+    queue: LocalQueue,
+    cursor: PeekCursor,
+}
+
+impl LocalPeeker {
+    /// Read `queue` from the messages visible now.
+    pub fn new(queue: LocalQueue) -> LocalPeeker {
+        let cursor = queue.peek_cursor();
+        LocalPeeker { queue, cursor }
+    }
+}
+
+#[async_trait]
+impl Peeker for LocalPeeker {
+    async fn next_page(&mut self, max: usize) -> Result<Vec<dlq_healer_core::ReceivedMessage>> {
+        Ok(self.queue.peek_page(&mut self.cursor, max)?)
+    }
+}
+
 /// The operator view of the local backend.
 pub struct LocalOperator {
     backend: LocalBackend,
@@ -192,13 +219,9 @@ impl Operator for LocalOperator {
         Ok(Arc::new(queue))
     }
 
-    async fn peek(
-        &self,
-        dlq: &str,
-        limit: Option<usize>,
-    ) -> Result<Option<Vec<dlq_healer_core::ReceivedMessage>>> {
+    async fn peeker(&self, dlq: &str) -> Result<Option<Box<dyn Peeker>>> {
         let queue = self.backend.queues.queue(dlq)?;
-        Ok(Some(queue.peek(limit.unwrap_or(usize::MAX))?))
+        Ok(Some(Box::new(LocalPeeker::new(queue))))
     }
 
     async fn in_flight(&self, dlq: &str) -> Result<u64> {

@@ -10,7 +10,7 @@
 
 use crate::filter::Filter;
 use crate::inspect::{Examined, release};
-use crate::ops::{Journal, JournalEntry, Operator};
+use crate::ops::{Journal, JournalEntry, Operator, Peeker};
 use crate::rate::{Pacer, Ramp, RampStep, RateLimiter};
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
@@ -22,6 +22,7 @@ use dlq_healer_core::message::{
 };
 use dlq_healer_core::ports::{MessageSource, QueueSender};
 use dlq_healer_core::rules::RuleSet;
+use dlq_healer_local::queue::PEEK_PAGE;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -383,13 +384,13 @@ pub struct Redrive<'a> {
     /// For a dry run, the DLQ's messages read without receiving them, where the backend can
     /// (local): the dry run then changes no receive count, visibility or order. A dry run
     /// without them receives the messages and gives them back.
-    pub peeked: Option<Vec<ReceivedMessage>>,
+    pub peeked: Option<Box<dyn Peeker>>,
 }
 
 impl Redrive<'_> {
     /// Run a redrive; `interrupted` is checked between batches.
     pub async fn run(
-        &self,
+        &mut self,
         options: &MoveOptions,
         progress: &mut Progress,
         interrupted: &(dyn Fn() -> bool + Sync),
@@ -411,24 +412,29 @@ impl Redrive<'_> {
             ..Returns::default()
         };
         if options.dry_run
-            && let Some(messages) = &self.peeked
+            && let Some(mut pages) = self.peeked.take()
         {
-            // Nothing was received, so nothing is held to give back.
-            let mut not_received = HashMap::new();
-            for chunk in messages.chunks(10) {
-                if options.limit.is_some_and(|l| report.moved.len() >= l) {
+            let room = |report: &MoveReport| options.limit.is_none_or(|l| report.moved.len() < l);
+            while room(&report) {
+                let mut page = pages.next_page(PEEK_PAGE).await?.into_iter().peekable();
+                if page.peek().is_none() {
                     break;
                 }
-                report.scanned += chunk.len();
-                self.handle_batch(
-                    chunk.to_vec(),
-                    options,
-                    &mut report,
-                    &mut mover,
-                    &mut not_received,
-                    &mut moved,
-                )
-                .await?;
+                while room(&report) && page.peek().is_some() {
+                    let chunk: Vec<ReceivedMessage> = page.by_ref().take(10).collect();
+                    report.scanned += chunk.len();
+                    // Nothing was received, so nothing is held to give back.
+                    let mut not_received = HashMap::new();
+                    self.handle_batch(
+                        chunk,
+                        options,
+                        &mut report,
+                        &mut mover,
+                        &mut not_received,
+                        &mut moved,
+                    )
+                    .await?;
+                }
             }
             progress.finish();
             return Ok(report);
@@ -816,10 +822,10 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
         shutdown.on_signals();
         let pacer = crate::rate::RealPacer::default();
         let peeked = match options.dry_run {
-            true => operator.peek(&args.dlq, None).await?,
+            true => operator.peeker(&args.dlq).await?,
             false => None,
         };
-        let redrive = Redrive {
+        let mut redrive = Redrive {
             dlq: dlq.as_ref(),
             redrive_source,
             sender: sender.as_ref(),
@@ -963,7 +969,7 @@ mod tests {
             &'a self,
             dlq: &'a dyn MessageSource,
             sender: &'a dyn QueueSender,
-            peeked: Option<Vec<ReceivedMessage>>,
+            peeked: Option<Box<dyn Peeker>>,
         ) -> Redrive<'a> {
             Redrive {
                 dlq,
@@ -984,7 +990,7 @@ mod tests {
             sender: &dyn QueueSender,
             options: &MoveOptions,
         ) -> MoveReport {
-            let peeked = dlq.peek(usize::MAX).unwrap();
+            let peeked = Box::new(crate::ops::LocalPeeker::new(dlq.clone()));
             self.redrive(dlq, sender, Some(peeked))
                 .run(options, &mut Progress::new(None, true), &|| false)
                 .await
@@ -1383,6 +1389,33 @@ mod tests {
         assert_eq!((report.scanned, report.moved.len()), (12, 4));
         assert_eq!(counts(&dlq), before, "no message was received");
         assert_eq!(world.queues.depth("orders-dlq").unwrap().visible, 12);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_that_reads_without_receiving_reads_page_after_page_and_stops_at_its_limit() {
+        let letters = PEEK_PAGE * 2 + 7;
+        let world = world(&orders((0..letters).map(|i| i % 3))).await;
+        let rig = Rig::new();
+        let dlq = world.queues.queue("orders-dlq").unwrap();
+        let all = MoveOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        let report = rig.dry_run_peeking(&dlq, &world.queues, &all).await;
+        assert_eq!((report.scanned, report.moved.len()), (letters, letters));
+        let ids: HashSet<&str> = report.moved.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids.len(), letters, "each message once");
+        let limited = MoveOptions {
+            dry_run: true,
+            limit: Some(3),
+            ..Default::default()
+        };
+        let report = rig.dry_run_peeking(&dlq, &world.queues, &limited).await;
+        assert_eq!(
+            (report.scanned, report.moved.len()),
+            (10, 3),
+            "one batch read"
+        );
     }
 
     #[tokio::test]

@@ -701,10 +701,10 @@ async fn api_redrive(
         let journal = operator.journal().map_err(internal)?;
         let pacer = RealPacer::default();
         let peeked = match request.dry_run {
-            true => operator.peek(&dlq_name, None).await.map_err(internal)?,
+            true => operator.peeker(&dlq_name).await.map_err(internal)?,
             false => None,
         };
-        let redrive = Redrive {
+        let mut redrive = Redrive {
             dlq: dlq.as_ref(),
             redrive_source,
             sender: sender.as_ref(),

@@ -519,6 +519,18 @@ impl QueueSender for LocalQueues {
     }
 }
 
+/// Messages a peek reads in one transaction.
+pub const PEEK_PAGE: usize = 500;
+
+/// Where a peek at a queue is (see [`LocalQueue::peek_page`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PeekCursor {
+    /// The messages visible by then are read.
+    visible_by_ms: i64,
+    /// The visibility time and row of the last message read.
+    after: (i64, i64),
+}
+
 /// One queue to receive from: the [`MessageSource`] of the local backend.
 #[derive(Debug, Clone)]
 pub struct LocalQueue {
@@ -538,10 +550,14 @@ struct Candidate {
 /// so that the receive does not format its statement anew each time.
 macro_rules! select_deliveries {
     ($rest:literal) => {
+        select_deliveries!("", $rest)
+    };
+    ($more_columns:literal, $rest:literal) => {
         concat!(
             "SELECT m.message_id, m.receipt_handle, p.body, p.attributes, m.receive_count,
-                    m.redrive_source, m.sent_at_ms, m.group_id
-             FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq ",
+                    m.redrive_source, m.sent_at_ms, m.group_id",
+            $more_columns,
+            " FROM messages AS m LEFT JOIN message_payloads AS p ON p.seq = m.seq ",
             $rest
         )
     };
@@ -717,25 +733,67 @@ impl LocalQueue {
     }
 
     /// Up to `max` of the messages a receive would deliver now, oldest-visible first, read
-    /// without receiving them: their receive counts, visibility and order stay as they are (a
-    /// receive-and-release peek raises the counts, which on a queue with a DLQ of its own
-    /// moves messages there). Each comes with the receive count a receive would give it, and no
-    /// receipt handle.
+    /// without receiving them (see [`LocalQueue::peek_page`]), all in memory at once: for
+    /// tests and small queues; a DLQ of any size is read page by page.
     pub fn peek(&self, max: usize) -> Result<Vec<ReceivedMessage>, LocalError> {
-        let now = to_millis(self.store.now());
+        let mut cursor = self.peek_cursor();
+        let mut messages = Vec::new();
+        while messages.len() < max {
+            let page = self.peek_page(&mut cursor, (max - messages.len()).min(PEEK_PAGE))?;
+            if page.is_empty() {
+                break;
+            }
+            messages.extend(page);
+        }
+        Ok(messages)
+    }
+
+    /// Where a peek at this queue starts: before the first of the messages visible now.
+    pub fn peek_cursor(&self) -> PeekCursor {
+        PeekCursor {
+            visible_by_ms: to_millis(self.store.now()),
+            after: (i64::MIN, i64::MIN),
+        }
+    }
+
+    /// The next up to `max` messages after `cursor`, oldest-visible first, read without
+    /// receiving them: their receive counts, visibility and order stay as they are (a
+    /// receive-and-release peek raises the counts, which on a queue with a DLQ of its own moves
+    /// messages there). Each comes with the receive count a receive would give it, and no
+    /// receipt handle. Empty at the end.
+    ///
+    /// Page after page, a cursor reads each message that was visible when it was made at most
+    /// once: one that a healer receives meanwhile becomes visible again only later, if at all,
+    /// and one sent meanwhile is visible only later too. Each page is a read transaction of its
+    /// own, so that a long scan neither holds the store nor keeps its log from being
+    /// checkpointed.
+    pub fn peek_page(
+        &self,
+        cursor: &mut PeekCursor,
+        max: usize,
+    ) -> Result<Vec<ReceivedMessage>, LocalError> {
         let name = self.name.as_str();
+        let (after_visible, after_seq) = cursor.after;
         let rows = self.store.read("peek at", name, |tx| {
             let mut statement = tx.prepare_cached(select_deliveries!(
+                ", m.visible_at_ms, m.seq",
                 "WHERE m.queue = ?1 AND m.visible_at_ms <= ?2
-                 ORDER BY m.visible_at_ms, m.seq LIMIT ?3"
+                   AND (m.visible_at_ms, m.seq) > (?3, ?4)
+                 ORDER BY m.visible_at_ms, m.seq LIMIT ?5"
             ))?;
             let limit = i64::try_from(max).unwrap_or(i64::MAX);
             statement
-                .query_map(params![name, now, limit], delivery_of_row)?
+                .query_map(
+                    params![name, cursor.visible_by_ms, after_visible, after_seq, limit],
+                    |row| Ok((delivery_of_row(row)?, (row.get(8)?, row.get(9)?))),
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })?;
+        if let Some(&(_, last)) = rows.last() {
+            cursor.after = last;
+        }
         rows.into_iter()
-            .map(|delivery| {
+            .map(|(delivery, _)| {
                 let mut message = self.message_of(delivery)?;
                 message.receipt_handle = String::new();
                 message.receive_count += 1;

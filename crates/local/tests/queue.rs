@@ -470,3 +470,63 @@ async fn a_handle_is_honoured_only_for_its_own_delivery_on_its_own_queue() {
     assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
     assert_eq!(queues.depth("orders").unwrap().total(), 0);
 }
+
+#[tokio::test]
+async fn a_paged_peek_reads_each_message_visible_at_its_start_once_without_receiving_it() {
+    let fixture = Fixture::new();
+    let queues = fixture.store.queues();
+    queues
+        .create_queue("dlq", QueueSettings::default())
+        .unwrap();
+    let batch: Vec<OutgoingMessage> = (0..25)
+        .map(|i| OutgoingMessage::new(format!("{i}"), format!("{i}")))
+        .collect();
+    for chunk in batch.chunks(10) {
+        queues.send("dlq", chunk).await.unwrap();
+        fixture.clock.advance(Duration::milliseconds(1));
+    }
+    let dlq = queues.queue("dlq").unwrap();
+    let mut cursor = dlq.peek_cursor();
+    let mut read: Vec<String> = Vec::new();
+    let body = |m: &dlq_healer_core::ReceivedMessage| String::from_utf8(m.body.clone()).unwrap();
+    read.extend(dlq.peek_page(&mut cursor, 7).unwrap().iter().map(body));
+    // Between pages: a healer receives ten, the seven read and the next three (which are visible
+    // again only later), and a message is sent (visible only after the cursor was made).
+    fixture.clock.advance(Duration::milliseconds(1));
+    assert_eq!(dlq.receive(10, NOW).await.unwrap().len(), 10);
+    queues
+        .send("dlq", &[OutgoingMessage::new("late", "late")])
+        .await
+        .unwrap();
+    loop {
+        let page = dlq.peek_page(&mut cursor, 7).unwrap();
+        assert!(page.len() <= 7);
+        if page.is_empty() {
+            break;
+        }
+        assert!(
+            page.iter()
+                .all(|m| m.receipt_handle.is_empty() && m.receive_count == 1)
+        );
+        read.extend(page.iter().map(body));
+    }
+    let expected: Vec<String> = (0..25)
+        .filter(|i| !(7..10).contains(i))
+        .map(|i| i.to_string())
+        .collect();
+    assert_eq!(
+        read, expected,
+        "in order, each once, none received or sent meanwhile"
+    );
+    assert_eq!(
+        queues.depth("dlq").unwrap(),
+        QueueDepth {
+            visible: 16,
+            in_flight: 10,
+            delayed: 0
+        },
+        "peeking received nothing"
+    );
+    assert_eq!(dlq.peek(usize::MAX).unwrap().len(), 16);
+    assert_eq!(dlq.peek(4).unwrap().len(), 4);
+}
