@@ -17,7 +17,7 @@ use dlq_healer_core::records::ArchiveRecord;
 use serde::Serialize;
 
 /// An archived record with what filters look at.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Archived {
     /// Where it is.
     pub entry: ArchivedEntry,
@@ -26,10 +26,32 @@ pub struct Archived {
     /// What is shown of the error its context tells (see [`shown_error`]).
     pub error: String,
     /// The record.
-    #[serde(skip)]
     pub record: ArchiveRecord,
-    #[serde(skip)]
     body: Vec<u8>,
+}
+
+/// What `archive list` shows of an archived record: not its body or context, so that a listing
+/// of the whole archive takes the memory of its index.
+#[derive(Debug, Clone, Serialize)]
+struct Listed {
+    /// Where it is (its source as [`shown_source`] shows it).
+    entry: ArchivedEntry,
+    /// Its fingerprint.
+    fingerprint: String,
+    /// What is shown of its error.
+    error: String,
+}
+
+impl Listed {
+    fn of(archived: Archived) -> Listed {
+        let mut entry = archived.entry;
+        entry.source = entry.source.as_deref().map(shown_source);
+        Listed {
+            entry,
+            fingerprint: archived.fingerprint,
+            error: archived.error,
+        }
+    }
 }
 
 impl Archived {
@@ -139,14 +161,16 @@ fn query(filter: &crate::filter::Filter, limit: Option<usize>) -> ArchiveQuery {
     }
 }
 
-/// Archived records matching the filter, newest first. A record that cannot be read is an error
-/// that names it: nothing is moved on a damaged archive.
-pub async fn select(
+/// What is kept of each archived record matching the filter (`keep` of it), newest first, up to
+/// `limit`. A record that cannot be read is an error that names it: nothing is moved on a
+/// damaged archive.
+async fn select<T>(
     operator: &dyn Operator,
     filter: &crate::filter::Filter,
     limit: Option<usize>,
-) -> Result<Vec<Archived>> {
-    let selection = select_readable(operator, filter, limit, true).await?;
+    keep: impl FnMut(Archived) -> T,
+) -> Result<Vec<T>> {
+    let selection = select_readable(operator, filter, limit, true, keep).await?;
     match selection.unreadable.into_iter().next() {
         Some(unreadable) => Err(unreadable.problem),
         None => Ok(selection.matched),
@@ -161,22 +185,25 @@ struct Unreadable {
 }
 
 /// What [`select_readable`] found.
-struct Selection {
-    /// The records that match the filter, newest first.
-    matched: Vec<Archived>,
+struct Selection<T> {
+    /// What is kept of the records that match the filter, newest first.
+    matched: Vec<T>,
     /// The entries, in the same order, whose records could not be read, so that the filter
     /// could not be tried on them (beyond the index's class and time).
     unreadable: Vec<Unreadable>,
 }
 
-/// Archived records matching the filter, newest first, with the entries whose records could not
-/// be read set aside (only the first, if `stop_at_unreadable`). Up to `limit` of both together.
-async fn select_readable(
+/// What is kept (`keep`) of the archived records matching the filter, newest first, with the
+/// entries whose records could not be read set aside (only the first, if
+/// `stop_at_unreadable`). Up to `limit` of both together. Records are read one at a time and
+/// only what `keep` makes of them stays.
+async fn select_readable<T>(
     operator: &dyn Operator,
     filter: &crate::filter::Filter,
     limit: Option<usize>,
     stop_at_unreadable: bool,
-) -> Result<Selection> {
+    mut keep: impl FnMut(Archived) -> T,
+) -> Result<Selection<T>> {
     // Fingerprints, sources and body matches need the records; limit after filtering then.
     let needs_records =
         !filter.fingerprints.is_empty() || !filter.wheres.is_empty() || !filter.sources.is_empty();
@@ -196,7 +223,9 @@ async fn select_readable(
             .await
             .and_then(|record| Archived::new(entry.clone(), record));
         match read {
-            Ok(archived) if filter.matches(&archived.facts()) => selection.matched.push(archived),
+            Ok(archived) if filter.matches(&archived.facts()) => {
+                selection.matched.push(keep(archived));
+            }
             Ok(_) => {}
             Err(problem) => {
                 selection.unreadable.push(Unreadable { entry, problem });
@@ -220,21 +249,21 @@ pub async fn list(
     let Selection {
         matched: selected,
         unreadable,
-    } = select_readable(operator, &filter, (limit > 0).then_some(limit), false).await?;
+    } = select_readable(
+        operator,
+        &filter,
+        (limit > 0).then_some(limit),
+        false,
+        Listed::of,
+    )
+    .await?;
     // One damaged or missing file does not hide the rest of the archive: its entries are
     // listed as unreadable (in the table) and named on standard error.
     for u in &unreadable {
         tracing::warn!(key = %u.entry.key, attempt = u.entry.attempt, "cannot read the archived record: {:#}", u.problem);
     }
     if json {
-        let shown: Vec<Archived> = selected
-            .into_iter()
-            .map(|mut archived| {
-                archived.entry.source = archived.entry.source.as_deref().map(shown_source);
-                archived
-            })
-            .collect();
-        return Ok(serde_json::to_string_pretty(&shown)?);
+        return Ok(serde_json::to_string_pretty(&selected)?);
     }
     let mut out = format!(
         "{:<40} {:>3} {:<12} {:<20} {:<16} {}\n",
@@ -248,17 +277,22 @@ pub async fn list(
             entry.class.as_str(),
             entry.archived_at.format("%Y-%m-%d %H:%M:%S"),
             fingerprint,
-            entry
-                .source
-                .as_deref()
-                .map_or_else(|| "-".into(), shown_source)
+            entry.source.as_deref().unwrap_or("-")
         )
     };
     // Newest first, the unreadable entries among the others.
+    let unreadable_entries: Vec<ArchivedEntry> = unreadable
+        .iter()
+        .map(|u| {
+            let mut entry = u.entry.clone();
+            entry.source = entry.source.as_deref().map(shown_source);
+            entry
+        })
+        .collect();
     let mut rows: Vec<(&ArchivedEntry, &str)> = selected
         .iter()
         .map(|a| (&a.entry, a.fingerprint.as_str()))
-        .chain(unreadable.iter().map(|u| (&u.entry, "(unreadable)")))
+        .chain(unreadable_entries.iter().map(|e| (e, "(unreadable)")))
         .collect();
     rows.sort_by_key(|(entry, _)| std::cmp::Reverse(entry.archived_at));
     for (entry, fingerprint) in rows {
@@ -328,9 +362,29 @@ pub async fn replay(
              try --dry-run first"
         );
     }
-    let selected = select(operator, filter, None).await?;
+    // Every selected record is read once first, so that a damaged one stops the replay before
+    // anything moves; only what the plan needs is kept of each, and the records to send are
+    // read again, ten at a time, as they are sent.
+    let selected = select(operator, filter, None, |archived| Selected {
+        planned: options
+            .to
+            .clone()
+            .or_else(|| archived.record.source.clone())
+            .or_else(|| archived.entry.source.clone())
+            .map(|target| PlannedMove {
+                key: archived.record.key.clone(),
+                id: format!("{}#{}", archived.record.key, archived.record.attempt),
+                class: archived.record.class,
+                fingerprint: archived.fingerprint.clone(),
+                target,
+            }),
+        journal_id: archived.journal_id(),
+        key: archived.record.key,
+        entry: archived.entry,
+    })
+    .await?;
     let journal = operator.journal()?;
-    let ids: Vec<String> = selected.iter().map(Archived::journal_id).collect();
+    let ids: Vec<String> = selected.iter().map(|s| s.journal_id.clone()).collect();
     let done = journal.done(&ids).await?;
     let mut report = MoveReport {
         dry_run: options.dry_run,
@@ -338,40 +392,22 @@ pub async fn replay(
         matched: selected.len(),
         ..MoveReport::default()
     };
-    let mut items = Vec::new();
-    let mut planned = Vec::new();
-    for archived in &selected {
+    let mut planned: Vec<(&Selected, &PlannedMove)> = Vec::new();
+    for one in &selected {
         if options.limit.is_some_and(|l| planned.len() >= l) {
             break;
         }
-        if done.contains(&archived.journal_id()) {
+        if done.contains(&one.journal_id) {
             report.already_moved += 1;
             continue;
         }
-        let target = options
-            .to
-            .clone()
-            .or_else(|| archived.record.source.clone())
-            .or_else(|| archived.entry.source.clone());
-        let Some(target) = target else {
-            report.no_target.push(archived.record.key.clone());
-            continue;
-        };
-        planned.push(PlannedMove {
-            key: archived.record.key.clone(),
-            id: format!("{}#{}", archived.record.key, archived.record.attempt),
-            class: archived.record.class,
-            fingerprint: archived.fingerprint.clone(),
-            target: target.clone(),
-        });
-        items.push(MoveItem {
-            journal_id: archived.journal_id(),
-            target,
-            message: archived.outgoing(),
-        });
+        match &one.planned {
+            Some(plan) => planned.push((one, plan)),
+            None => report.no_target.push(one.key.clone()),
+        }
     }
     if options.dry_run {
-        report.moved = planned;
+        report.moved = planned.into_iter().map(|(_, plan)| plan.clone()).collect();
         return Ok(report);
     }
     let sender = operator.sender();
@@ -382,14 +418,40 @@ pub async fn replay(
         options.rate,
         options.ramp,
     );
-    for (items, planned) in items.chunks(10).zip(planned.chunks(10)) {
+    for chunk in planned.chunks(10) {
         if interrupted() {
             report.stopped = Some("interrupted; rerun the same command to go on".into());
             break;
         }
-        let results = mover.send(items).await?;
+        let mut items = Vec::new();
+        let mut plans = Vec::new();
+        for &(one, plan) in chunk {
+            let read = operator
+                .fetch_archived(&one.entry)
+                .await
+                .and_then(|record| Archived::new(one.entry.clone(), record));
+            match read {
+                Ok(archived) => {
+                    items.push(MoveItem {
+                        journal_id: one.journal_id.clone(),
+                        target: plan.target.clone(),
+                        message: archived.outgoing(),
+                    });
+                    plans.push(plan);
+                }
+                Err(error) => report.failed.push(format!(
+                    "{}: the archived record cannot be read again: {}",
+                    plan.key,
+                    crate::redrive::shown_failure(&format!("{error:#}"))
+                )),
+            }
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let results = mover.send(&items).await?;
         let mut sent = 0;
-        for (plan, result) in planned.iter().zip(results) {
+        for (plan, result) in plans.into_iter().zip(results) {
             match result {
                 Ok(_) => {
                     report.moved.push(plan.clone());
@@ -407,6 +469,16 @@ pub async fn replay(
     }
     progress.finish();
     Ok(report)
+}
+
+/// What a replay keeps of a selected record between reading it and sending it.
+struct Selected {
+    /// Where it is, to read it again.
+    entry: ArchivedEntry,
+    journal_id: String,
+    key: String,
+    /// Its move, if it has a target queue.
+    planned: Option<PlannedMove>,
 }
 
 /// What to do with the archive.

@@ -17,10 +17,20 @@ use std::io::{BufRead, Write};
 
 /// Parse one input line into the message the healer would receive.
 pub fn message_from_line(line: &str) -> Result<ReceivedMessage, String> {
+    message_from_fields(&fields_of_line(line)?)
+}
+
+/// The fields of one input line, which must be a JSON object.
+pub fn fields_of_line(line: &str) -> Result<Map<String, Value>, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("line is not JSON: {e}"))?;
     let Value::Object(fields) = value else {
         return Err("line is not a JSON object".into());
     };
+    Ok(fields)
+}
+
+/// The message the healer would receive for the fields of one input line.
+pub fn message_from_fields(fields: &Map<String, Value>) -> Result<ReceivedMessage, String> {
     let body = match (fields.get("body"), fields.get("body_b64")) {
         (Some(body), _) if !body.is_string() && !body.is_null() => {
             return Err(format!(
@@ -111,7 +121,7 @@ fn set_error(attributes: &mut Attributes, error: &str) {
     );
 }
 
-fn type_name(value: &Value) -> &'static str {
+pub fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

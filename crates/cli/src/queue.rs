@@ -70,6 +70,27 @@ pub enum QueueAction {
         #[arg(long, default_value_t = 0)]
         delay: u32,
     },
+    /// Send every message of a JSON Lines file, ten to a batch: one object a line, as `classify`
+    /// reads them (`body` or `body_b64`, `error`, which becomes the `dlq-context`, and
+    /// `attributes`), with `group_id` and `deduplication_id` for a FIFO queue and
+    /// `delay_seconds` (0 to 900). Stops at the first line that cannot be read or sent, and says
+    /// which lines were sent.
+    Load {
+        /// Queue name.
+        name: String,
+        /// The JSON Lines file; standard input when absent or `-`.
+        #[arg(value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Delete every message of a queue, visible, in flight or delayed, for good. Refused
+    /// without --yes.
+    Purge {
+        /// Queue name.
+        name: String,
+        /// Yes, delete them: they are not archived and cannot be replayed.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Carry out a queue action.
@@ -230,8 +251,135 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
                 .with_context(|| format!("sending to {name}"))?;
             println!("{id}");
         }
+        QueueAction::Load { name, file } => {
+            let input: Box<dyn std::io::BufRead> = match &file {
+                Some(path) if path.as_os_str() != "-" => Box::new(std::io::BufReader::new(
+                    std::fs::File::open(path)
+                        .with_context(|| format!("opening {}", path.display()))?,
+                )),
+                _ => Box::new(std::io::stdin().lock()),
+            };
+            let sent = load(backend.queues.as_ref(), &name, input).await?;
+            println!(
+                "sent {sent} {} to {name} in {}",
+                crate::noun(sent, "message", "messages"),
+                settings.db.display()
+            );
+        }
+        QueueAction::Purge { name, yes } => {
+            let depth = backend.queues.depth(&name)?;
+            if !yes {
+                bail!(
+                    "purging {name} deletes its {} messages for good (they are not archived); \
+                     run again with --yes",
+                    depth.total()
+                );
+            }
+            let deleted = backend.queues.purge(&name)?;
+            println!(
+                "deleted {deleted} {} from {name}",
+                crate::noun(deleted as usize, "message", "messages")
+            );
+        }
     }
     Ok(())
+}
+
+/// Send the messages of JSON Lines `input` to `queue`, ten to a batch; how many were sent. The
+/// first line that cannot be read or sent stops it, with an error that says which lines were
+/// sent.
+async fn load(
+    queues: &dyn QueueSender,
+    queue: &str,
+    input: impl std::io::BufRead,
+) -> Result<usize> {
+    let mut sent = 0;
+    let mut batch: Vec<(usize, OutgoingMessage)> = Vec::new();
+    let mut lines = input.lines().enumerate();
+    loop {
+        let next = lines.next();
+        let at_end = next.is_none();
+        if let Some((index, line)) = next {
+            let number = index + 1;
+            let line = line.with_context(|| {
+                format!(
+                    "reading line {number} (the {sent} lines before the batch in hand were sent)"
+                )
+            })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let message = outgoing_of_line(&line).map_err(|why| {
+                let unsent_from = batch.first().map_or(number, |(n, _)| *n);
+                anyhow::anyhow!(
+                    "line {number}: {why}; the {sent} {} before line {unsent_from} were sent, none from it on",
+                    crate::noun(sent, "message", "messages")
+                )
+            })?;
+            batch.push((number, message));
+            if batch.len() < 10 {
+                continue;
+            }
+        }
+        if batch.is_empty() {
+            return Ok(sent);
+        }
+        let messages: Vec<OutgoingMessage> = batch.iter().map(|(_, m)| m.clone()).collect();
+        let results = queues
+            .send(queue, &messages)
+            .await
+            .with_context(|| format!("sending to {queue} ({sent} messages sent before)"))?;
+        let mut failed = Vec::new();
+        for ((number, _), result) in batch.iter().zip(results) {
+            match result {
+                Ok(_) => sent += 1,
+                Err(error) => failed.push(format!("line {number}: {error}")),
+            }
+        }
+        if !failed.is_empty() {
+            bail!(
+                "{}; {sent} {} sent, up to line {}, and none after it",
+                failed.join("; "),
+                crate::noun(sent, "message", "messages"),
+                batch.last().map_or(0, |(n, _)| *n)
+            );
+        }
+        batch.clear();
+        if at_end {
+            return Ok(sent);
+        }
+    }
+}
+
+/// The message to send for one line of `queue load`.
+fn outgoing_of_line(line: &str) -> Result<OutgoingMessage, String> {
+    use crate::classify::{fields_of_line, message_from_fields, type_name};
+    let fields = fields_of_line(line)?;
+    let received = message_from_fields(&fields)?;
+    let mut message = OutgoingMessage::new("load", received.body);
+    message.attributes = received.attributes;
+    let text = |name: &str| match fields.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
+        Some(other) => Err(format!("{name} must be a string, not {}", type_name(other))),
+    };
+    message.group_id = text("group_id")?;
+    message.deduplication_id = text("deduplication_id")?;
+    message.delay_seconds = match fields.get("delay_seconds") {
+        None | Some(serde_json::Value::Null) => 0,
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n <= 900)
+            .ok_or_else(|| format!("delay_seconds must be 0 to 900, not {n}"))?,
+        Some(other) => {
+            return Err(format!(
+                "delay_seconds must be a number, not {}",
+                type_name(other)
+            ));
+        }
+    };
+    Ok(message)
 }
 
 /// A queue's settings as `queue create` takes them.

@@ -628,14 +628,17 @@ impl Redrive<'_> {
     }
 }
 
-/// The report as text for a person.
+/// Moves the text report lists one by one; the rest are counted.
+pub const LISTED_IN_TEXT: usize = 50;
+
+/// The report as text for a person: the first [`LISTED_IN_TEXT`] moves, then the counts.
 pub fn render(report: &MoveReport, verb: &str) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if report.dry_run {
         let _ = writeln!(out, "DRY RUN: nothing was changed. Would {verb}:");
     }
-    for m in &report.moved {
+    for m in report.moved.iter().take(LISTED_IN_TEXT) {
         let _ = writeln!(
             out,
             "  {:<40} {:<12} {:<16} -> {}",
@@ -644,6 +647,14 @@ pub fn render(report: &MoveReport, verb: &str) -> String {
             m.fingerprint,
             shown_source(&m.target)
         );
+    }
+    if let Some(more) = report
+        .moved
+        .len()
+        .checked_sub(LISTED_IN_TEXT)
+        .filter(|&n| n > 0)
+    {
+        let _ = writeln!(out, "  ... and {more} more (--json lists every one)");
     }
     let _ = writeln!(
         out,
@@ -1416,6 +1427,37 @@ mod tests {
             (10, 3),
             "one batch read"
         );
+    }
+
+    #[test]
+    fn the_text_report_lists_the_first_moves_and_counts_the_rest() {
+        let planned = |n: usize| PlannedMove {
+            key: format!("key-{n}"),
+            id: format!("id-{n}"),
+            class: FailureClass::Timeout,
+            fingerprint: "f".into(),
+            target: "orders".into(),
+        };
+        let report = MoveReport {
+            dry_run: true,
+            moved: (0..LISTED_IN_TEXT + 3).map(planned).collect(),
+            ..MoveReport::default()
+        };
+        let text = render(&report, "redrive");
+        assert_eq!(text.matches(" -> orders").count(), LISTED_IN_TEXT, "{text}");
+        assert!(
+            text.contains("  ... and 3 more (--json lists every one)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("would redrive {} of", LISTED_IN_TEXT + 3)),
+            "{text}"
+        );
+        let report = MoveReport {
+            moved: (0..LISTED_IN_TEXT).map(planned).collect(),
+            ..MoveReport::default()
+        };
+        assert!(!render(&report, "redrive").contains("more"));
     }
 
     #[tokio::test]

@@ -38,6 +38,8 @@ const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// How long a peek at the DLQ is reused before the next one.
 const GROUPS_TTL: Duration = Duration::from_secs(15);
+/// Messages the failure groups read where reading receives them (SQS).
+const GROUPS_RECEIVED: usize = 10_000;
 /// Cookie carrying the token for the page's own requests.
 const TOKEN_COOKIE: &str = "dlq_healer_token";
 
@@ -399,11 +401,18 @@ async fn groups(state: &AppState, refresh: bool) -> Result<Option<Inspection>, A
     {
         return Ok(Some(inspection.clone()));
     }
+    // Reading without receiving (local) takes memory only for the groups, so the whole DLQ is
+    // read. Where reading receives (SQS), what is read stays invisible to healers until the scan
+    // ends, so only the first GROUPS_RECEIVED are.
+    let limit = match state.operator.peeker(dlq).await {
+        Ok(Some(_)) => None,
+        _ => Some(GROUPS_RECEIVED),
+    };
     let inspection = crate::inspect::inspect(
         state.operator.as_ref(),
         dlq,
         &state.rules,
-        Some(10_000),
+        limit,
         &Filter::default(),
     )
     .await
@@ -556,10 +565,17 @@ fn yes() -> bool {
     true
 }
 
+/// Moves an answer to a redrive request lists; the rest are counted in `moves`. A group of the
+/// dashboard may hold hundreds of thousands of messages, which no page can show.
+const LISTED_MOVES: usize = 100;
+
 /// The answer to a redrive request.
 #[derive(Debug, Serialize)]
 struct RedriveResponse {
+    /// The report, with `moved` cut to the first [`LISTED_MOVES`].
     report: MoveReport,
+    /// How many messages moved (dry run: would move), listed or not.
+    moves: usize,
     /// For a dry run: the token that confirms the same selection.
     confirm: Option<String>,
 }
@@ -727,7 +743,15 @@ async fn api_redrive(
         let ids = report.moved.iter().map(|m| m.id.clone()).collect();
         state.remember_dry_run(selection, ids)
     });
-    Ok(axum::Json(RedriveResponse { confirm, report }).into_response())
+    let mut report = report;
+    let moves = report.moved.len();
+    report.moved.truncate(LISTED_MOVES);
+    Ok(axum::Json(RedriveResponse {
+        report,
+        moves,
+        confirm,
+    })
+    .into_response())
 }
 
 #[cfg(test)]

@@ -537,6 +537,66 @@ fn queue_send_takes_a_body_from_a_file_or_stdin_and_a_fifo_group() {
 }
 
 #[test]
+fn queue_load_sends_json_lines_in_batches_and_stops_at_a_bad_line_and_purge_wants_yes() {
+    let dir = scratch("load");
+    let db = dir.path().join("q.db");
+    let queue = || {
+        let mut command = bin();
+        command.arg("queue").arg("--db").arg(&db);
+        command
+    };
+    run_ok(queue().args(["create", "orders-dlq"]));
+    // 23 lines, as `classify` reads them, and a blank one: three batches.
+    let mut lines: Vec<String> = (0..23)
+        .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"401 Unauthorized"}}"#))
+        .collect();
+    lines.insert(5, String::new());
+    lines.push(r#"{"body_b64":"/w==","delay_seconds":60}"#.into());
+    let file = dir.path().join("letters.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let output = run_ok(queue().args(["load", "orders-dlq"]).arg(&file));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("sent 24 messages to orders-dlq"),
+        "{output:?}"
+    );
+    assert_eq!(queue_counts(&db, "orders-dlq"), [23, 0, 1]);
+    // The `error` became the context the healer reads.
+    let inspection = run_ok(
+        bin()
+            .args(["inspect", "--json", "--dlq", "orders-dlq", "--db"])
+            .arg(&db),
+    );
+    let inspection: serde_json::Value = serde_json::from_slice(&inspection.stdout).unwrap();
+    assert_eq!(inspection["classes"][0]["class"], "auth", "{inspection}");
+    assert_eq!(inspection["classes"][0]["count"], 23, "{inspection}");
+
+    // A bad line stops the load; the batches before it were sent, the one in hand was not.
+    let mut bad: Vec<String> = (0..12).map(|n| format!(r#"{{"body":"{n}"}}"#)).collect();
+    bad.push(r#"{"body":"late","delay_seconds":901}"#.into());
+    std::fs::write(&file, bad.join("\n")).unwrap();
+    let stderr = refused(queue().args(["load", "orders-dlq"]).arg(&file));
+    assert!(
+        stderr.contains("line 13: delay_seconds must be 0 to 900, not 901; the 10 messages before line 11 were sent"),
+        "{stderr}"
+    );
+    assert_eq!(queue_counts(&db, "orders-dlq"), [33, 0, 1]);
+
+    let stderr = refused(queue().args(["purge", "orders-dlq"]));
+    assert!(
+        stderr.contains("deletes its 34 messages for good") && stderr.contains("--yes"),
+        "{stderr}"
+    );
+    assert_eq!(
+        queue_counts(&db, "orders-dlq"),
+        [33, 0, 1],
+        "nothing deleted"
+    );
+    let output = run_ok(queue().args(["purge", "orders-dlq", "--yes"]));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 34 messages"));
+    assert_eq!(queue_counts(&db, "orders-dlq"), [0, 0, 0]);
+}
+
+#[test]
 fn log_level_takes_python_names_and_refuses_a_word_that_would_silence_the_log() {
     let dir = scratch("log-level");
     let db = dir.path().join("q.db");

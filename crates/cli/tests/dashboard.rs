@@ -539,3 +539,34 @@ fn api_refuses_unconfirmed_moves_big_bodies_and_missing_tokens() {
         .expect("the token opens the API");
     assert_eq!(ok.status(), 200);
 }
+
+#[test]
+fn a_dry_run_of_a_big_group_lists_a_hundred_moves_and_counts_them_all() {
+    let fixture = build();
+    let letters: Vec<String> = (0..130)
+        .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"503 Service Unavailable","attributes":{{}}}}"#))
+        .collect();
+    let file = fixture.dir.path().join("letters.jsonl");
+    std::fs::write(&file, letters.join("\n")).unwrap();
+    run_ok(&mut fixture.cmd(&["queue", "load", "orders-dlq", file.to_str().unwrap()]));
+    let mut args = fixture.store_args();
+    args.extend(["--dlq".to_string(), "orders-dlq".to_string()]);
+    let (_server, url) = serve(&args);
+    let post = |body: &str| -> Value {
+        ureq::post(&format!("{url}/api/redrive"))
+            .set("content-type", "application/json")
+            .send_string(body)
+            .expect("an answer")
+            .into_json()
+            .unwrap()
+    };
+    let answer = post(r#"{"class":"dependency","dry_run":true}"#);
+    assert_eq!(answer["moves"], 130, "{answer}");
+    assert_eq!(answer["report"]["moved"].as_array().unwrap().len(), 100);
+    let done = post(&format!(
+        r#"{{"class":"dependency","dry_run":false,"confirm":{}}}"#,
+        answer["confirm"]
+    ));
+    assert_eq!(done["moves"], 130, "{done}");
+    assert_eq!(fixture.depth("orders").0, 130);
+}
