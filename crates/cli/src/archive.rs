@@ -465,7 +465,7 @@ pub async fn replay(
                 )),
             }
         }
-        progress.moved(sent);
+        progress.add(sent);
     }
     progress.finish();
     Ok(report)

@@ -9,6 +9,7 @@
 
 use crate::filter::Filter;
 use crate::ops::Operator;
+use crate::redrive::Progress;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use dlq_healer_core::FailureClass;
@@ -355,6 +356,7 @@ pub async fn inspect(
     rules: &RuleSet,
     limit: Option<usize>,
     filter: &Filter,
+    progress: &mut Progress,
 ) -> Result<Inspection> {
     let source = operator.dlq(dlq).await?;
     // Before the peek: on SQS it receives what it reads, which then counts as in flight.
@@ -365,8 +367,10 @@ pub async fn inspect(
         if filter.matches(&examined.facts()) {
             grouping.add(&examined);
         }
+        progress.add(1);
     })
     .await?;
+    progress.finish();
     let mut inspection = grouping.finish(dlq, Utc::now());
     inspection.read = read;
     inspection.filtered = !filter.is_empty();
@@ -486,7 +490,16 @@ pub fn command(args: InspectArgs) -> Result<i32> {
     let filter = args.filter.build(Utc::now())?;
     let inspection = crate::runtime()?.block_on(async {
         let operator = crate::ops::open(&args.ops).await?;
-        inspect(operator.as_ref(), &args.dlq, &rules, args.limit, &filter).await
+        let mut progress = Progress::new(None, false).counting("read");
+        inspect(
+            operator.as_ref(),
+            &args.dlq,
+            &rules,
+            args.limit,
+            &filter,
+            &mut progress,
+        )
+        .await
     })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&inspection)?);
@@ -551,9 +564,16 @@ mod tests {
         let count = PEEK_PAGE * 2 + 3;
         let operator = dlq_of(dir.path(), count).await;
         let rules = RuleSet::defaults();
-        let inspection = inspect(&operator, "dlq", &rules, None, &Filter::default())
-            .await
-            .unwrap();
+        let inspection = inspect(
+            &operator,
+            "dlq",
+            &rules,
+            None,
+            &Filter::default(),
+            &mut Progress::new(None, true),
+        )
+        .await
+        .unwrap();
         assert_eq!((inspection.total, inspection.read), (count, count));
         assert!(!inspection.limited);
         // What each group should hold, worked out from all the messages at once.
@@ -602,6 +622,7 @@ mod tests {
             &rules,
             Some(PEEK_PAGE + 1),
             &Filter::default(),
+            &mut Progress::new(None, true),
         )
         .await
         .unwrap();

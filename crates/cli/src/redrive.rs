@@ -102,10 +102,12 @@ pub struct Progress {
     out: Box<dyn Write + Send>,
     tty: bool,
     quiet: bool,
+    /// What is counted, as a past participle: `moved`, `read`.
+    verb: &'static str,
     total: Option<u64>,
     started: Instant,
     last: Option<Instant>,
-    moved: u64,
+    counted: u64,
     /// The count of the last line written.
     shown: Option<u64>,
 }
@@ -123,17 +125,23 @@ impl Progress {
             out,
             tty,
             quiet,
+            verb: "moved",
             total,
             started: Instant::now(),
             last: None,
-            moved: 0,
+            counted: 0,
             shown: None,
         }
     }
 
-    /// Count `n` more moved messages.
-    pub fn moved(&mut self, n: usize) {
-        self.moved += n as u64;
+    /// The same, counting messages `verb` (`read`) instead of moved.
+    pub fn counting(self, verb: &'static str) -> Self {
+        Progress { verb, ..self }
+    }
+
+    /// Count `n` more messages.
+    pub fn add(&mut self, n: usize) {
+        self.counted += n as u64;
         if self.quiet {
             return;
         }
@@ -157,21 +165,19 @@ impl Progress {
         } else {
             let _ = writeln!(self.out, "{line}");
         }
-        self.shown = Some(self.moved);
+        self.shown = Some(self.counted);
     }
 
     fn line(&self) -> String {
         let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.moved as f64 / elapsed;
+        let (verb, counted) = (self.verb, self.counted);
+        let rate = counted as f64 / elapsed;
         match self.total {
             Some(total) if rate > 0.0 => {
-                let left = total.saturating_sub(self.moved) as f64 / rate;
-                format!(
-                    "moved {}/{total}  {rate:.1}/s  ETA {:.0}s",
-                    self.moved, left
-                )
+                let left = total.saturating_sub(counted) as f64 / rate;
+                format!("{verb} {counted}/{total}  {rate:.1}/s  ETA {left:.0}s")
             }
-            _ => format!("moved {}  {rate:.1}/s", self.moved),
+            _ => format!("{verb} {counted}  {rate:.1}/s"),
         }
     }
 
@@ -184,7 +190,7 @@ impl Progress {
         if self.tty {
             self.show();
             let _ = writeln!(self.out);
-        } else if self.shown != Some(self.moved) {
+        } else if self.shown != Some(self.counted) {
             self.show();
         }
     }
@@ -473,7 +479,7 @@ impl Redrive<'_> {
                 let before = report.moved.len();
                 self.handle_batch(fresh, options, &mut report, &mut mover, &mut held, &mut moved)
                     .await?;
-                progress.moved(report.moved.len() - before);
+                progress.add(report.moved.len() - before);
                 if !options.dry_run && !mover.observe_returns(report.came_back as u64) {
                     report.stopped = Some(format!(
                         "{} of {} moved messages came back to the DLQ; stopped. Fix the cause, then rerun \
@@ -911,7 +917,7 @@ mod tests {
         let written = Written::default();
         let mut progress = Progress::writing_to(Box::new(written.clone()), false, Some(3), false);
         for _ in 0..3 {
-            progress.moved(1);
+            progress.add(1);
         }
         progress.finish();
         let lines = written.lines();
@@ -921,15 +927,23 @@ mod tests {
 
         let written = Written::default();
         let mut progress = Progress::writing_to(Box::new(written.clone()), false, Some(1), false);
-        progress.moved(1);
+        progress.add(1);
         progress.finish();
         assert_eq!(written.lines().len(), 1, "the last count once");
 
         let written = Written::default();
         let mut progress = Progress::writing_to(Box::new(written.clone()), false, None, true);
-        progress.moved(1);
+        progress.add(1);
         progress.finish();
         assert!(written.lines().is_empty(), "quiet");
+
+        let written = Written::default();
+        let mut progress =
+            Progress::writing_to(Box::new(written.clone()), false, None, false).counting("read");
+        progress.add(2);
+        progress.finish();
+        let lines = written.lines();
+        assert!(lines[0].starts_with("read 2 "), "{lines:?}");
     }
 
     /// Virtual time: sleeping moves it forward at once.

@@ -414,6 +414,7 @@ async fn groups(state: &AppState, refresh: bool) -> Result<Option<Inspection>, A
         &state.rules,
         limit,
         &Filter::default(),
+        &mut Progress::new(None, true),
     )
     .await
     .map_err(internal)?;
