@@ -17,6 +17,7 @@ use dlq_healer_core::alert::{fingerprint, shown_error, shown_source};
 use dlq_healer_core::letter::OpenedLetter;
 use dlq_healer_core::message::ReceivedMessage;
 use dlq_healer_core::ports::MessageSource;
+use dlq_healer_core::records::LedgerRecord;
 use dlq_healer_core::rules::RuleSet;
 use dlq_healer_local::queue::PEEK_PAGE;
 use serde::Serialize;
@@ -214,11 +215,51 @@ pub struct Inspection {
     pub limited: bool,
     /// Messages in flight when reading started (being healed, or parked until due), not seen.
     pub in_flight: u64,
+    /// The messages parked until their retry is due, soonest first, from the ledger; `None`
+    /// when no ledger is configured (aws without a table).
+    pub parked: Option<Vec<ParkedMessage>>,
     /// When.
     pub at: DateTime<Utc>,
     /// By class, in class order.
     pub classes: Vec<ClassGroup>,
 }
+
+/// A message parked in the DLQ until its retry is due, as the ledger tells it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ParkedMessage {
+    /// Its key.
+    pub key: String,
+    /// The handling it is parked after.
+    pub attempt: u32,
+    /// Its class.
+    pub class: FailureClass,
+    /// When its retry is due.
+    pub due_at: DateTime<Utc>,
+    /// Seconds until then.
+    pub due_in_seconds: i64,
+    /// What is shown of its source queue (see [`shown_source`]).
+    pub source: Option<String>,
+    /// What is shown of its error (the ledger keeps it short and redacted).
+    pub error: String,
+}
+
+impl ParkedMessage {
+    fn of(record: LedgerRecord, now: DateTime<Utc>) -> Option<ParkedMessage> {
+        let due_at = record.due_at?;
+        Some(ParkedMessage {
+            due_in_seconds: (due_at - now).num_seconds().max(0),
+            source: record.source.as_deref().map(shown_source),
+            error: shown_error(&record.error),
+            key: record.key,
+            attempt: record.attempt,
+            class: record.class,
+            due_at,
+        })
+    }
+}
+
+/// Parked messages the text of `inspect` lists; `--json` lists all.
+const PARKED_LISTED: usize = 10;
 
 /// The oldest and newest of some times.
 #[derive(Debug, Clone, Copy, Default)]
@@ -343,6 +384,7 @@ impl Grouping {
             filtered: false,
             limited: false,
             in_flight: 0,
+            parked: None,
             at: now,
             classes,
         }
@@ -371,7 +413,17 @@ pub async fn inspect(
     })
     .await?;
     progress.finish();
-    let mut inspection = grouping.finish(dlq, Utc::now());
+    let now = Utc::now();
+    let mut inspection = grouping.finish(dlq, now);
+    if operator.check_ledger().is_ok() {
+        let parked = operator.parked(now).await?;
+        inspection.parked = Some(
+            parked
+                .into_iter()
+                .filter_map(|record| ParkedMessage::of(record, now))
+                .collect(),
+        );
+    }
     inspection.read = read;
     inspection.filtered = !filter.is_empty();
     inspection.limited = limit.is_some_and(|limit| read >= limit);
@@ -428,6 +480,33 @@ pub fn render(inspection: &Inspection) -> String {
             "and {} in flight, not shown: being healed, or parked until their retry is due",
             inspection.in_flight
         );
+    }
+    if let Some(parked) = inspection.parked.as_ref().filter(|p| !p.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\nparked until their retry is due (from the ledger) — {} {}, soonest first:",
+            parked.len(),
+            crate::noun(parked.len(), "message", "messages")
+        );
+        for p in parked.iter().take(PARKED_LISTED) {
+            let _ = writeln!(
+                out,
+                "  due in {:>5}  {:<12} {}  attempt {}  source {}\n      error: {}",
+                short_age(Some(p.due_in_seconds)),
+                p.class.as_str(),
+                p.key,
+                p.attempt,
+                p.source.as_deref().unwrap_or("(unknown)"),
+                p.error
+            );
+        }
+        if parked.len() > PARKED_LISTED {
+            let _ = writeln!(
+                out,
+                "  ... and {} more (--json lists every one)",
+                parked.len() - PARKED_LISTED
+            );
+        }
     }
     for class in &inspection.classes {
         let _ = writeln!(

@@ -14,6 +14,7 @@ use dlq_healer_aws::ledger_schema::{PARTITION_KEY, SORT_KEY};
 use dlq_healer_aws::{AwsClients, DynamoLedger, S3Archive, SqsQueue, SqsSender};
 use dlq_healer_core::FailureClass;
 use dlq_healer_core::metrics as m;
+use dlq_healer_core::policy::MAX_PARK_SECONDS;
 use dlq_healer_core::ports::{Archive, MessageSource, PortError, QueueSender, SystemClock};
 use dlq_healer_core::records::{ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
 use dlq_healer_local::queue::{LocalQueue, PeekCursor};
@@ -117,6 +118,10 @@ pub trait Operator: Send + Sync {
     async fn fetch_archived(&self, entry: &ArchivedEntry) -> Result<ArchiveRecord>;
     /// The most recent decisions, newest first.
     async fn recent_decisions(&self, limit: usize) -> Result<Vec<LedgerRecord>>;
+    /// The messages parked in the DLQ until their retry is due, soonest first: the ledger's
+    /// records still parked whose due time is after `now`. (A record is parked at most
+    /// [`MAX_PARK_SECONDS`] after its decision, so older decisions are not read.)
+    async fn parked(&self, now: DateTime<Utc>) -> Result<Vec<LedgerRecord>>;
     /// The three panels' figures: metric totals since `since` (all time on local) and depths of
     /// the queues (all local queues; on aws the DLQ and its redrive source).
     async fn stats(
@@ -124,6 +129,11 @@ pub trait Operator: Send + Sync {
         dlq: Option<&str>,
         since: DateTime<Utc>,
     ) -> Result<(MetricTotals, Vec<DepthRow>)>;
+}
+
+/// The earliest decision that may still be parked at `now`.
+fn longest_park_before(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::seconds(i64::from(MAX_PARK_SECONDS))
 }
 
 /// The backend flags shared by the operator commands.
@@ -315,6 +325,10 @@ impl Operator for LocalOperator {
             limit: Some(limit),
             ..Default::default()
         })?)
+    }
+
+    async fn parked(&self, now: DateTime<Utc>) -> Result<Vec<LedgerRecord>> {
+        Ok(self.backend.ledger.parked(longest_park_before(now), now)?)
     }
 
     async fn stats(
@@ -649,6 +663,21 @@ impl Operator for AwsOperator {
         }
         records.sort_by_key(|r| std::cmp::Reverse(r.at));
         records.truncate(limit);
+        Ok(records)
+    }
+
+    async fn parked(&self, now: DateTime<Utc>) -> Result<Vec<LedgerRecord>> {
+        let ledger = self.ledger()?;
+        let mut records = Vec::new();
+        for class in FailureClass::ALL {
+            let decided = ledger
+                .query(class, Some(longest_park_before(now)), None, None)
+                .await?;
+            records.extend(decided.into_iter().filter(|r| {
+                r.action == RecordedAction::Parked && r.due_at.is_some_and(|due| due > now)
+            }));
+        }
+        records.sort_by(|a, b| (a.due_at, &a.key, a.attempt).cmp(&(b.due_at, &b.key, b.attempt)));
         Ok(records)
     }
 

@@ -597,6 +597,77 @@ fn queue_load_sends_json_lines_in_batches_and_stops_at_a_bad_line_and_purge_want
 }
 
 #[test]
+fn inspect_lists_the_messages_parked_until_their_retry_is_due() {
+    let dir = scratch("parked");
+    let db = dir.path().join("q.db");
+    let queue = || {
+        let mut command = bin();
+        command.arg("queue").arg("--db").arg(&db);
+        command
+    };
+    run_ok(queue().args(["create", "orders-dlq"]));
+    run_ok(queue().args([
+        "create",
+        "orders",
+        "--dlq",
+        "orders-dlq",
+        "--max-receive-count",
+        "3",
+    ]));
+    // Backoffs of up to 2,000 s for the dependency class: most are over 15 minutes and park.
+    let rules = String::from_utf8(run_ok(bin().arg("default-rules")).stdout)
+        .unwrap()
+        .replace("base_delay_seconds = 10\n", "base_delay_seconds = 1000\n");
+    let rules_file = dir.path().join("rules.toml");
+    std::fs::write(&rules_file, rules).unwrap();
+    let letters: Vec<String> = (0..20)
+        .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"503 Service Unavailable"}}"#))
+        .collect();
+    let file = dir.path().join("letters.jsonl");
+    std::fs::write(&file, letters.join("\n")).unwrap();
+    run_ok(queue().args(["load", "orders-dlq"]).arg(&file));
+    run_ok(drain_orders_dlq(&db).arg("--rules").arg(&rules_file));
+
+    let parked = count(&db, "SELECT COUNT(*) FROM ledger WHERE action = 'parked'");
+    assert!(
+        parked > 0,
+        "one in 2.2 parks, so twenty are all but sure to park some"
+    );
+    let output = run_ok(
+        bin()
+            .args(["inspect", "--json", "--dlq", "orders-dlq", "--db"])
+            .arg(&db),
+    );
+    let inspection: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listed = inspection["parked"].as_array().unwrap();
+    assert_eq!(listed.len() as i64, parked, "{inspection}");
+    assert_eq!(inspection["in_flight"].as_i64(), Some(parked));
+    let due: Vec<i64> = listed
+        .iter()
+        .map(|p| p["due_in_seconds"].as_i64().unwrap())
+        .collect();
+    assert!(
+        due.is_sorted() && due[0] > 800,
+        "soonest first, over 900 s: {due:?}"
+    );
+    assert_eq!(listed[0]["class"], "dependency");
+    assert_eq!(listed[0]["attempt"], 1);
+    let text = run_ok(
+        bin()
+            .args(["inspect", "--dlq", "orders-dlq", "--db"])
+            .arg(&db),
+    )
+    .stdout;
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains(&format!(
+            "parked until their retry is due (from the ledger) — {parked} message"
+        )) && text.contains("503 Service Unavailable"),
+        "{text}"
+    );
+}
+
+#[test]
 fn log_level_takes_python_names_and_refuses_a_word_that_would_silence_the_log() {
     let dir = scratch("log-level");
     let db = dir.path().join("q.db");

@@ -70,6 +70,18 @@ async fn sqs(endpoint: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(config)
 }
 
+async fn dynamodb(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::new()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
 async fn dead_letter(
     client: &aws_sdk_sqs::Client,
     dlq: &str,
@@ -304,6 +316,44 @@ async fn inspect_redrive_stats_and_archive_on_the_emulator() {
         dead_letter(&client, &dlq, &main, n, "ExpiredTokenException").await;
     }
     aws.heal(&dlq);
+    // Parked messages come from the ledger: those still parked and not yet due, soonest first.
+    use dlq_healer_core::ports::Ledger;
+    use dlq_healer_core::records::{LedgerRecord, RecordedAction};
+    let now = chrono::Utc::now();
+    let parked = |key: &str, action: RecordedAction, due_in_minutes: i64| LedgerRecord {
+        key: key.into(),
+        attempt: 2,
+        class: dlq_healer_core::FailureClass::Dependency,
+        rule: "dependency".into(),
+        action,
+        alerted: false,
+        alert_held_back: false,
+        at: now - chrono::Duration::minutes(1),
+        source: Some(main.clone()),
+        archive_ref: None,
+        error: "503 Service Unavailable".into(),
+        dlq_message_id: format!("m-{key}"),
+        body_digest: "00".repeat(32),
+        due_at: Some(now + chrono::Duration::minutes(due_in_minutes)),
+    };
+    dlq_healer_aws::DynamoLedger::new(dynamodb(&aws.endpoint).await, &aws.env["FAILED_TABLE"])
+        .record(&[
+            parked("later", RecordedAction::Parked, 90),
+            parked("sooner", RecordedAction::Parked, 30),
+            parked("was-due", RecordedAction::Parked, -5),
+            parked("requeued", RecordedAction::Requeued, 30),
+        ])
+        .await
+        .unwrap();
+    let inspection = aws.json(&["inspect", "--backend", "aws", "--dlq", &dlq, "--json"]);
+    let keys: Vec<&str> = inspection["parked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["sooner", "later"], "{inspection}");
+
     let stats = aws.json(&["stats", "--backend", "aws", "--dlq", &dlq, "--json"]);
     let auth = stats["classes"]
         .as_array()
