@@ -40,16 +40,25 @@ struct Listed {
     fingerprint: String,
     /// What is shown of its error.
     error: String,
+    /// Whether `archive replay` sent it back already (its move journal); absent where the
+    /// journal cannot be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed: Option<bool>,
+    #[serde(skip)]
+    journal_id: String,
 }
 
 impl Listed {
     fn of(archived: Archived) -> Listed {
+        let journal_id = archived.journal_id();
         let mut entry = archived.entry;
         entry.source = entry.source.as_deref().map(shown_source);
         Listed {
             entry,
             fingerprint: archived.fingerprint,
             error: archived.error,
+            replayed: None,
+            journal_id,
         }
     }
 }
@@ -247,7 +256,7 @@ pub async fn list(
 ) -> Result<String> {
     let filter = filter.build(Utc::now())?;
     let Selection {
-        matched: selected,
+        matched: mut selected,
         unreadable,
     } = select_readable(
         operator,
@@ -262,6 +271,7 @@ pub async fn list(
     for u in &unreadable {
         tracing::warn!(key = %u.entry.key, attempt = u.entry.attempt, "cannot read the archived record: {:#}", u.problem);
     }
+    mark_replayed(operator, &mut selected).await;
     if json {
         return Ok(serde_json::to_string_pretty(&selected)?);
     }
@@ -269,15 +279,16 @@ pub async fn list(
         "{:<40} {:>3} {:<12} {:<20} {:<16} {}\n",
         "key", "try", "class", "archived at", "fingerprint", "source"
     );
-    let row = |entry: &ArchivedEntry, fingerprint: &str| {
+    let row = |entry: &ArchivedEntry, fingerprint: &str, replayed: bool| {
         format!(
-            "{:<40} {:>3} {:<12} {:<20} {:<16} {}\n",
+            "{:<40} {:>3} {:<12} {:<20} {:<16} {}{}\n",
             entry.key,
             entry.attempt,
             entry.class.as_str(),
             entry.archived_at.format("%Y-%m-%d %H:%M:%S"),
             fingerprint,
-            entry.source.as_deref().unwrap_or("-")
+            entry.source.as_deref().unwrap_or("-"),
+            if replayed { "  (replayed)" } else { "" }
         )
     };
     // Newest first, the unreadable entries among the others.
@@ -289,14 +300,18 @@ pub async fn list(
             entry
         })
         .collect();
-    let mut rows: Vec<(&ArchivedEntry, &str)> = selected
+    let mut rows: Vec<(&ArchivedEntry, &str, bool)> = selected
         .iter()
-        .map(|a| (&a.entry, a.fingerprint.as_str()))
-        .chain(unreadable_entries.iter().map(|e| (e, "(unreadable)")))
+        .map(|a| (&a.entry, a.fingerprint.as_str(), a.replayed == Some(true)))
+        .chain(
+            unreadable_entries
+                .iter()
+                .map(|e| (e, "(unreadable)", false)),
+        )
         .collect();
-    rows.sort_by_key(|(entry, _)| std::cmp::Reverse(entry.archived_at));
-    for (entry, fingerprint) in rows {
-        out.push_str(&row(entry, fingerprint));
+    rows.sort_by_key(|(entry, _, _)| std::cmp::Reverse(entry.archived_at));
+    for (entry, fingerprint, replayed) in rows {
+        out.push_str(&row(entry, fingerprint, replayed));
     }
     let listed = selected.len() + unreadable.len();
     let messages = crate::noun(selected.len(), "archived message", "archived messages");
@@ -316,6 +331,29 @@ pub async fn list(
         ));
     }
     Ok(out)
+}
+
+/// Mark the listed records that `archive replay` sent back already, from the move journal;
+/// where the journal cannot be read, none is marked either way (a warning says why).
+async fn mark_replayed(operator: &dyn Operator, listed: &mut [Listed]) {
+    if listed.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = listed.iter().map(|l| l.journal_id.clone()).collect();
+    let done = match operator.journal() {
+        Ok(journal) => journal.done(&ids).await.map_err(anyhow::Error::from),
+        Err(error) => Err(error),
+    };
+    match done {
+        Ok(done) => {
+            for one in listed {
+                one.replayed = Some(done.contains(&one.journal_id));
+            }
+        }
+        Err(error) => {
+            tracing::warn!("cannot tell which archived messages were replayed already: {error:#}")
+        }
+    }
 }
 
 /// `archive show KEY`: the newest archived record of a key (or the given attempt), in full.

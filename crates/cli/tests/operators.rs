@@ -420,6 +420,22 @@ fn archive_lists_shows_and_replays_once() {
     run_ok(&mut fixture.cmd(&["archive", "replay", "--key", key, "--rate", "5"]));
     run_ok(&mut fixture.cmd(&["archive", "replay", "--key", key]));
     assert_eq!(fixture.depth("orders").0, before + 1, "replayed once");
+    // The listing tells the replayed record from the others.
+    let listing: Value = serde_json::from_slice(
+        &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--class", "auth"])).stdout,
+    )
+    .unwrap();
+    for entry in listing.as_array().unwrap() {
+        let replayed = entry["entry"]["key"] == key;
+        assert_eq!(entry["replayed"], replayed, "{listing}");
+    }
+    let table = run_ok(&mut fixture.cmd(&["archive", "list", "--class", "auth"])).stdout;
+    let table = String::from_utf8_lossy(&table);
+    let marked: Vec<&str> = table
+        .lines()
+        .filter(|l| l.ends_with("(replayed)"))
+        .collect();
+    assert!(marked.len() == 1 && marked[0].starts_with(key), "{table}");
     let stats: Value =
         serde_json::from_slice(&run_ok(&mut fixture.cmd(&["stats", "--json"])).stdout).unwrap();
     assert!(
