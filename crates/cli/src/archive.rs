@@ -315,11 +315,27 @@ pub async fn list(
     }
     let listed = selected.len() + unreadable.len();
     let messages = crate::noun(selected.len(), "archived message", "archived messages");
+    // The index counts what its classes and times select; other filters need each record.
+    let countable = filter.keys.is_none()
+        && filter.fingerprints.is_empty()
+        && filter.wheres.is_empty()
+        && filter.sources.is_empty();
+    let total = match countable {
+        true => operator.archived_count(&query(&filter, None)).await?,
+        false => None,
+    };
     if limit > 0 && listed >= limit {
-        out.push_str(&format!(
-            "the newest {} {messages} (--limit {limit}; there may be more: --limit 0 lists all)\n",
-            selected.len()
-        ));
+        match total {
+            Some(total) => out.push_str(&format!(
+                "the newest {} of {total} {} (--limit {limit}; --limit 0 lists all)\n",
+                selected.len(),
+                crate::noun(total as usize, "archived message", "archived messages"),
+            )),
+            None => out.push_str(&format!(
+                "the newest {} {messages} (--limit {limit}; there may be more: --limit 0 lists all)\n",
+                selected.len()
+            )),
+        }
     } else {
         out.push_str(&format!("{} {messages}\n", selected.len()));
     }

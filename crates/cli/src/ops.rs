@@ -114,6 +114,11 @@ pub trait Operator: Send + Sync {
     fn journal(&self) -> Result<Arc<dyn Journal>>;
     /// Archived messages, newest first.
     async fn archived(&self, query: &ArchiveQuery) -> Result<Vec<ArchivedEntry>>;
+    /// How many archived messages the index holds for the query's classes and times (its keys
+    /// and limit aside), where the backend can count them; `None` otherwise (aws).
+    async fn archived_count(&self, _query: &ArchiveQuery) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// One archived record.
     async fn fetch_archived(&self, entry: &ArchivedEntry) -> Result<ArchiveRecord>;
     /// The most recent decisions, newest first.
@@ -269,6 +274,18 @@ impl Operator for LocalOperator {
         let journal = Arc::new(LocalJournal::open(&self.db)?);
         *slot = Some(journal.clone());
         Ok(journal)
+    }
+
+    async fn archived_count(&self, query: &ArchiveQuery) -> Result<Option<u64>> {
+        let archive = &self.backend.archive;
+        if query.classes.is_empty() {
+            return Ok(Some(archive.count(None, query.since, query.until)?));
+        }
+        let mut count = 0;
+        for class in &query.classes {
+            count += archive.count(Some(*class), query.since, query.until)?;
+        }
+        Ok(Some(count))
     }
 
     async fn archived(&self, query: &ArchiveQuery) -> Result<Vec<ArchivedEntry>> {

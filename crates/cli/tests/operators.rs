@@ -389,20 +389,32 @@ fn archive_lists_shows_and_replays_once() {
     assert!(entries.len() > 1, "{listing}");
     assert!(entries.iter().all(|e| e["entry"]["class"] == "auth"));
     // A listing cut by --limit says so; --limit 0 lists all.
-    let footer = |limit: &str| {
-        let output =
-            run_ok(&mut fixture.cmd(&["archive", "list", "--class", "auth", "--limit", limit]));
+    let footer = |limit: &str, filter: &[&str]| {
+        let output = run_ok(
+            &mut fixture.cmd(&[&["archive", "list", "--limit", limit][..], filter].concat()),
+        );
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .last()
             .unwrap_or_default()
             .to_string()
     };
+    // The index counts what a class and times select; a source needs each record.
     assert_eq!(
-        footer("1"),
+        footer("1", &["--class", "auth"]),
+        format!(
+            "the newest 1 of {} archived messages (--limit 1; --limit 0 lists all)",
+            entries.len()
+        )
+    );
+    assert_eq!(
+        footer("1", &["--class", "auth", "--source", "orders"]),
         "the newest 1 archived message (--limit 1; there may be more: --limit 0 lists all)"
     );
-    assert_eq!(footer("0"), format!("{} archived messages", entries.len()));
+    assert_eq!(
+        footer("0", &["--class", "auth"]),
+        format!("{} archived messages", entries.len())
+    );
     let key = entries[0]["entry"]["key"].as_str().unwrap();
     let record: Value =
         serde_json::from_slice(&run_ok(&mut fixture.cmd(&["archive", "show", key])).stdout)

@@ -138,6 +138,32 @@ impl LocalArchive {
         })
     }
 
+    /// How many archived records there are of `class` (all classes when absent) between `since`
+    /// (inclusive) and `until` (exclusive).
+    pub fn count(
+        &self,
+        class: Option<FailureClass>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<u64, LocalError> {
+        self.store.settle_archive()?;
+        self.store.read("count", "the archive index", |tx| {
+            tx.prepare_cached(
+                "SELECT COUNT(*) FROM archive_index
+                 WHERE (?1 IS NULL OR class = ?1) AND (?2 IS NULL OR archived_at >= ?2)
+                   AND (?3 IS NULL OR archived_at < ?3)",
+            )?
+            .query_row(
+                params![
+                    class.map(FailureClass::as_str),
+                    since.map(to_text),
+                    until.map(to_text)
+                ],
+                |row| row.get(0),
+            )
+        })
+    }
+
     /// Write `contents` to `path`, durably, so that readers see the old file or the new one,
     /// never half: a temporary file, written in full, renamed into place; then the file and its
     /// directory synced.
