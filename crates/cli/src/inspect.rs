@@ -22,6 +22,7 @@ use dlq_healer_core::rules::RuleSet;
 use dlq_healer_local::queue::PEEK_PAGE;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 /// Sample keys kept per group.
 pub const SAMPLE_KEYS: usize = 5;
@@ -91,38 +92,66 @@ impl Examined {
     }
 }
 
+/// Messages a scan that receives them (SQS) reads at most: SQS refuses receives (`OverLimit`)
+/// once about 120,000 messages of a queue are in flight, and such a scan keeps every message it
+/// read in flight until it ends.
+pub const RECEIVED_SCAN_LIMIT: usize = 100_000;
+
+/// How a read of a DLQ ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadEnd {
+    /// Messages read.
+    pub read: usize,
+    /// Whether it stopped at a limit (`limit`, or [`RECEIVED_SCAN_LIMIT`]), so that the DLQ may
+    /// hold more.
+    pub limited: bool,
+}
+
 /// Read up to `limit` (all when absent) of the messages of a DLQ, each once, giving each to
-/// `look` as it is read; how many were read. Where the backend can, they are read without
-/// receiving them (see [`Operator::peeker`]); otherwise (SQS) each is received and stays
-/// invisible until the scan ends, so that none is read twice, and then made visible again. Only
-/// the receipt handles are kept, not the messages: a DLQ of any size is read in little memory.
+/// `look` as it is read. Where the backend can, they are read without receiving them (see
+/// [`Operator::peeker`]); otherwise (SQS) each is received and stays invisible until the scan
+/// ends, so that none is read twice, and then made visible again, and at most
+/// [`RECEIVED_SCAN_LIMIT`] are read. Only the receipt handles are kept, not the messages: a DLQ
+/// of any size is read in little memory.
 pub async fn read_each(
     operator: &dyn Operator,
     dlq: &str,
     source: &dyn MessageSource,
     limit: Option<usize>,
     look: &mut (dyn FnMut(ReceivedMessage) + Send),
-) -> Result<usize> {
+) -> Result<ReadEnd> {
     let mut read = 0;
-    let wanted = |read: usize, page: usize| limit.map_or(page, |l| (l - read).min(page));
     if let Some(mut pages) = operator.peeker(dlq).await? {
-        while wanted(read, PEEK_PAGE) > 0 {
-            let page = pages.next_page(wanted(read, PEEK_PAGE)).await?;
+        let wanted = |read: usize| limit.map_or(PEEK_PAGE, |l| (l - read).min(PEEK_PAGE));
+        while wanted(read) > 0 {
+            let page = pages.next_page(wanted(read)).await?;
             if page.is_empty() {
                 break;
             }
             read += page.len();
             page.into_iter().for_each(&mut *look);
         }
-        return Ok(read);
+        let limited = limit.is_some_and(|l| read >= l);
+        return Ok(ReadEnd { read, limited });
     }
+    let limit = limit.map_or(RECEIVED_SCAN_LIMIT, |l| l.min(RECEIVED_SCAN_LIMIT));
+    receive_each(source, operator.scan_wait(), limit, look).await
+}
+
+/// Read up to `limit` messages of a DLQ by receiving them, each once, giving each to `look`;
+/// each stays invisible until the scan ends and is then made visible again.
+async fn receive_each(
+    source: &dyn MessageSource,
+    wait: Duration,
+    limit: usize,
+    look: &mut (dyn FnMut(ReceivedMessage) + Send),
+) -> Result<ReadEnd> {
+    let mut read = 0;
     let mut handles: HashMap<String, String> = HashMap::new();
     let mut idle = 0;
     let outcome = async {
-        while wanted(read, 10) > 0 && idle < IDLE_RECEIVES {
-            let batch = source
-                .receive(wanted(read, 10), operator.scan_wait())
-                .await?;
+        while read < limit && idle < IDLE_RECEIVES {
+            let batch = source.receive((limit - read).min(10), wait).await?;
             if batch.is_empty() {
                 break;
             }
@@ -141,7 +170,10 @@ pub async fn read_each(
     }
     .await;
     release(source, handles.into_values().collect()).await;
-    outcome.map(|()| read)
+    outcome.map(|()| ReadEnd {
+        read,
+        limited: read >= limit,
+    })
 }
 
 /// Make deliveries visible again at once. Failures only delay them by their visibility timeout,
@@ -211,7 +243,8 @@ pub struct Inspection {
     pub read: usize,
     /// Whether a filter selected among the messages seen.
     pub filtered: bool,
-    /// Whether reading stopped at `--limit`, so that the DLQ may hold more.
+    /// Whether reading stopped at `--limit` (or at [`RECEIVED_SCAN_LIMIT`] on SQS), so that the
+    /// DLQ may hold more.
     pub limited: bool,
     /// Messages in flight when reading started (being healed, or parked until due), not seen.
     pub in_flight: u64,
@@ -404,7 +437,7 @@ pub async fn inspect(
     // Before the peek: on SQS it receives what it reads, which then counts as in flight.
     let in_flight = operator.in_flight(dlq).await?;
     let mut grouping = Grouping::default();
-    let read = read_each(operator, dlq, source.as_ref(), limit, &mut |message| {
+    let end = read_each(operator, dlq, source.as_ref(), limit, &mut |message| {
         let examined = Examined::new(message, rules);
         if filter.matches(&examined.facts()) {
             grouping.add(&examined);
@@ -424,9 +457,9 @@ pub async fn inspect(
                 .collect(),
         );
     }
-    inspection.read = read;
+    inspection.read = end.read;
     inspection.filtered = !filter.is_empty();
-    inspection.limited = limit.is_some_and(|limit| read >= limit);
+    inspection.limited = end.limited;
     inspection.in_flight = in_flight;
     Ok(inspection)
 }
@@ -447,6 +480,7 @@ pub fn render(inspection: &Inspection) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let messages = crate::noun(inspection.total, "message", "messages");
+    let scan_limit = crate::bench::thousands(RECEIVED_SCAN_LIMIT as f64);
     if inspection.filtered {
         let _ = writeln!(
             out,
@@ -456,15 +490,15 @@ pub fn render(inspection: &Inspection) -> String {
             if inspection.limited { "first " } else { "" },
             inspection.read,
             if inspection.limited {
-                "read (--limit; it may hold more)"
+                format!("read (--limit, or {scan_limit} on SQS; it may hold more)")
             } else {
-                "in it"
+                "in it".to_string()
             }
         );
     } else if inspection.limited {
         let _ = writeln!(
             out,
-            "DLQ {}: the first {} {messages} (--limit; it may hold more)",
+            "DLQ {}: the first {} {messages} (--limit, or {scan_limit} on SQS; it may hold more)",
             inspection.dlq, inspection.total
         );
     } else {
@@ -596,6 +630,7 @@ mod tests {
     use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, OutgoingMessage};
     use dlq_healer_core::ports::QueueSender;
     use dlq_healer_local::{LocalStore, QueueSettings};
+    use std::sync::Arc;
 
     const ERRORS: [&str; 2] = [
         "401 Unauthorized for order 17",
@@ -635,6 +670,46 @@ mod tests {
             alert_window: chrono::Duration::minutes(10),
         })
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_scan_that_receives_reads_each_message_once_up_to_its_limit_and_gives_all_back() {
+        use dlq_healer_core::ports::ManualClock;
+        use dlq_healer_core::testing::MemoryQueues;
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let queues = MemoryQueues::new(clock);
+        queues.create("dlq");
+        let letters: Vec<OutgoingMessage> = (0..25)
+            .map(|n| OutgoingMessage::new(format!("{n}"), format!("{n}")))
+            .collect();
+        queues.send("dlq", &letters).await.unwrap();
+        let dlq = queues.queue("dlq");
+        for (limit, expected) in [(12, (12, true)), (100, (25, false))] {
+            let mut bodies = Vec::new();
+            let end = receive_each(dlq.as_ref(), Duration::ZERO, limit, &mut |m| {
+                bodies.push(m.body)
+            })
+            .await
+            .unwrap();
+            assert_eq!((end.read, end.limited), expected);
+            bodies.sort();
+            bodies.dedup();
+            assert_eq!(bodies.len(), end.read, "each once");
+            let mut all_back = Vec::new();
+            loop {
+                let batch = dlq.receive(10, Duration::ZERO).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                all_back.extend(batch);
+            }
+            assert_eq!(all_back.len(), 25, "every message visible again");
+            release(
+                dlq.as_ref(),
+                all_back.into_iter().map(|m| m.receipt_handle).collect(),
+            )
+            .await;
+        }
     }
 
     #[tokio::test]

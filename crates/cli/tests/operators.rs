@@ -98,7 +98,9 @@ fn inspect_groups_by_class_and_fingerprint_without_consuming() {
     let text = run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq", "--limit", "1"])).stdout;
     let text = String::from_utf8_lossy(&text);
     assert!(
-        text.contains("DLQ orders-dlq: the first 1 message (--limit; it may hold more)"),
+        text.contains(
+            "DLQ orders-dlq: the first 1 message (--limit, or 100,000 on SQS; it may hold more)"
+        ),
         "{text}"
     );
 }
