@@ -8,7 +8,7 @@
 //! of any size is inspected in the memory its groups take.
 
 use crate::filter::Filter;
-use crate::ops::Operator;
+use crate::ops::{Operator, SQS_SCAN_IN_FLIGHT};
 use crate::redrive::Progress;
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -92,27 +92,22 @@ impl Examined {
     }
 }
 
-/// Messages a scan that receives them (SQS) reads at most: SQS refuses receives (`OverLimit`)
-/// once about 120,000 messages of a queue are in flight, and such a scan keeps every message it
-/// read in flight until it ends.
-pub const RECEIVED_SCAN_LIMIT: usize = 100_000;
-
 /// How a read of a DLQ ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadEnd {
     /// Messages read.
     pub read: usize,
-    /// Whether it stopped at a limit (`limit`, or [`RECEIVED_SCAN_LIMIT`]), so that the DLQ may
-    /// hold more.
+    /// Whether it stopped at a limit (`limit`, or the backend's in-flight quota), so that the
+    /// DLQ may hold more.
     pub limited: bool,
 }
 
 /// Read up to `limit` (all when absent) of the messages of a DLQ, each once, giving each to
 /// `look` as it is read. Where the backend can, they are read without receiving them (see
 /// [`Operator::peeker`]); otherwise (SQS) each is received and stays invisible until the scan
-/// ends, so that none is read twice, and then made visible again, and at most
-/// [`RECEIVED_SCAN_LIMIT`] are read. Only the receipt handles are kept, not the messages: a DLQ
-/// of any size is read in little memory.
+/// ends, so that none is read twice, and then made visible again, and at most the backend's
+/// [`Operator::in_flight_quota`] are read. Only the receipt handles are kept, not the messages:
+/// a DLQ of any size is read in little memory.
 pub async fn read_each(
     operator: &dyn Operator,
     dlq: &str,
@@ -134,7 +129,10 @@ pub async fn read_each(
         let limited = limit.is_some_and(|l| read >= l);
         return Ok(ReadEnd { read, limited });
     }
-    let limit = limit.map_or(RECEIVED_SCAN_LIMIT, |l| l.min(RECEIVED_SCAN_LIMIT));
+    let limit = match (limit, operator.in_flight_quota()) {
+        (Some(limit), Some(quota)) => limit.min(quota),
+        (limit, quota) => limit.or(quota).unwrap_or(usize::MAX),
+    };
     receive_each(source, operator.scan_wait(), limit, look).await
 }
 
@@ -243,7 +241,7 @@ pub struct Inspection {
     pub read: usize,
     /// Whether a filter selected among the messages seen.
     pub filtered: bool,
-    /// Whether reading stopped at `--limit` (or at [`RECEIVED_SCAN_LIMIT`] on SQS), so that the
+    /// Whether reading stopped at `--limit` (or at [`SQS_SCAN_IN_FLIGHT`] on SQS), so that the
     /// DLQ may hold more.
     pub limited: bool,
     /// Messages in flight when reading started (being healed, or parked until due), not seen.
@@ -480,7 +478,7 @@ pub fn render(inspection: &Inspection) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let messages = crate::noun(inspection.total, "message", "messages");
-    let scan_limit = crate::bench::thousands(RECEIVED_SCAN_LIMIT as f64);
+    let scan_limit = crate::bench::thousands(SQS_SCAN_IN_FLIGHT as f64);
     if inspection.filtered {
         let _ = writeln!(
             out,

@@ -90,6 +90,12 @@ pub trait Peeker: Send + Sync {
 pub trait Operator: Send + Sync {
     /// How long one receive waits while scanning a DLQ.
     fn scan_wait(&self) -> Duration;
+    /// How many messages a scan that receives them may hold in flight at once, where the
+    /// backend limits it: SQS refuses receives (`OverLimit`) once about 120,000 messages of a
+    /// standard queue are in flight.
+    fn in_flight_quota(&self) -> Option<usize> {
+        None
+    }
     /// Whether the ledger the decisions and class counts come from is configured; the error
     /// says how to configure it.
     fn check_ledger(&self) -> Result<()> {
@@ -135,6 +141,10 @@ pub trait Operator: Send + Sync {
         since: DateTime<Utc>,
     ) -> Result<(MetricTotals, Vec<DepthRow>)>;
 }
+
+/// Messages a scan of an SQS queue holds in flight at most: below the quota of about 120,000 in
+/// flight, leaving room for the healers' own receives.
+pub const SQS_SCAN_IN_FLIGHT: usize = 100_000;
 
 /// The earliest decision that may still be parked at `now`.
 fn longest_park_before(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -566,6 +576,10 @@ impl AwsOperator {
 impl Operator for AwsOperator {
     fn scan_wait(&self) -> Duration {
         Duration::from_secs(1)
+    }
+
+    fn in_flight_quota(&self) -> Option<usize> {
+        Some(SQS_SCAN_IN_FLIGHT)
     }
 
     fn check_ledger(&self) -> Result<()> {

@@ -387,6 +387,9 @@ pub struct Redrive<'a> {
     pub pacer: &'a dyn Pacer,
     /// How long one receive waits.
     pub wait: Duration,
+    /// How many messages it may hold in flight (those it received and does not move) before it
+    /// stops, where the backend limits it (see [`Operator::in_flight_quota`]).
+    pub hold_limit: Option<usize>,
     /// For a dry run, the DLQ's messages read without receiving them, where the backend can
     /// (local): the dry run then changes no receive count, visibility or order. A dry run
     /// without them receives the messages and gives them back.
@@ -453,6 +456,15 @@ impl Redrive<'_> {
                 }
                 if interrupted() {
                     report.stopped = Some("interrupted; rerun the same command to go on".into());
+                    break;
+                }
+                if self.hold_limit.is_some_and(|limit| held.len() >= limit) {
+                    report.stopped = Some(format!(
+                        "{} messages of the DLQ are held in flight by this run, near the queue's quota \
+                         (SQS refuses receives beyond about 120,000): the rest was not looked at. \
+                         Narrow the selection or move it in parts (moved messages are not moved again)",
+                        held.len()
+                    ));
                     break;
                 }
                 let batch = self.dlq.receive(10, self.wait).await?;
@@ -850,6 +862,7 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
             rules: &rules,
             pacer: &pacer,
             wait: operator.scan_wait(),
+            hold_limit: operator.in_flight_quota(),
             peeked,
         };
         let mut progress = Progress::new(
@@ -966,6 +979,7 @@ mod tests {
         journal: MemoryJournal,
         pacer: FakePacer,
         rules: RuleSet,
+        hold_limit: Option<usize>,
     }
 
     impl Rig {
@@ -974,6 +988,7 @@ mod tests {
                 journal: MemoryJournal::default(),
                 pacer: FakePacer::default(),
                 rules: RuleSet::defaults(),
+                hold_limit: None,
             }
         }
 
@@ -1004,6 +1019,7 @@ mod tests {
                 rules: &self.rules,
                 pacer: &self.pacer,
                 wait: Duration::ZERO,
+                hold_limit: self.hold_limit,
                 peeked,
             }
         }
@@ -1440,6 +1456,36 @@ mod tests {
             (report.scanned, report.moved.len()),
             (10, 3),
             "one batch read"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_stops_before_it_holds_more_in_flight_than_the_backend_allows() {
+        // Twelve timeouts, none selected: each one looked at is held until the run ends.
+        let world = world(&orders(std::iter::repeat_n(1, 12))).await;
+        let rig = Rig {
+            hold_limit: Some(5),
+            ..Rig::new()
+        };
+        let dlq = world.queues.queue("orders-dlq").unwrap();
+        let options = MoveOptions {
+            filter: filter_of(&[0], None, false),
+            ..Default::default()
+        };
+        let report = rig
+            .run(&dlq, &world.queues, &options, &|| false)
+            .await
+            .unwrap();
+        assert_eq!(report.scanned, 10, "a receive of ten, then the stop");
+        let why = report.stopped.expect("stopped at the quota");
+        assert!(
+            why.contains("10 messages of the DLQ are held in flight"),
+            "{why}"
+        );
+        assert_eq!(
+            world.queues.depth("orders-dlq").unwrap().visible,
+            12,
+            "all given back"
         );
     }
 

@@ -729,6 +729,7 @@ async fn api_redrive(
             rules: &state.rules,
             pacer: &pacer,
             wait: operator.scan_wait(),
+            hold_limit: operator.in_flight_quota(),
             peeked,
         };
         let mut progress = Progress::new(None, true);
