@@ -614,10 +614,11 @@ fn inspect_lists_the_messages_parked_until_their_retry_is_due() {
         "--max-receive-count",
         "3",
     ]));
-    // Backoffs of up to 2,000 s for the dependency class: most are over 15 minutes and park.
+    // Backoffs of up to an hour for the dependency class: three in four are over 15 minutes and
+    // park.
     let rules = String::from_utf8(run_ok(bin().arg("default-rules")).stdout)
         .unwrap()
-        .replace("base_delay_seconds = 10\n", "base_delay_seconds = 1000\n");
+        .replace("base_delay_seconds = 10\n", "base_delay_seconds = 3600\n");
     let rules_file = dir.path().join("rules.toml");
     std::fs::write(&rules_file, rules).unwrap();
     let letters: Vec<String> = (0..20)
