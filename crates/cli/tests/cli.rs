@@ -473,11 +473,7 @@ fn run_reports_the_repeats_it_held_back_before_it_exits() {
 fn queue_send_takes_a_body_from_a_file_or_stdin_and_a_fifo_group() {
     let dir = scratch("send");
     let db = dir.path().join("q.db");
-    let queue = || {
-        let mut command = bin();
-        command.arg("queue").arg("--db").arg(&db);
-        command
-    };
+    let queue = || queue_command(&db);
     run_ok(queue().args(["create", "big"]));
     // Too long for a command line (about 128 KiB), within SQS's 1 MiB.
     let body = format!("{{\"blob\":\"{}\"}}", "x".repeat(200_000));
@@ -540,11 +536,7 @@ fn queue_send_takes_a_body_from_a_file_or_stdin_and_a_fifo_group() {
 fn queue_load_sends_json_lines_in_batches_and_stops_at_a_bad_line_and_purge_wants_yes() {
     let dir = scratch("load");
     let db = dir.path().join("q.db");
-    let queue = || {
-        let mut command = bin();
-        command.arg("queue").arg("--db").arg(&db);
-        command
-    };
+    let queue = || queue_command(&db);
     run_ok(queue().args(["create", "orders-dlq"]));
     // 23 lines, as `classify` reads them, and a blank one: three batches.
     let mut lines: Vec<String> = (0..23)
@@ -600,11 +592,7 @@ fn queue_load_sends_json_lines_in_batches_and_stops_at_a_bad_line_and_purge_want
 fn inspect_lists_the_messages_parked_until_their_retry_is_due() {
     let dir = scratch("parked");
     let db = dir.path().join("q.db");
-    let queue = || {
-        let mut command = bin();
-        command.arg("queue").arg("--db").arg(&db);
-        command
-    };
+    let queue = || queue_command(&db);
     run_ok(queue().args(["create", "orders-dlq"]));
     run_ok(queue().args([
         "create",
@@ -919,11 +907,7 @@ fn drain_orders_dlq(db: &std::path::Path) -> Command {
 /// Create the local queue `dlq` in `db` and send it `count` dead letters of orders that failed
 /// with 401 Unauthorized, each with its `dlq-context`.
 fn auth_dead_letters(db: &std::path::Path, dlq: &str, count: usize) {
-    let queue = || {
-        let mut command = bin();
-        command.arg("queue").arg("--db").arg(db);
-        command
-    };
+    let queue = || queue_command(db);
     run_ok(queue().args(["create", dlq]));
     let auth = r#"{"v":1,"error":{"message":"401 Unauthorized"},"source":"orders","failed_at":"2026-11-27T10:00:00Z"}"#;
     for order in 0..count {
@@ -966,6 +950,13 @@ fn seed_local_dlq(db: &std::path::Path, count: usize) -> std::collections::BTree
     }
     assert_eq!(ids.len(), count);
     ids
+}
+
+/// `dlq-healer queue --db DB`, to which the action is added.
+fn queue_command(db: &std::path::Path) -> Command {
+    let mut command = bin();
+    command.arg("queue").arg("--db").arg(db);
+    command
 }
 
 /// The counts `queue list` prints for `queue` of the database at `db`: visible, in flight,
