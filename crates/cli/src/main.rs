@@ -221,7 +221,8 @@ enum Command {
         /// while the one in hand heals, so up to twice this many batches are held in memory.
         #[arg(long, default_value_t = RUN_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=64))]
         concurrency: u32,
-        /// Where to re-queue messages whose source queue is unknown.
+        /// Where to re-queue messages whose source queue is unknown; on the local backend, when
+        /// absent, the one queue that dead-letters into the DLQ (with several, none is guessed).
         #[arg(long, env = "MAIN_QUEUE_URL")]
         main_queue: Option<String>,
         /// Messages per engine batch (on SQS gathered from several receives of up to 10, without

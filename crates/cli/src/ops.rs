@@ -255,21 +255,7 @@ impl Operator for LocalOperator {
     }
 
     async fn redrive_source(&self, dlq: &str) -> Result<Option<String>> {
-        let name = dlq_healer_local::queue::queue_name(dlq);
-        let sources: Vec<String> = self
-            .backend
-            .queues
-            .list_queues()?
-            .into_iter()
-            .filter(|q| {
-                q.settings
-                    .redrive
-                    .as_ref()
-                    .is_some_and(|r| r.dead_letter_queue == name)
-            })
-            .map(|q| q.name)
-            .collect();
-        Ok(the_only(sources))
+        Ok(the_only(self.backend.queues.dead_letter_sources(dlq)?))
     }
 
     fn sender(&self) -> Arc<dyn QueueSender> {

@@ -77,7 +77,7 @@ pub fn retention(backend: Backend, days: Option<u32>) -> Result<Option<chrono::D
 
 /// Run the worker until the DLQ is empty (with `until_empty`) or a signal arrives.
 pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
-    let config = EngineConfig {
+    let mut config = EngineConfig {
         default_target: options.main_queue.clone(),
         archive_prefix: options.archive_prefix.clone(),
         ..EngineConfig::default()
@@ -90,6 +90,12 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
             let backend = LocalBackend::open(&options.local, Arc::new(SystemClock))?;
             if !options.source_queue_allowed {
                 refuse_a_source_queue(&backend.queues.list_queues()?, &options.dlq)?;
+            }
+            if config.default_target.is_none() {
+                config.default_target = the_redrive_source(
+                    &backend.queues.dead_letter_sources(&options.dlq)?,
+                    &options.dlq,
+                );
             }
             let engine = backend.engine(&options.dlq, options.rules.clone(), config)?;
             if let Some(retention) = options.retention {
@@ -159,18 +165,37 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
     Ok(summary)
 }
 
+/// Where `run` re-queues the messages of `dlq` that do not say their source, without
+/// `--main-queue`: the one queue that dead-letters into it (`sources`), as `redrive` does. With
+/// several none is guessed, and a warning says what becomes of those messages.
+fn the_redrive_source(sources: &[String], dlq: &str) -> Option<String> {
+    match sources {
+        [] => None,
+        [only] => {
+            tracing::info!(
+                "messages of {dlq} that do not say their source queue go back to {only}, the one \
+                 queue that dead-letters into it (--main-queue chooses another)"
+            );
+            Some(only.clone())
+        }
+        several => {
+            tracing::warn!(
+                "{} queues dead-letter into {dlq} ({}): messages of it that do not say their \
+                 source queue are archived, as they cannot be re-queued; --main-queue chooses \
+                 where they go",
+                several.len(),
+                several.join(", ")
+            );
+            None
+        }
+    }
+}
+
 /// Refuse to heal a queue that looks like a source queue rather than a DLQ: it dead-letters
 /// into a queue of its own, and no queue dead-letters into it (`--dlq orders` for
 /// `--dlq orders-dlq`). Healing it would take its live messages for failures.
 fn refuse_a_source_queue(queues: &[QueueInfo], dlq: &str) -> Result<()> {
     let name = dlq_healer_local::queue::queue_name(dlq);
-    let dead_letters_into = |queue: &QueueInfo, target: &str| {
-        queue
-            .settings
-            .redrive
-            .as_ref()
-            .is_some_and(|r| r.dead_letter_queue == target)
-    };
     let Some(own_dlq) = queues
         .iter()
         .find(|q| q.name == name)
@@ -179,7 +204,7 @@ fn refuse_a_source_queue(queues: &[QueueInfo], dlq: &str) -> Result<()> {
     else {
         return Ok(());
     };
-    if queues.iter().any(|q| dead_letters_into(q, name)) {
+    if queues.iter().any(|q| q.dead_letters_into(name)) {
         return Ok(());
     }
     anyhow::bail!(

@@ -657,6 +657,58 @@ fn inspect_lists_the_messages_parked_until_their_retry_is_due() {
 }
 
 #[test]
+fn run_re_queues_a_letter_without_a_source_to_the_one_queue_that_dead_letters_there() {
+    let dir = scratch("redrive-source");
+    let db = dir.path().join("q.db");
+    let queue = || queue_command(&db);
+    run_ok(queue().args(["create", "orders-dlq"]));
+    for source in ["orders", "payments"] {
+        run_ok(queue().args([
+            "create",
+            source,
+            "--dlq",
+            "orders-dlq",
+            "--max-receive-count",
+            "3",
+        ]));
+    }
+    let load = |count: usize| {
+        let lines: Vec<String> = (0..count)
+            .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"503 Service Unavailable"}}"#))
+            .collect();
+        let file = dir.path().join("letters.jsonl");
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        run_ok(queue().args(["load", "orders-dlq"]).arg(&file));
+    };
+    // Two queues dead-letter into orders-dlq: none is guessed, and the run says so.
+    load(2);
+    let output = run_ok(&mut drain_orders_dlq(&db));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("2 queues dead-letter into orders-dlq (orders, payments)"),
+        "{stderr}"
+    );
+    assert_eq!(queue_counts(&db, "orders"), [0, 0, 0]);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM archive_index"), 2);
+    // One does: the letters go back to it.
+    run_ok(queue().args(["create", "payments", "--update", "--no-dlq"]));
+    load(3);
+    let output = run_ok(&mut drain_orders_dlq(&db));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("go back to orders, the one queue that dead-letters into it"),
+        "{stderr}"
+    );
+    let requeued = queue_counts(&db, "orders");
+    assert_eq!(
+        requeued[0] + requeued[2],
+        3,
+        "visible or delayed: {requeued:?}"
+    );
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM archive_index"), 2);
+}
+
+#[test]
 fn log_level_takes_python_names_and_refuses_a_word_that_would_silence_the_log() {
     let dir = scratch("log-level");
     let db = dir.path().join("q.db");

@@ -94,6 +94,16 @@ pub struct QueueInfo {
     pub settings: QueueSettings,
 }
 
+impl QueueInfo {
+    /// Whether its redrive policy names `dlq`.
+    pub fn dead_letters_into(&self, dlq: &str) -> bool {
+        self.settings
+            .redrive
+            .as_ref()
+            .is_some_and(|r| r.dead_letter_queue == dlq)
+    }
+}
+
 /// How many messages a queue holds, by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueDepth {
@@ -289,6 +299,17 @@ impl LocalQueues {
             name: name.to_string(),
             fifo: row.fifo,
         })
+    }
+
+    /// The queues whose redrive policy names `dlq` (its sources), by name.
+    pub fn dead_letter_sources(&self, dlq: &str) -> Result<Vec<String>, LocalError> {
+        let dlq = queue_name(dlq);
+        Ok(self
+            .list_queues()?
+            .into_iter()
+            .filter(|q| q.dead_letters_into(dlq))
+            .map(|q| q.name)
+            .collect())
     }
 
     /// Every queue with its settings, by name.
