@@ -87,6 +87,18 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
     let engine = match options.backend {
         Backend::Local => {
             refuse_aws_names_on_local(&options.dlq)?;
+            let db = &options.local.db;
+            if !db.exists() {
+                anyhow::bail!(
+                    "the local store {} does not exist, so it holds no DLQ {:?}: give the store's \
+                     --db (or DLQ_HEALER_DB), or create the queue in a new store with \
+                     `dlq-healer queue --db {} create {}`",
+                    db.display(),
+                    options.dlq,
+                    db.display(),
+                    dlq_healer_local::queue::queue_name(&options.dlq)
+                );
+            }
             let backend = LocalBackend::open(&options.local, Arc::new(SystemClock))?;
             if !options.source_queue_allowed {
                 refuse_a_source_queue(&backend.queues.list_queues()?, &options.dlq)?;

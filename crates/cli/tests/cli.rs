@@ -779,10 +779,14 @@ fn run_on_a_missing_dlq_says_what_to_do() {
             .arg(dir.path().join("x.db"))
             .args(["--dlq", "nope", "--until-empty"]),
     );
-    assert!(stderr.contains("nope"), "{stderr}");
     let db = dir.path().join("x.db");
-    let suggested = format!("`dlq-healer queue --db {} list`", db.display());
-    assert!(stderr.contains(&suggested), "{stderr}");
+    // A store that does not exist is not made for a run that cannot heal anything.
+    let suggested = format!("`dlq-healer queue --db {} create nope`", db.display());
+    assert!(
+        stderr.contains("does not exist") && stderr.contains(&suggested),
+        "{stderr}"
+    );
+    assert!(!db.exists() && !dir.path().join("x-archive").exists());
     // The commands suggested work as written, with --db before or after the action.
     run_ok(
         bin()
@@ -790,6 +794,16 @@ fn run_on_a_missing_dlq_says_what_to_do() {
             .arg(&db)
             .args(["create", "dlq"]),
     );
+    let stderr =
+        refused(
+            bin()
+                .arg("run")
+                .arg("--db")
+                .arg(&db)
+                .args(["--dlq", "nope", "--until-empty"]),
+        );
+    let suggested = format!("`dlq-healer queue --db {} list`", db.display());
+    assert!(stderr.contains(&suggested), "{stderr}");
     run_ok(bin().args(["queue", "list", "--db"]).arg(&db));
     let stderr = refused(bin().arg("run").arg("--db").arg(&db).args([
         "--dlq",
