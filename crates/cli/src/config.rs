@@ -125,18 +125,101 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>> {
 
 /// Load the configuration file, if one is named, into the environment of this process for the
 /// variables the environment does not set already. Call before any thread starts.
-pub fn load_into_environment() -> Result<()> {
+pub fn load_into_environment() -> Result<FromFile> {
     let args: Vec<String> = std::env::args().collect();
     let Some(path) = config_path(&args, std::env::var(CONFIG_VARIABLE).ok()) else {
-        return Ok(());
+        return Ok(FromFile::default());
+    };
+    let mut from_file = FromFile {
+        path: path.clone(),
+        keys: Vec::new(),
     };
     for (key, value) in read(&path)? {
         if std::env::var_os(&key).is_none() {
             // SAFETY: called at the start of main, before the runtime or any other thread exists.
             unsafe { std::env::set_var(&key, value) };
+            from_file.keys.push(key);
         }
     }
-    Ok(())
+    Ok(from_file)
+}
+
+/// The settings a configuration file gave (those the environment did not set already).
+#[derive(Debug, Clone, Default)]
+pub struct FromFile {
+    /// The file.
+    pub path: PathBuf,
+    /// The variables it set.
+    pub keys: Vec<String>,
+}
+
+impl FromFile {
+    /// For an error about a flag's value (`invalid value 'ten' for '--retention-days <DAYS>'`)
+    /// whose value came from this file, a line that names the file and the setting: clap
+    /// reports a value from the environment under its flag.
+    pub fn note_for(&self, error: &clap::Error, command: &clap::Command) -> Option<String> {
+        use clap::error::{ContextKind, ContextValue, ErrorKind};
+        if !matches!(
+            error.kind(),
+            ErrorKind::InvalidValue | ErrorKind::ValueValidation
+        ) {
+            return None;
+        }
+        let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
+            return None;
+        };
+        let key = self.keys.iter().find(|key| {
+            flag_of_variable(command, key)
+                .is_some_and(|long| flag.starts_with(&format!("--{long}")))
+        })?;
+        Some(format!(
+            "note: that value is {key} in the configuration file {}",
+            self.path.display()
+        ))
+    }
+}
+
+/// The long flag of the argument that reads `variable`, in `command` or its subcommands.
+fn flag_of_variable(command: &clap::Command, variable: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .find(|arg| arg.get_env().is_some_and(|env| env == variable))
+        .and_then(|arg| arg.get_long().map(str::to_string))
+        .or_else(|| {
+            command
+                .get_subcommands()
+                .find_map(|sub| flag_of_variable(sub, variable))
+        })
+}
+
+/// The environment variables the arguments of `command` (and its subcommands) read.
+pub fn variables(command: &clap::Command) -> Vec<String> {
+    let mut names: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .collect();
+    for sub in command.get_subcommands() {
+        names.extend(variables(sub));
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Unset the variables among `names` that are set to nothing: an empty variable counts as not
+/// set (`DLQ_HEALER_RETENTION_DAYS= dlq-healer run` takes the default), where clap would take
+/// the empty text for a value and refuse it.
+///
+/// # Safety
+/// No other thread may read or write the environment meanwhile: call it at the start of main.
+pub unsafe fn unset_empty(names: &[String]) {
+    for name in names {
+        if std::env::var_os(name).is_some_and(|value| value.is_empty()) {
+            // SAFETY: the caller's promise.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
 }
 
 #[cfg(test)]

@@ -346,11 +346,27 @@ fn main() {
     allocator::return_freed_memory_promptly();
     restore_default_sigpipe();
     keep_memory_in_small_pages();
-    if let Err(error) = config::load_into_environment() {
-        eprintln!("error: {error:#}");
-        std::process::exit(2);
-    }
-    let cli = Cli::parse();
+    let command = <Cli as clap::CommandFactory>::command();
+    // SAFETY: the start of main, before the runtime or any other thread exists.
+    unsafe { config::unset_empty(&config::variables(&command)) };
+    let from_file = match config::load_into_environment() {
+        Ok(from_file) => from_file,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = match <Cli as clap::Parser>::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => match from_file.note_for(&error, &command) {
+            Some(note) => {
+                eprint!("{}", error.render());
+                eprintln!("{note}");
+                std::process::exit(2);
+            }
+            None => error.exit(),
+        },
+    };
     init_logging(&cli.log_level);
     match dispatch(cli.command) {
         Ok(code) => std::process::exit(code),

@@ -1206,6 +1206,45 @@ fn a_configuration_file_says_what_the_environment_would() {
         stderr.contains("healer.toml") && stderr.contains("DLQ_URLS"),
         "{stderr}"
     );
+    // A value of the file that its flag refuses: the file and the setting are named.
+    std::fs::write(
+        &config,
+        format!(
+            "DLQ_URL = \"from-config-dlq\"\nDLQ_HEALER_DB = \"{}\"\nDLQ_HEALER_RETENTION_DAYS = \"ten\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let stderr = refused(
+        bin()
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .arg("--until-empty")
+            .env_remove("DLQ_HEALER_RETENTION_DAYS"),
+    );
+    assert!(
+        stderr.contains("invalid value 'ten' for '--retention-days")
+            && stderr.contains("that value is DLQ_HEALER_RETENTION_DAYS in the configuration file")
+            && stderr.contains("healer.toml"),
+        "{stderr}"
+    );
+    // An empty variable counts as not set: the default applies.
+    let output = run_ok(
+        bin()
+            .arg("run")
+            .arg("--db")
+            .arg(&db)
+            .args([
+                "--dlq",
+                "from-config-dlq",
+                "--until-empty",
+                "--wait-seconds",
+                "0",
+            ])
+            .env("DLQ_HEALER_RETENTION_DAYS", ""),
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("healed 0 batches"));
 }
 
 /// The names in a directory.
