@@ -84,7 +84,8 @@ struct Cli {
     log_level: String,
     /// Configuration file (TOML) whose keys are the environment variables' names (DLQ_URL,
     /// MAIN_QUEUE_URL, ARCHIVE_BUCKET, FAILED_TABLE, ALERT_TOPIC_ARN, LOG_LEVEL, DLQ_HEALER_DB, ...);
-    /// flags win over the environment, the environment over the file.
+    /// flags win over the environment, the environment over the file. Relative paths in it
+    /// (DLQ_HEALER_DB, DLQ_HEALER_ARCHIVE_DIR, DLQ_HEALER_RULES) are taken from its directory.
     #[arg(long, global = true, env = "DLQ_HEALER_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
