@@ -140,6 +140,13 @@ pub fn render(totals: &MetricTotals, depths: &[DepthRow]) -> String {
         "  orders processed: {}",
         totals.total_count(m::PROCESSED)
     );
+    let already_handled = totals.total_count(m::DUPLICATES);
+    if already_handled > 0 {
+        let _ = writeln!(
+            out,
+            "  deliveries already handled (redelivered, found in the ledger, only deleted): {already_handled}"
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "FUNCTION HEALTH");
     let _ = writeln!(

@@ -89,6 +89,9 @@ pub struct Stats {
     pub classes: Vec<ClassRow>,
     /// Orders processed by the consumer.
     pub processed: u64,
+    /// DLQ deliveries found handled already in the ledger (redelivered after a crash or a
+    /// visibility timeout that ran out): only deleted, and not counted in the classes.
+    pub already_handled: u64,
     /// Function health.
     pub functions: Vec<FunctionRow>,
     /// Queue depth.
@@ -124,6 +127,7 @@ pub fn from_totals(totals: &MetricTotals, depths: &[DepthRow]) -> Stats {
     Stats {
         classes,
         processed: totals.total_count(m::PROCESSED),
+        already_handled: totals.total_count(m::DUPLICATES),
         functions: vec![
             function(
                 "consumer",
@@ -242,6 +246,11 @@ pub fn prometheus(stats: &Stats, counts: &MessageCounts, guard: &mut CounterGuar
         "Messages the consumer processed.",
         vec![(String::new(), stats.processed)],
     );
+    counter(
+        "dlq_healer_already_handled_total",
+        "DLQ deliveries found handled already in the ledger (redelivered), only deleted.",
+        vec![(String::new(), stats.already_handled)],
+    );
     let by_function = |figure: fn(&FunctionRow) -> u64| -> Vec<(String, u64)> {
         stats
             .functions
@@ -302,6 +311,7 @@ mod tests {
         totals.add(m::RECEIVED, Some(FailureClass::Auth), 3.0, 3);
         totals.add(m::ARCHIVED, Some(FailureClass::Auth), 3.0, 3);
         totals.add(m::HEALER_INVOCATIONS, None, 2.0, 2);
+        totals.add(m::DUPLICATES, None, 5.0, 1);
         let stats = from_totals(
             &totals,
             &[DepthRow {
@@ -321,6 +331,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("dlq_healer_invocations_total{function=\"healer\"} 2"));
+        assert_eq!(stats.already_handled, 5);
+        assert!(
+            text.contains("dlq_healer_already_handled_total 5"),
+            "{text}"
+        );
         assert!(
             text.contains("dlq_healer_queue_messages{queue=\"orders-dlq\",state=\"visible\"} 4")
         );

@@ -334,12 +334,25 @@ impl Engine {
         self.record(&mut plans).await;
 
         let mut reports: Vec<MessageReport> = plans.into_iter().map(Plan::into_report).collect();
+        let earlier = superseded.reports(&reports);
+        // Counted before the delete (so the duration leaves the delete out): after a crash
+        // between the two the batch is delivered again and found in the ledger, and counted once
+        // more only as duplicates; counted after it, a crash before the count left the batch
+        // counted nowhere.
+        self.emit_metrics(
+            reports
+                .iter()
+                .chain(earlier.iter().map(|(_, report)| report)),
+            alert_events,
+            now,
+            started.elapsed(),
+        );
         if self.config.delete_handled {
             self.delete_settled(&mut reports).await;
         }
-        let reports = superseded.restore(reports);
-        self.emit_metrics(&reports, alert_events, now, started.elapsed());
-        BatchReport { messages: reports }
+        BatchReport {
+            messages: SupersededDeliveries::merge(reports, earlier),
+        }
     }
 
     /// Find each message's stable key (context, else a key still being retried with the same
@@ -960,9 +973,12 @@ impl Engine {
         }
     }
 
-    fn emit_metrics(
+    /// Record, in one write, the handling of a batch and how long it took, what became of its
+    /// messages (received and each outcome by class, duplicates, errors, the mean age of the
+    /// messages handled) and the alert events.
+    fn emit_metrics<'r>(
         &self,
-        reports: &[MessageReport],
+        reports: impl Iterator<Item = &'r MessageReport>,
         alert_events: Vec<MetricEvent>,
         now: DateTime<Utc>,
         took: std::time::Duration,
@@ -1133,19 +1149,18 @@ impl SupersededDeliveries {
         (handled, superseded)
     }
 
-    /// The reports of the whole batch in the order received: those of the handled deliveries,
-    /// and for each earlier delivery one with its message's key and class, already handled —
-    /// or failed, when its last delivery failed, so that nothing reports the message settled.
-    fn restore(self, handled: Vec<MessageReport>) -> Vec<MessageReport> {
+    /// For each earlier delivery, with its position in the batch, a report with its message's
+    /// key and class, already handled — or failed, when its last delivery failed, so that
+    /// nothing reports the message settled.
+    fn reports(self, handled: &[MessageReport]) -> Vec<(usize, MessageReport)> {
         if self.earlier.is_empty() {
-            return handled;
+            return Vec::new();
         }
         let of_message: HashMap<&str, &MessageReport> = handled
             .iter()
             .map(|report| (report.message_id.as_str(), report))
             .collect();
-        let mut earlier_reports: Vec<(usize, MessageReport)> = self
-            .earlier
+        self.earlier
             .into_iter()
             .map(|(position, delivery)| {
                 let handled = of_message.get(delivery.message_id.as_str());
@@ -1170,7 +1185,18 @@ impl SupersededDeliveries {
                 };
                 (position, report)
             })
-            .collect();
+            .collect()
+    }
+
+    /// The reports of the whole batch in the order received: those of the handled deliveries
+    /// and those of the earlier ones (from [`SupersededDeliveries::reports`]).
+    fn merge(
+        handled: Vec<MessageReport>,
+        mut earlier_reports: Vec<(usize, MessageReport)>,
+    ) -> Vec<MessageReport> {
+        if earlier_reports.is_empty() {
+            return handled;
+        }
         earlier_reports.reverse();
         let received = handled.len() + earlier_reports.len();
         let mut handled = handled.into_iter();

@@ -19,7 +19,7 @@ pub const DUPLICATES: &str = "duplicates";
 pub const HEALER_INVOCATIONS: &str = "healer_invocations";
 /// Messages the healer failed to handle (left in the DLQ for another try).
 pub const HEALER_ERRORS: &str = "healer_errors";
-/// Time to handle one batch, in milliseconds.
+/// Time to handle one batch, in milliseconds, up to its delete (which comes after the metrics).
 pub const HEALER_DURATION_MS: &str = "healer_duration_ms";
 /// Age of a dead letter when handled, in seconds.
 pub const MESSAGE_AGE_SECONDS: &str = "message_age_seconds";

@@ -1297,3 +1297,86 @@ async fn a_parked_message_without_a_context_is_requeued_when_due_after_its_body_
         .collect();
     assert_eq!(mine, [2], "re-queued as attempt 2, no new attempt");
 }
+
+/// A DLQ whose deletes never finish while `hanging` is set: the process dies there.
+struct HangingDelete {
+    inner: Arc<crate::testing::MemoryQueue>,
+    hanging: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl MessageSource for HangingDelete {
+    fn queue_id(&self) -> &str {
+        self.inner.queue_id()
+    }
+    async fn receive(
+        &self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<ReceivedMessage>, PortError> {
+        self.inner.receive(max, wait).await
+    }
+    async fn delete(&self, receipt_handles: &[String]) -> Result<EntryResults<()>, PortError> {
+        if self.hanging.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.inner.delete(receipt_handles).await
+    }
+    async fn change_visibility(
+        &self,
+        entries: &[(String, u32)],
+    ) -> Result<EntryResults<()>, PortError> {
+        self.inner.change_visibility(entries).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_dies_at_its_delete_is_counted_once_and_its_redelivery_as_duplicates() {
+    let w = world();
+    let dlq = Arc::new(HangingDelete {
+        inner: w.queues.queue("dlq"),
+        hanging: std::sync::atomic::AtomicBool::new(true),
+    });
+    let ports = Ports {
+        dlq: dlq.clone(),
+        queues: w.queues.clone(),
+        ledger: w.ledger.clone(),
+        archive: w.archive.clone(),
+        alerter: w.alerter.clone(),
+        metrics: w.metrics.clone(),
+    };
+    let engine = Engine::new(
+        Arc::new(RuleSet::defaults()),
+        ports,
+        w.clock.clone(),
+        EngineConfig::default(),
+    );
+    for i in 0..3 {
+        w.fail(
+            &fresh(format!("{{\"order\":{i}}}").as_bytes()),
+            "401 Unauthorized",
+        )
+        .await;
+    }
+    let batch = dlq.receive(10, std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(batch.len(), 3);
+    let died = tokio::time::timeout(
+        std::time::Duration::from_millis(100),
+        engine.heal_batch(batch),
+    )
+    .await;
+    assert!(died.is_err(), "the delete never finished");
+    // After the crash the batch comes back and is found in the ledger.
+    dlq.hanging
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    w.clock.advance(Duration::minutes(1));
+    let again = dlq.receive(10, std::time::Duration::ZERO).await.unwrap();
+    assert_eq!(engine.heal_batch(again).await.tally().duplicates, 3);
+    assert_eq!(
+        w.metrics.total(m::RECEIVED),
+        3.0,
+        "counted before the delete"
+    );
+    assert_eq!(w.metrics.total(m::ARCHIVED), 3.0);
+    assert_eq!(w.metrics.total(m::DUPLICATES), 3.0);
+}
