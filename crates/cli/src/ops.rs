@@ -130,8 +130,9 @@ pub trait Operator: Send + Sync {
     /// The most recent decisions, newest first.
     async fn recent_decisions(&self, limit: usize) -> Result<Vec<LedgerRecord>>;
     /// The messages parked in the DLQ until their retry is due, soonest first: the ledger's
-    /// records still parked whose due time is after `now`. (A record is parked at most
-    /// [`MAX_PARK_SECONDS`] after its decision, so older decisions are not read.)
+    /// records still parked whose due time is after `now`. (On aws, whose ledger is read by
+    /// class and decision time, only the decisions of the last [`MAX_PARK_SECONDS`] are read: a
+    /// record is parked at most that long.)
     async fn parked(&self, now: DateTime<Utc>) -> Result<Vec<LedgerRecord>>;
     /// The three panels' figures: metric totals since `since` (all time on local) and depths of
     /// the queues (all local queues; on aws the DLQ and its redrive source).
@@ -341,7 +342,7 @@ impl Operator for LocalOperator {
     }
 
     async fn parked(&self, now: DateTime<Utc>) -> Result<Vec<LedgerRecord>> {
-        Ok(self.backend.ledger.parked(longest_park_before(now), now)?)
+        Ok(self.backend.ledger.parked(now)?)
     }
 
     async fn stats(

@@ -132,24 +132,18 @@ impl LocalLedger {
         })
     }
 
-    /// The records still parked that were decided at or after `decided_since` and are due after
-    /// `due_after`, soonest due first: the messages waiting in the DLQ for their retry.
-    pub fn parked(
-        &self,
-        decided_since: DateTime<Utc>,
-        due_after: DateTime<Utc>,
-    ) -> Result<Vec<LedgerRecord>, LocalError> {
+    /// The records still parked and due after `due_after`, soonest due first: the messages
+    /// waiting in the DLQ for their retry (through the index `ledger_parked_by_due`, which
+    /// holds parked records only).
+    pub fn parked(&self, due_after: DateTime<Utc>) -> Result<Vec<LedgerRecord>, LocalError> {
         self.store.read("query", "the ledger", |tx| {
             let mut statement = tx.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM ledger
-                 WHERE at >= ?1 AND action = 'parked' AND due_at > ?2
+                 WHERE action = 'parked' AND due_at > ?1
                  ORDER BY due_at, key, attempt"
             ))?;
             statement
-                .query_map(
-                    params![to_text(decided_since), to_text(due_after)],
-                    record_from_row,
-                )?
+                .query_map(params![to_text(due_after)], record_from_row)?
                 .collect()
         })
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The newest schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Schema version 1: queues, messages, ledger, archive index, alert windows and log, metrics.
 const SCHEMA_V1: &str = r#"
@@ -160,6 +160,13 @@ const SCHEMA_V5: &str = r#"
 DROP INDEX IF EXISTS ledger_retried_by_digest;
 CREATE INDEX IF NOT EXISTS ledger_retried_by_digest_prefix ON ledger(substr(body_digest, 1, 12))
     WHERE action IN ('requeued', 'parked');
+"#;
+
+/// Schema version 6: the parked records by due time, for the operator's list of the messages
+/// waiting for their retry (`inspect`). Without it that list read every decision of the last 12
+/// hours through the time index. Only parked records are in it.
+const SCHEMA_V6: &str = r#"
+CREATE INDEX IF NOT EXISTS ledger_parked_by_due ON ledger(due_at) WHERE action = 'parked';
 "#;
 
 /// Tables every dlq-healer database has had since schema version 1.
@@ -455,6 +462,9 @@ impl LocalStore {
             }
             if found < 5 {
                 tx.execute_batch(SCHEMA_V5)?;
+            }
+            if found < 6 {
+                tx.execute_batch(SCHEMA_V6)?;
             }
             if found < SCHEMA_VERSION {
                 tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;

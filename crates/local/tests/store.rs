@@ -406,10 +406,12 @@ async fn a_version_2_file_loses_its_unused_indexes_moves_its_payloads_and_expire
             "archive_by_key",
             "archive_by_time",
             "ledger_by_time",
+            "ledger_parked_by_due",
             "ledger_retried_by_digest_prefix",
             "messages_by_visibility"
         ],
-        "the receipt and class indexes are gone, the archive has a time index"
+        "the receipt and class indexes are gone, the archive has a time index, parked records \
+         an index by due time"
     );
     let queue = reopened.queues().queue("orders").unwrap();
     let refused = queue
