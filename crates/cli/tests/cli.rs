@@ -609,12 +609,7 @@ fn inspect_lists_the_messages_parked_until_their_retry_is_due() {
         .replace("base_delay_seconds = 10\n", "base_delay_seconds = 3600\n");
     let rules_file = dir.path().join("rules.toml");
     std::fs::write(&rules_file, rules).unwrap();
-    let letters: Vec<String> = (0..20)
-        .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"503 Service Unavailable"}}"#))
-        .collect();
-    let file = dir.path().join("letters.jsonl");
-    std::fs::write(&file, letters.join("\n")).unwrap();
-    run_ok(queue().args(["load", "orders-dlq"]).arg(&file));
+    load_unavailable_orders(&db, 20);
     run_ok(drain_orders_dlq(&db).arg("--rules").arg(&rules_file));
 
     let parked = count(&db, "SELECT COUNT(*) FROM ledger WHERE action = 'parked'");
@@ -672,16 +667,8 @@ fn run_re_queues_a_letter_without_a_source_to_the_one_queue_that_dead_letters_th
             "3",
         ]));
     }
-    let load = |count: usize| {
-        let lines: Vec<String> = (0..count)
-            .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"503 Service Unavailable"}}"#))
-            .collect();
-        let file = dir.path().join("letters.jsonl");
-        std::fs::write(&file, lines.join("\n")).unwrap();
-        run_ok(queue().args(["load", "orders-dlq"]).arg(&file));
-    };
     // Two queues dead-letter into orders-dlq: none is guessed, and the run says so.
-    load(2);
+    load_unavailable_orders(&db, 2);
     let output = run_ok(&mut drain_orders_dlq(&db));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -692,7 +679,7 @@ fn run_re_queues_a_letter_without_a_source_to_the_one_queue_that_dead_letters_th
     assert_eq!(count(&db, "SELECT COUNT(*) FROM archive_index"), 2);
     // One does: the letters go back to it.
     run_ok(queue().args(["create", "payments", "--update", "--no-dlq"]));
-    load(3);
+    load_unavailable_orders(&db, 3);
     let output = run_ok(&mut drain_orders_dlq(&db));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -1016,6 +1003,26 @@ fn seed_local_dlq(db: &std::path::Path, count: usize) -> std::collections::BTree
     }
     assert_eq!(ids.len(), count);
     ids
+}
+
+/// Load `count` dead letters of orders that failed with 503 Service Unavailable, without a
+/// source queue in their context, into orders-dlq of the database at `db`.
+fn load_unavailable_orders(db: &std::path::Path, count: usize) {
+    let lines: Vec<String> = (0..count)
+        .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"503 Service Unavailable"}}"#))
+        .collect();
+    let mut load = queue_command(db)
+        .args(["load", "orders-dlq"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    load.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.join("\n").as_bytes())
+        .unwrap();
+    assert!(load.wait().unwrap().success());
 }
 
 /// `dlq-healer queue --db DB`, to which the action is added.
