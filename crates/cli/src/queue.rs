@@ -355,6 +355,21 @@ async fn load(
 fn outgoing_of_line(line: &str) -> Result<OutgoingMessage, String> {
     use crate::classify::{fields_of_line, message_from_fields, type_name};
     let fields = fields_of_line(line)?;
+    if !["body", "body_b64"]
+        .iter()
+        .any(|name| fields.get(*name).is_some_and(|v| !v.is_null()))
+    {
+        let mut names: Vec<&str> = fields.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        return Err(format!(
+            "no body: give body (text) or body_b64; the line has {}",
+            if names.is_empty() {
+                "no fields".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    }
     let received = message_from_fields(&fields)?;
     let mut message = OutgoingMessage::new("load", received.body);
     message.attributes = received.attributes;

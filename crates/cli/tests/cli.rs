@@ -573,6 +573,13 @@ fn queue_load_sends_json_lines_in_batches_and_stops_at_a_bad_line_and_purge_want
     );
     assert_eq!(queue_counts(&db, "orders-dlq"), [33, 0, 1]);
 
+    std::fs::write(&file, r#"{"bdy":"typo"}"#).unwrap();
+    let stderr = refused(queue().args(["load", "orders-dlq"]).arg(&file));
+    assert!(
+        stderr.contains("line 1: no body: give body (text) or body_b64; the line has bdy"),
+        "{stderr}"
+    );
+
     let stderr = refused(queue().args(["purge", "orders-dlq"]));
     assert!(
         stderr.contains("deletes its 34 messages for good") && stderr.contains("--yes"),
