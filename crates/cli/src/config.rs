@@ -155,8 +155,9 @@ pub struct FromFile {
 
 impl FromFile {
     /// For an error about a flag's value (`invalid value 'ten' for '--retention-days <DAYS>'`)
-    /// whose value came from this file, a line that names the file and the setting: clap
-    /// reports a value from the environment under its flag.
+    /// that the command line did not give, a line that names the environment variable it came
+    /// from, and the configuration file if that set it: clap reports such a value under its
+    /// flag.
     pub fn note_for(&self, error: &clap::Error, command: &clap::Command) -> Option<String> {
         use clap::error::{ContextKind, ContextValue, ErrorKind};
         if !matches!(
@@ -168,14 +169,25 @@ impl FromFile {
         let Some(ContextValue::String(flag)) = error.get(ContextKind::InvalidArg) else {
             return None;
         };
-        let key = self.keys.iter().find(|key| {
-            flag_of_variable(command, key)
-                .is_some_and(|long| flag.starts_with(&format!("--{long}")))
+        // `--retention-days <RETENTION_DAYS>`: the flag's long name.
+        let long = flag.strip_prefix("--")?.split([' ', '=']).next()?;
+        let on_command_line = std::env::args()
+            .any(|arg| arg == format!("--{long}") || arg.starts_with(&format!("--{long}=")));
+        if on_command_line {
+            return None;
+        }
+        let variable = variables(command).into_iter().find(|variable| {
+            std::env::var_os(variable).is_some()
+                && flag_of_variable(command, variable).as_deref() == Some(long)
         })?;
-        Some(format!(
-            "note: that value is {key} in the configuration file {}",
-            self.path.display()
-        ))
+        Some(if self.keys.contains(&variable) {
+            format!(
+                "note: that value is {variable} in the configuration file {}",
+                self.path.display()
+            )
+        } else {
+            format!("note: that value is the environment variable {variable}")
+        })
     }
 }
 

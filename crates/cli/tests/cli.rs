@@ -1243,6 +1243,19 @@ fn a_configuration_file_says_what_the_environment_would() {
             && stderr.contains("healer.toml"),
         "{stderr}"
     );
+    // So is a value of the environment.
+    let stderr = refused(
+        bin()
+            .arg("run")
+            .arg("--db")
+            .arg(&db)
+            .args(["--dlq", "from-config-dlq", "--until-empty"])
+            .env("DLQ_HEALER_RETENTION_DAYS", "ten"),
+    );
+    assert!(
+        stderr.contains("note: that value is the environment variable DLQ_HEALER_RETENTION_DAYS"),
+        "{stderr}"
+    );
     // An empty variable counts as not set: the default applies.
     let output = run_ok(
         bin()
