@@ -51,10 +51,8 @@ struct Listed {
 impl Listed {
     fn of(archived: Archived) -> Listed {
         let journal_id = archived.journal_id();
-        let mut entry = archived.entry;
-        entry.source = entry.source.as_deref().map(shown_source);
         Listed {
-            entry,
+            entry: shown_entry(archived.entry),
             fingerprint: archived.fingerprint,
             error: archived.error,
             replayed: None,
@@ -159,6 +157,18 @@ pub fn archived_error(record: &ArchiveRecord) -> String {
     }
 }
 
+/// The entry as listings show it: its source as [`shown_source`] shows it.
+fn shown_entry(mut entry: ArchivedEntry) -> ArchivedEntry {
+    entry.source = entry.source.as_deref().map(shown_source);
+    entry
+}
+
+/// Whether the filter looks at more than the index holds (class, time, key): fingerprints,
+/// sources and body matches need each record.
+fn needs_records(filter: &crate::filter::Filter) -> bool {
+    !filter.fingerprints.is_empty() || !filter.wheres.is_empty() || !filter.sources.is_empty()
+}
+
 /// The archive query for filter flags (the rest of the filter is applied to the records).
 fn query(filter: &crate::filter::Filter, limit: Option<usize>) -> ArchiveQuery {
     ArchiveQuery {
@@ -213,11 +223,12 @@ async fn select_readable<T>(
     stop_at_unreadable: bool,
     mut keep: impl FnMut(Archived) -> T,
 ) -> Result<Selection<T>> {
-    // Fingerprints, sources and body matches need the records; limit after filtering then.
-    let needs_records =
-        !filter.fingerprints.is_empty() || !filter.wheres.is_empty() || !filter.sources.is_empty();
+    // When the filter needs the records, the limit applies after it.
     let entries = operator
-        .archived(&query(filter, if needs_records { None } else { limit }))
+        .archived(&query(
+            filter,
+            if needs_records(filter) { None } else { limit },
+        ))
         .await?;
     let mut selection = Selection {
         matched: Vec::new(),
@@ -294,11 +305,7 @@ pub async fn list(
     // Newest first, the unreadable entries among the others.
     let unreadable_entries: Vec<ArchivedEntry> = unreadable
         .iter()
-        .map(|u| {
-            let mut entry = u.entry.clone();
-            entry.source = entry.source.as_deref().map(shown_source);
-            entry
-        })
+        .map(|u| shown_entry(u.entry.clone()))
         .collect();
     let mut rows: Vec<(&ArchivedEntry, &str, bool)> = selected
         .iter()
@@ -315,11 +322,8 @@ pub async fn list(
     }
     let listed = selected.len() + unreadable.len();
     let messages = crate::noun(selected.len(), "archived message", "archived messages");
-    // The index counts what its classes and times select; other filters need each record.
-    let countable = filter.keys.is_none()
-        && filter.fingerprints.is_empty()
-        && filter.wheres.is_empty()
-        && filter.sources.is_empty();
+    // The index counts what its classes and times select.
+    let countable = filter.keys.is_none() && !needs_records(&filter);
     let total = match countable {
         true => operator.archived_count(&query(&filter, None)).await?,
         false => None,

@@ -176,10 +176,8 @@ impl FromFile {
         if on_command_line {
             return None;
         }
-        let variable = variables(command).into_iter().find(|variable| {
-            std::env::var_os(variable).is_some()
-                && flag_of_variable(command, variable).as_deref() == Some(long)
-        })?;
+        let variable = variable_of_flag(command, long)?;
+        std::env::var_os(&variable)?;
         Some(if self.keys.contains(&variable) {
             format!(
                 "note: that value is {variable} in the configuration file {}",
@@ -191,16 +189,17 @@ impl FromFile {
     }
 }
 
-/// The long flag of the argument that reads `variable`, in `command` or its subcommands.
-fn flag_of_variable(command: &clap::Command, variable: &str) -> Option<String> {
+/// The environment variable that the flag `--long` reads, in `command` or its subcommands.
+fn variable_of_flag(command: &clap::Command, long: &str) -> Option<String> {
     command
         .get_arguments()
-        .find(|arg| arg.get_env().is_some_and(|env| env == variable))
-        .and_then(|arg| arg.get_long().map(str::to_string))
+        .find(|arg| arg.get_long() == Some(long))
+        .and_then(|arg| arg.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
         .or_else(|| {
             command
                 .get_subcommands()
-                .find_map(|sub| flag_of_variable(sub, variable))
+                .find_map(|sub| variable_of_flag(sub, long))
         })
 }
 

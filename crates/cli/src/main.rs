@@ -307,8 +307,8 @@ enum Command {
 /// Where the local backend keeps its state.
 #[derive(Debug, Clone, clap::Args)]
 struct LocalArgs {
-    /// The SQLite file of the local backend (`run` and `queue create` create it when missing;
-    /// the other commands need an existing one).
+    /// The SQLite file of the local backend (`queue create` creates it when missing; the other
+    /// commands, `run` too, need an existing one).
     // Global, so that it may come after a subcommand too (`queue list --db FILE`).
     #[arg(
         long,
@@ -357,6 +357,8 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // Parsed by a command built anew: clap takes the environment's values when it builds one,
+    // and `command` was built before the empty variables were unset and the file was loaded.
     let cli = match <Cli as clap::Parser>::try_parse() {
         Ok(cli) => cli,
         Err(error) => match from_file.note_for(&error, &command) {

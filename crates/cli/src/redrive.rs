@@ -425,12 +425,16 @@ impl Redrive<'_> {
         {
             let room = |report: &MoveReport| options.limit.is_none_or(|l| report.moved.len() < l);
             while room(&report) {
-                let mut page = pages.next_page(PEEK_PAGE).await?.into_iter().peekable();
-                if page.peek().is_none() {
+                let page = pages.next_page(PEEK_PAGE).await?;
+                if page.is_empty() {
                     break;
                 }
-                while room(&report) && page.peek().is_some() {
+                let mut page = page.into_iter();
+                while room(&report) {
                     let chunk: Vec<ReceivedMessage> = page.by_ref().take(10).collect();
+                    if chunk.is_empty() {
+                        break;
+                    }
                     report.scanned += chunk.len();
                     // Nothing was received, so nothing is held to give back.
                     let mut not_received = HashMap::new();

@@ -402,12 +402,10 @@ async fn groups(state: &AppState, refresh: bool) -> Result<Option<Inspection>, A
         return Ok(Some(inspection.clone()));
     }
     // Reading without receiving (local) takes memory only for the groups, so the whole DLQ is
-    // read. Where reading receives (SQS), what is read stays invisible to healers until the scan
-    // ends, so only the first GROUPS_RECEIVED are.
-    let limit = match state.operator.peeker(dlq).await {
-        Ok(Some(_)) => None,
-        _ => Some(GROUPS_RECEIVED),
-    };
+    // read. Where reading receives and holds what it read in flight (SQS, which has an in-flight
+    // quota), what is read stays invisible to healers until the scan ends, so only the first
+    // GROUPS_RECEIVED are.
+    let limit = state.operator.in_flight_quota().map(|_| GROUPS_RECEIVED);
     let inspection = crate::inspect::inspect(
         state.operator.as_ref(),
         dlq,
