@@ -137,7 +137,7 @@ impl Archived {
     }
 
     fn journal_id(&self) -> String {
-        format!("replay:{}#{}", self.record.key, self.record.attempt)
+        replay_journal_id(&self.record.key, self.record.attempt)
     }
 }
 
@@ -180,22 +180,6 @@ fn query(filter: &crate::filter::Filter, limit: Option<usize>) -> ArchiveQuery {
     }
 }
 
-/// What is kept of each archived record matching the filter (`keep` of it), newest first, up to
-/// `limit`. A record that cannot be read is an error that names it: nothing is moved on a
-/// damaged archive.
-async fn select<T>(
-    operator: &dyn Operator,
-    filter: &crate::filter::Filter,
-    limit: Option<usize>,
-    keep: impl FnMut(Archived) -> T,
-) -> Result<Vec<T>> {
-    let selection = select_readable(operator, filter, limit, true, keep).await?;
-    match selection.unreadable.into_iter().next() {
-        Some(unreadable) => Err(unreadable.problem),
-        None => Ok(selection.matched),
-    }
-}
-
 /// An entry of the archive index whose record could not be read.
 struct Unreadable {
     entry: ArchivedEntry,
@@ -213,14 +197,12 @@ struct Selection<T> {
 }
 
 /// What is kept (`keep`) of the archived records matching the filter, newest first, with the
-/// entries whose records could not be read set aside (only the first, if
-/// `stop_at_unreadable`). Up to `limit` of both together. Records are read one at a time and
+/// entries whose records could not be read set aside. Up to `limit` of both together. Records are read one at a time and
 /// only what `keep` makes of them stays.
 async fn select_readable<T>(
     operator: &dyn Operator,
     filter: &crate::filter::Filter,
     limit: Option<usize>,
-    stop_at_unreadable: bool,
     mut keep: impl FnMut(Archived) -> T,
 ) -> Result<Selection<T>> {
     // When the filter needs the records, the limit applies after it.
@@ -249,9 +231,6 @@ async fn select_readable<T>(
             Ok(_) => {}
             Err(problem) => {
                 selection.unreadable.push(Unreadable { entry, problem });
-                if stop_at_unreadable {
-                    break;
-                }
             }
         }
     }
@@ -269,14 +248,7 @@ pub async fn list(
     let Selection {
         matched: mut selected,
         unreadable,
-    } = select_readable(
-        operator,
-        &filter,
-        (limit > 0).then_some(limit),
-        false,
-        Listed::of,
-    )
-    .await?;
+    } = select_readable(operator, &filter, (limit > 0).then_some(limit), Listed::of).await?;
     // One damaged or missing file does not hide the rest of the archive: its entries are
     // listed as unreadable (in the table) and named on standard error.
     for u in &unreadable {
@@ -420,52 +392,11 @@ pub async fn replay(
              try --dry-run first"
         );
     }
-    // Every selected record is read once first, so that a damaged one stops the replay before
-    // anything moves; only what the plan needs is kept of each, and the records to send are
-    // read again, ten at a time, as they are sent.
-    let selected = select(operator, filter, None, |archived| Selected {
-        planned: options
-            .to
-            .clone()
-            .or_else(|| archived.record.source.clone())
-            .or_else(|| archived.entry.source.clone())
-            .map(|target| PlannedMove {
-                key: archived.record.key.clone(),
-                id: format!("{}#{}", archived.record.key, archived.record.attempt),
-                class: archived.record.class,
-                fingerprint: archived.fingerprint.clone(),
-                target,
-            }),
-        journal_id: archived.journal_id(),
-        key: archived.record.key,
-        entry: archived.entry,
-    })
-    .await?;
     let journal = operator.journal()?;
-    let ids: Vec<String> = selected.iter().map(|s| s.journal_id.clone()).collect();
-    let done = journal.done(&ids).await?;
-    let mut report = MoveReport {
-        dry_run: options.dry_run,
-        scanned: selected.len(),
-        matched: selected.len(),
-        ..MoveReport::default()
-    };
-    let mut planned: Vec<(&Selected, &PlannedMove)> = Vec::new();
-    for one in &selected {
-        if options.limit.is_some_and(|l| planned.len() >= l) {
-            break;
-        }
-        if done.contains(&one.journal_id) {
-            report.already_moved += 1;
-            continue;
-        }
-        match &one.planned {
-            Some(plan) => planned.push((one, plan)),
-            None => report.no_target.push(one.key.clone()),
-        }
-    }
+    let plan = plan_replay(operator, filter, options, journal.as_ref()).await?;
+    let mut report = plan.report;
     if options.dry_run {
-        report.moved = planned.into_iter().map(|(_, plan)| plan.clone()).collect();
+        report.moved = plan.selected.into_iter().map(|one| one.planned).collect();
         return Ok(report);
     }
     let sender = operator.sender();
@@ -476,14 +407,15 @@ pub async fn replay(
         options.rate,
         options.ramp,
     );
-    for chunk in planned.chunks(10) {
+    for chunk in plan.selected.chunks(10) {
         if interrupted() {
             report.stopped = Some("interrupted; rerun the same command to go on".into());
             break;
         }
         let mut items = Vec::new();
         let mut plans = Vec::new();
-        for &(one, plan) in chunk {
+        for one in chunk {
+            let plan = &one.planned;
             let read = operator
                 .fetch_archived(&one.entry)
                 .await
@@ -529,14 +461,102 @@ pub async fn replay(
     Ok(report)
 }
 
+/// The move journal's id of replaying attempt `attempt` of `key`.
+fn replay_journal_id(key: &str, attempt: u32) -> String {
+    format!("replay:{key}#{attempt}")
+}
+
+/// Index entries [`plan_replay`] asks the move journal about at a time.
+const PLAN_PAGE: usize = 500;
+
+/// What a replay will move, and its report so far.
+struct ReplayPlan {
+    /// The records to move, newest first, each with its move.
+    selected: Vec<Selected>,
+    report: MoveReport,
+}
+
+/// Plan a replay: the archived records matching the filter, newest first, that an earlier replay
+/// has not sent back, until `--limit` moves are planned. Each record is read once here, so that
+/// a damaged one stops the replay before anything moves; only what the plan needs is kept of it
+/// (the records are read again, ten at a time, as they are sent). With `--limit`, the archive is
+/// read only as far as the limit's records.
+async fn plan_replay(
+    operator: &dyn Operator,
+    filter: &crate::filter::Filter,
+    options: &MoveOptions,
+    journal: &dyn crate::ops::Journal,
+) -> Result<ReplayPlan> {
+    let entries = operator.archived(&query(filter, None)).await?;
+    let mut plan = ReplayPlan {
+        selected: Vec::new(),
+        report: MoveReport {
+            dry_run: options.dry_run,
+            ..MoveReport::default()
+        },
+    };
+    let report = &mut plan.report;
+    'pages: for page in entries.chunks(PLAN_PAGE) {
+        let ids: Vec<String> = page
+            .iter()
+            .map(|entry| replay_journal_id(&entry.key, entry.attempt))
+            .collect();
+        let done = journal.done(&ids).await?;
+        for (entry, journal_id) in page.iter().zip(ids) {
+            if options.limit.is_some_and(|l| plan.selected.len() >= l) {
+                break 'pages;
+            }
+            report.scanned += 1;
+            let moved_before = done.contains(&journal_id);
+            if moved_before && !needs_records(filter) {
+                report.matched += 1;
+                report.already_moved += 1;
+                continue;
+            }
+            let archived = operator
+                .fetch_archived(entry)
+                .await
+                .and_then(|record| Archived::new(entry.clone(), record))?;
+            if !filter.matches(&archived.facts()) {
+                continue;
+            }
+            report.matched += 1;
+            if moved_before {
+                report.already_moved += 1;
+                continue;
+            }
+            let target = options
+                .to
+                .clone()
+                .or_else(|| archived.record.source.clone())
+                .or_else(|| archived.entry.source.clone());
+            let Some(target) = target else {
+                report.no_target.push(archived.record.key);
+                continue;
+            };
+            plan.selected.push(Selected {
+                planned: PlannedMove {
+                    id: format!("{}#{}", archived.record.key, archived.record.attempt),
+                    key: archived.record.key,
+                    class: archived.record.class,
+                    fingerprint: archived.fingerprint,
+                    target,
+                },
+                journal_id,
+                entry: archived.entry,
+            });
+        }
+    }
+    Ok(plan)
+}
+
 /// What a replay keeps of a selected record between reading it and sending it.
 struct Selected {
     /// Where it is, to read it again.
     entry: ArchivedEntry,
     journal_id: String,
-    key: String,
-    /// Its move, if it has a target queue.
-    planned: Option<PlannedMove>,
+    /// Its move.
+    planned: PlannedMove,
 }
 
 /// What to do with the archive.

@@ -314,28 +314,8 @@ fn bad_input_names_the_problem_and_moves_nothing() {
         &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--class", "validation"])).stdout,
     )
     .unwrap();
-    let entry = &listing[0]["entry"];
-    let key = entry["key"].as_str().unwrap();
-    let (object, line) = entry["reference"]
-        .as_str()
-        .unwrap()
-        .rsplit_once('#')
-        .unwrap();
-    let path = fixture.archive.join(object);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let line: usize = line.parse().unwrap();
-    let damaged: Vec<String> = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            if i + 1 == line {
-                "{\"key\": truncated".to_string()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    std::fs::write(&path, damaged.join("\n") + "\n").unwrap();
+    let key = damage_archived_record(&fixture, &listing[0]["entry"]);
+    let key = key.as_str();
     // The list goes on past the damaged record: the rest of the archive, and the damaged entry
     // marked, with the reason on standard error.
     let everything = run_ok(&mut fixture.cmd(&["archive", "list"]));
@@ -377,6 +357,69 @@ fn bad_input_names_the_problem_and_moves_nothing() {
     fails_with(
         &mut fixture.cmd(&["archive", "replay"]),
         &["needs a filter"],
+    );
+}
+
+/// Overwrite the archived record of a listed `entry` with a truncated line; its key.
+fn damage_archived_record(fixture: &operator_fixture::Fixture, entry: &Value) -> String {
+    let (object, line) = entry["reference"]
+        .as_str()
+        .unwrap()
+        .rsplit_once('#')
+        .unwrap();
+    let path = fixture.archive.join(object);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line: usize = line.parse().unwrap();
+    let damaged: Vec<String> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i + 1 == line {
+                "{\"key\": truncated".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&path, damaged.join("\n") + "\n").unwrap();
+    entry["key"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_replay_with_a_limit_reads_the_archive_only_as_far_as_its_limit() {
+    let fixture = build();
+    let listing: Value = serde_json::from_slice(
+        &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--class", "auth"])).stdout,
+    )
+    .unwrap();
+    let entries = listing.as_array().unwrap();
+    assert!(entries.len() >= 3, "{listing}");
+    // The oldest record is damaged: a replay that stops before it moves; one that reaches it
+    // moves nothing.
+    let damaged = damage_archived_record(&fixture, &entries[entries.len() - 1]["entry"]);
+    let before = fixture.depth("orders").0;
+    let replay = |limit: &str| {
+        run_ok(&mut fixture.cmd(&["archive", "replay", "--class", "auth", "--limit", limit]))
+    };
+    // Records replayed already do not count against the limit: each run moves the next.
+    for (run, entry) in entries[..2].iter().enumerate() {
+        let report = replay("1");
+        let key = entry["entry"]["key"].as_str().unwrap();
+        assert!(
+            String::from_utf8_lossy(&report.stdout).contains(key),
+            "run {run} replays {key}: {}",
+            String::from_utf8_lossy(&report.stdout)
+        );
+        assert_eq!(fixture.depth("orders").0, before + run as u64 + 1);
+    }
+    fails_with(
+        &mut fixture.cmd(&["archive", "replay", "--class", "auth"]),
+        &[&damaged],
+    );
+    assert_eq!(
+        fixture.depth("orders").0,
+        before + 2,
+        "nothing more replayed"
     );
 }
 
