@@ -26,6 +26,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use dlq_healer_core::FailureClass;
+use dlq_healer_core::alert::redact;
+use dlq_healer_core::records::ArchiveRecord;
 use dlq_healer_core::rules::RuleSet;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -80,6 +82,44 @@ pub struct AppState {
     message_counts: MessageCounts,
     /// Keeps the counters of `/metrics` from going down.
     counters: std::sync::Mutex<CounterGuard>,
+    /// The local store's file as `serve` opened it, to notice it removed or replaced.
+    store: Option<StoreFile>,
+}
+
+/// A file as found at start: its path, and which file it was (device and inode).
+struct StoreFile {
+    path: std::path::PathBuf,
+    identity: (u64, u64),
+}
+
+impl StoreFile {
+    /// The file at `path` now.
+    fn at(path: &std::path::Path) -> Result<StoreFile> {
+        let metadata =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(StoreFile {
+            path: path.to_path_buf(),
+            identity: file_identity(&metadata),
+        })
+    }
+
+    /// Why the store can no longer be shown, if the file at its path was removed or replaced:
+    /// `serve` would go on showing (and moving messages in) a file no other process sees.
+    fn gone(&self) -> Option<String> {
+        let now = std::fs::metadata(&self.path).map(|m| file_identity(&m));
+        (now.as_ref().ok() != Some(&self.identity)).then(|| {
+            format!(
+                "the store {} was {} after serve started; restart serve to show the store there now",
+                self.path.display(),
+                if now.is_err() { "removed" } else { "replaced" }
+            )
+        })
+    }
+}
+
+fn file_identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
 }
 
 /// A dry run the page showed: a confirm token moves the messages it listed, once.
@@ -143,6 +183,10 @@ pub fn command(args: ServeArgs) -> Result<i32> {
                 Backend::Aws => MessageCounts::InWindow(args.window.clone()),
             },
             counters: std::sync::Mutex::new(CounterGuard::default()),
+            store: match args.ops.backend {
+                Backend::Local => Some(StoreFile::at(&args.ops.local.db)?),
+                Backend::Aws => None,
+            },
         });
         println!("dashboard on http://{address}/");
         use std::io::Write;
@@ -177,6 +221,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            store_still_there,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -326,8 +374,11 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
         return next.run(request).await;
     };
     let headers = request.headers();
-    let bearer =
-        header_text(headers, header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    // The scheme's name is not case-sensitive (RFC 9110).
+    let bearer = header_text(headers, header::AUTHORIZATION)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let cookie = header_text(headers, header::COOKIE).and_then(|c| {
         c.split(';')
             .filter_map(|p| p.trim().split_once('='))
@@ -340,7 +391,14 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
         return next.run(request).await;
     }
     if ok(from_query.as_deref()) {
-        let mut response = next.run(request).await;
+        // The page opened with its token: the cookie carries it from now on, and the address
+        // bar (and the browser's history) is left without it.
+        let mut response =
+            if request.method() == axum::http::Method::GET && request.uri().path() == "/" {
+                axum::response::Redirect::to("/").into_response()
+            } else {
+                next.run(request).await
+            };
         if let Ok(value) = HeaderValue::from_str(&format!(
             "{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
         )) {
@@ -353,6 +411,18 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
         "this dashboard needs its token: send Authorization: Bearer <token>, or open /?token=<token>".into(),
     )
     .into_response()
+}
+
+/// Answers only while the store file is the one `serve` opened (see [`StoreFile::gone`]).
+async fn store_still_there(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.store.as_ref().and_then(StoreFile::gone) {
+        Some(why) => ApiError(StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+        None => next.run(request).await,
+    }
 }
 
 async fn index() -> Html<&'static str> {
@@ -485,6 +555,27 @@ async fn api_decisions(State(state): State<Arc<AppState>>) -> Result<Response, A
     Ok(axum::Json(decisions).into_response())
 }
 
+/// What the dashboard shows of an archived record: every text in it (body, context, attributes)
+/// with secrets redacted as alerts redact them, since a dashboard is what gets shared on a call.
+/// `dlq-healer archive show` prints the record as stored, and replay sends it as stored.
+fn redacted_record(record: &ArchiveRecord) -> serde_json::Value {
+    fn redact_texts(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => *text = redact(text),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(redact_texts),
+            serde_json::Value::Object(fields) => fields.values_mut().for_each(redact_texts),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(record).unwrap_or_default();
+    redact_texts(&mut value);
+    value
+}
+
+/// Said beside an archived record the dashboard shows.
+const REDACTED_NOTE: &str =
+    "Secrets are redacted here; `dlq-healer archive show KEY` prints the record as stored.";
+
 async fn api_archive(
     State(state): State<Arc<AppState>>,
     Path(key): Path<String>,
@@ -492,7 +583,7 @@ async fn api_archive(
     let record = crate::archive::show(state.operator.as_ref(), &key, None)
         .await
         .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("{e:#}")))?;
-    Ok(axum::Json(record).into_response())
+    Ok(axum::Json(redacted_record(&record)).into_response())
 }
 
 fn escape_html(text: &str) -> String {
@@ -509,14 +600,17 @@ async fn archive_page(State(state): State<Arc<AppState>>, Path(key): Path<String
             format!(
                 "<h1>Archived message <code id=\"key\">{}</code></h1>\
                  <p>class <b id=\"class\">{}</b>, attempt {}, archived {}; source {}</p>\
-                 <p>{}</p><pre id=\"record\">{}</pre>",
+                 <p>{}</p><p id=\"redacted\"><i>{}</i></p><pre id=\"record\">{}</pre>",
                 escape_html(&record.key),
                 record.class,
                 record.attempt,
                 record.archived_at.to_rfc3339(),
-                escape_html(record.source.as_deref().unwrap_or("(unknown)")),
-                escape_html(&record.reason),
-                escape_html(&serde_json::to_string_pretty(&record).unwrap_or_default())
+                escape_html(&redact(record.source.as_deref().unwrap_or("(unknown)"))),
+                escape_html(&redact(&record.reason)),
+                escape_html(REDACTED_NOTE),
+                escape_html(
+                    &serde_json::to_string_pretty(&redacted_record(&record)).unwrap_or_default()
+                )
             ),
         ),
         Err(error) => (
@@ -577,6 +671,10 @@ struct RedriveResponse {
     moves: usize,
     /// For a dry run: the token that confirms the same selection.
     confirm: Option<String>,
+    /// For a move: the messages its dry run listed that were no longer in the DLQ (healed,
+    /// moved or purged since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    left_meanwhile: Option<usize>,
 }
 
 /// What a redrive request selects, to tell a confirmation from its dry run.
@@ -609,9 +707,9 @@ impl AppState {
         token
     }
 
-    /// The message ids a confirm token moves, taken so that it confirms one move only; an
-    /// error that says why when it confirms nothing for this selection.
-    fn take_dry_run(&self, token: Option<&str>, selection: &str) -> Result<Vec<String>, ApiError> {
+    /// The dry run a confirm token moves, taken so that it confirms one move only; an error that
+    /// says why when it confirms nothing for this selection.
+    fn take_dry_run(&self, token: Option<&str>, selection: &str) -> Result<DryRun, ApiError> {
         let refuse = |why: &str| Err(ApiError(StatusCode::CONFLICT, why.into()));
         let Some(token) = token else {
             return refuse(
@@ -629,10 +727,20 @@ impl AppState {
         };
         if dry_runs[at].selection != selection {
             return refuse(
-                "the confirm token is of a dry run of another selection: run the dry run of this one first",
+                "the confirm token is of a dry run of another selection (group, class, limit or rate): run the dry run of this one first",
             );
         }
-        Ok(dry_runs.remove(at).ids)
+        Ok(dry_runs.remove(at))
+    }
+
+    /// Give back the dry run of a move that failed, so that its token confirms it again (the
+    /// move journal keeps a retry from moving any message twice).
+    fn give_back_dry_run(&self, dry_run: DryRun) {
+        let mut dry_runs = self.dry_runs.lock().unwrap_or_else(|p| p.into_inner());
+        if dry_runs.len() >= DRY_RUNS_KEPT {
+            dry_runs.remove(0);
+        }
+        dry_runs.push(dry_run);
     }
 }
 
@@ -684,15 +792,18 @@ async fn api_redrive(
     let selection = selection_of(state.dlq.as_deref(), &request);
     // A move takes the messages its dry run listed, and only those: not the ones that arrived
     // in the group since.
-    if !request.dry_run {
-        let ids = state.take_dry_run(request.confirm.as_deref(), &selection)?;
-        if ids.is_empty() {
+    let confirmed = match request.dry_run {
+        true => None,
+        false => Some(state.take_dry_run(request.confirm.as_deref(), &selection)?),
+    };
+    if let Some(dry_run) = &confirmed {
+        if dry_run.ids.is_empty() {
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 "the dry run listed no message to move".into(),
             ));
         }
-        filter.keys = Some(ids.into_iter().collect());
+        filter.keys = Some(dry_run.ids.iter().cloned().collect());
     }
     let options = MoveOptions {
         filter,
@@ -731,11 +842,31 @@ async fn api_redrive(
             peeked,
         };
         let mut progress = Progress::new(None, true);
-        redrive
-            .run(&options, &mut progress, &|| false)
-            .await
-            .map_err(internal)?
+        let mut report = match redrive.run(&options, &mut progress, &|| false).await {
+            Ok(report) => report,
+            Err(error) => {
+                if let Some(dry_run) = confirmed {
+                    state.give_back_dry_run(dry_run);
+                }
+                return Err(internal(error));
+            }
+        };
+        // As the CLI's dry run: a move to a queue that cannot be read is a failure now, not a
+        // move to confirm.
+        crate::redrive::fail_moves_to_missing_queues(operator, &mut report).await;
+        report
     };
+    let left_meanwhile = confirmed.map(|dry_run| {
+        tracing::info!(
+            dlq = %dlq_name,
+            fingerprint = request.fingerprint.as_deref().unwrap_or(""),
+            class = request.class.as_deref().unwrap_or(""),
+            moved = report.moved.len(),
+            failed = report.failed.len(),
+            "moved messages from the dashboard"
+        );
+        dry_run.ids.len().saturating_sub(report.matched)
+    });
     if !request.dry_run {
         *state.groups.lock().await = None;
     }
@@ -750,6 +881,7 @@ async fn api_redrive(
         report,
         moves,
         confirm,
+        left_meanwhile,
     })
     .into_response())
 }

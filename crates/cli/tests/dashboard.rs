@@ -570,3 +570,254 @@ fn a_dry_run_of_a_big_group_lists_a_hundred_moves_and_counts_them_all() {
     assert_eq!(done["moves"], 130, "{done}");
     assert_eq!(fixture.depth("orders").0, 130);
 }
+
+/// POST a redrive request; the status and the answer.
+fn post_redrive(url: &str, body: &str) -> (u16, Value) {
+    let answer = match ureq::post(&format!("{url}/api/redrive"))
+        .set("content-type", "application/json")
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{e}"),
+    };
+    let value = serde_json::from_str(&answer.1)
+        .unwrap_or_else(|e| panic!("{e}: the answer is not JSON: {}", answer.1));
+    (answer.0, value)
+}
+
+/// A 503 dead letter whose context names `source` as the queue it came from.
+fn dependency_letter_from(fixture: &operator_fixture::Fixture, source: &str, error: &str) {
+    let context = json!({
+        "v": 1,
+        "error": { "message": error },
+        "source": source,
+        "failed_at": "2026-01-01T10:00:00Z"
+    });
+    let line = json!({
+        "body": "{\"order\":9}",
+        "attributes": { "dlq-context": context.to_string() }
+    });
+    let file = fixture.dir.path().join(format!("{source}.jsonl"));
+    std::fs::write(&file, line.to_string()).unwrap();
+    run_ok(&mut fixture.cmd(&["queue", "load", "orders-dlq", file.to_str().unwrap()]));
+}
+
+#[test]
+fn dashboard_moves_fail_in_the_dry_run_when_their_queue_is_missing_and_a_failed_move_keeps_its_token()
+ {
+    let fixture = build();
+    dependency_letter_from(&fixture, "no-such-queue", "503 Service Unavailable");
+    let mut args = fixture.store_args();
+    args.extend(["--dlq".to_string(), "orders-dlq".to_string()]);
+    let (_server, url) = serve(&args);
+
+    // As in the CLI's dry run, a move to a queue that cannot be read is a failure, not a move
+    // to confirm.
+    let (status, answer) = post_redrive(&url, r#"{"class":"dependency","dry_run":true}"#);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["moves"], 0, "{answer}");
+    let failed = answer["report"]["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{answer}");
+    assert!(
+        failed[0].as_str().unwrap().contains("no-such-queue"),
+        "{answer}"
+    );
+
+    // A move that fails before it moves anything (the store locked by another process) gives
+    // its token back: the same confirmation works once the lock is gone.
+    let (_, dry_run) = post_redrive(&url, r#"{"class":"auth","dry_run":true}"#);
+    assert_eq!(dry_run["moves"], 3, "{dry_run}");
+    let confirm = format!(
+        r#"{{"class":"auth","dry_run":false,"confirm":{}}}"#,
+        dry_run["confirm"]
+    );
+    let lock = rusqlite::Connection::open(&fixture.db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, answer) = post_redrive(&url, &confirm);
+    assert_eq!(status, 500, "{answer}");
+    lock.execute_batch("ROLLBACK").unwrap();
+    let (status, answer) = post_redrive(&url, &confirm);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["moves"], 3, "{answer}");
+    assert_eq!(
+        fixture.depth("orders-dlq").0,
+        3,
+        "the timeouts and the 503 stay"
+    );
+
+    // A move says how many of its dry run's messages had left the DLQ meanwhile.
+    let (_, dry_run) = post_redrive(&url, r#"{"class":"timeout","dry_run":true}"#);
+    assert_eq!(dry_run["moves"], 2, "{dry_run}");
+    run_ok(&mut fixture.cmd(&[
+        "redrive",
+        "--dlq",
+        "orders-dlq",
+        "--class",
+        "timeout",
+        "--limit",
+        "1",
+    ]));
+    let (status, answer) = post_redrive(
+        &url,
+        &format!(
+            r#"{{"class":"timeout","dry_run":false,"confirm":{}}}"#,
+            dry_run["confirm"]
+        ),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["moves"].as_u64(), answer["left_meanwhile"].as_u64()),
+        (Some(1), Some(1)),
+        "{answer}"
+    );
+
+    // A store removed from under the dashboard is not shown as if it were still there.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", fixture.db.display()));
+    }
+    match ureq::get(&format!("{url}/api/stats")).call() {
+        Err(ureq::Error::Status(503, r)) => {
+            let body = r.into_string().unwrap();
+            assert!(body.contains("was removed after serve started"), "{body}");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+}
+
+#[test]
+fn archived_records_on_the_dashboard_have_their_secrets_redacted() {
+    let fixture = build();
+    fixture.dead_letter(
+        r#"{"order":7,"password":"hunter2"}"#,
+        "ExpiredTokenException",
+        "token expired; retried with password=hunter2",
+        &["api_key=AKIAIOSFODNN7EXAMPLE"],
+    );
+    run_ok(&mut fixture.cmd(&[
+        "run",
+        "--dlq",
+        "orders-dlq",
+        "--until-empty",
+        "--log-level",
+        "error",
+    ]));
+    let listing: Value = serde_json::from_slice(
+        &run_ok(&mut fixture.cmd(&[
+            "archive", "list", "--json", "--class", "auth", "--limit", "0",
+        ]))
+        .stdout,
+    )
+    .unwrap();
+    let key = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"]["key"].as_str().unwrap().to_string())
+        .find(|key| {
+            let shown = run_ok(&mut fixture.cmd(&["archive", "show", key])).stdout;
+            String::from_utf8_lossy(&shown).contains("hunter2")
+        })
+        .expect("the CLI shows the record with the secret as stored");
+
+    let mut args = fixture.store_args();
+    args.extend(["--token".to_string(), "s3cret-token".to_string()]);
+    let (_server, url) = serve(&args);
+    let get = |path: &str| {
+        ureq::get(&format!("{url}{path}"))
+            .set("authorization", "bearer s3cret-token")
+            .call()
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .into_string()
+            .unwrap()
+    };
+    let path = format!("/archive/{key}");
+    for (what, text) in [("page", get(&path)), ("API", get(&format!("/api{path}")))] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("AKIAIOSFODNN7EXAMPLE"),
+            "{what}: {text}"
+        );
+        assert!(text.contains("[REDACTED"), "{what}: {text}");
+    }
+    assert!(
+        get(&path).contains("archive show KEY"),
+        "the page says where the full record is"
+    );
+
+    // Opening the page with its token sets the cookie and leaves the token out of the address.
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let opened = agent
+        .get(&format!("{url}/?token=s3cret-token"))
+        .call()
+        .expect("the page opens with its token");
+    assert_eq!(opened.status(), 303);
+    assert_eq!(opened.header("location"), Some("/"));
+    assert!(
+        opened
+            .header("set-cookie")
+            .is_some_and(|c| c.starts_with("dlq_healer_token=s3cret-token;")),
+        "{:?}",
+        opened.header("set-cookie")
+    );
+}
+
+#[test]
+fn in_the_browser_long_errors_wrap_charts_label_their_bars_and_a_move_is_one_click() {
+    let fixture = build();
+    // An error with a 3,000-character word (a URL, a token, a minified payload).
+    dependency_letter_from(
+        &fixture,
+        "no-such-queue",
+        &format!(
+            "503 Service Unavailable: upstream said {}",
+            "x".repeat(3000)
+        ),
+    );
+    let mut args = fixture.store_args();
+    args.extend(["--dlq".to_string(), "orders-dlq".to_string()]);
+    let (_server, url) = serve(&args);
+    let driver = Driver::start();
+    driver.goto(&format!("{url}/"));
+    driver.wait_for(
+        "the page to load its data",
+        "return document.body.getAttribute('data-loaded') === '1';",
+    );
+
+    // The long word wraps: no panel is wider than its box, and every group's dry-run button
+    // is in the window.
+    let overflowing = driver.script(
+        "return [...document.querySelectorAll('main > section')].filter(s => s.scrollWidth > s.clientWidth).map(s => s.querySelector('h2').textContent);",
+    );
+    assert_eq!(overflowing, json!([]), "panels wider than their box");
+    let buttons_out_of_view = driver.script(
+        "return [...document.querySelectorAll('button.dry-run')].filter(b => b.getBoundingClientRect().right > window.innerWidth).length;",
+    );
+    assert_eq!(buttons_out_of_view, json!(0));
+    // Each bar chart names its bars inside the drawing.
+    let labels = driver.script(
+        "return [...document.querySelectorAll('svg text.bar-label')].map(t => [t.textContent, t.getBBox().y + t.getBBox().height <= t.ownerSVGElement.viewBox.baseVal.height]);",
+    );
+    let labels = labels.as_array().unwrap();
+    assert!(
+        labels.iter().any(|l| l[0] == "orders-dlq"),
+        "the depth chart names its queues: {labels:?}"
+    );
+    assert!(labels.iter().all(|l| l[1] == true), "{labels:?}");
+
+    // A group whose queue is missing: the dry run shows why, and offers no move.
+    driver.click("tr.group[data-class='dependency'] button.dry-run");
+    let failures = driver.text(".failures");
+    assert!(failures.contains("no-such-queue"), "{failures}");
+    let offered = driver.script("return document.querySelector('#confirm-move') !== null;");
+    assert_eq!(offered, json!(false));
+
+    // A move is one click: the button goes away with it.
+    driver.click("tr.group[data-class='auth'] button.dry-run");
+    assert_eq!(driver.text("#would-move"), "3");
+    driver.click("#confirm-move");
+    driver.accept_dialog();
+    assert_eq!(driver.text("#moved"), "moved 3; 0 failed");
+    let button_left = driver.script("return document.querySelector('#confirm-move') !== null;");
+    assert_eq!(button_left, json!(false));
+    assert!(fixture.depth("orders").0 >= 3);
+}
