@@ -744,18 +744,42 @@ impl AppState {
     }
 }
 
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
 async fn api_redrive(
     State(state): State<Arc<AppState>>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let why = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("the request body is over {MAX_BODY_BYTES} bytes")
+    // A client that announces more than it sends is not waited for without end.
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(request.into_body(), MAX_BODY_BYTES),
+    )
+    .await
+    .map_err(|_| {
+        ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+    })?
+    .map_err(|error| {
+        if std::error::Error::source(&error)
+            .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
+        {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over {MAX_BODY_BYTES} bytes"),
+            )
         } else {
-            rejection.body_text()
-        };
-        ApiError(status, why)
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {error}"),
+            )
+        }
     })?;
     let request: RedriveRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError(
@@ -774,9 +798,13 @@ async fn api_redrive(
         fingerprints: request.fingerprint.iter().cloned().collect(),
         ..Default::default()
     };
-    let mut filter: Filter = args
-        .build(Utc::now())
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{e:#}")))?;
+    // The filter's errors name its flags; here they are the request's fields.
+    let mut filter: Filter = args.build(Utc::now()).map_err(|e| {
+        let why = format!("{e:#}")
+            .replace("--fingerprint ", "fingerprint ")
+            .replace("--class ", "class ");
+        ApiError(StatusCode::BAD_REQUEST, why)
+    })?;
     if filter.is_empty() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,

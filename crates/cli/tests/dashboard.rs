@@ -404,7 +404,30 @@ fn api_refuses_unconfirmed_moves_big_bodies_and_missing_tokens() {
     assert!(body.contains("dry run first"), "{body}");
     let (status, body) = post(r#"{"class":"authz"}"#);
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("authz"), "{body}");
+    assert!(
+        body.contains("class \\\"authz\\\" is not a failure class") && !body.contains("--class"),
+        "the error names the request's field, not the CLI's flag: {body}"
+    );
+    // A body announced longer than it is sent is waited for a few seconds, not for ever.
+    {
+        use std::io::{Read, Write};
+        let address = url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /api/redrive HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"class\":"
+        )
+        .unwrap();
+        let mut answer = [0u8; 512];
+        let read = stream
+            .read(&mut answer)
+            .expect("an answer before the read timeout");
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
     // Over the 16 KiB limit, yet small enough to sit whole in the loopback socket's buffers:
     // the client has written all of it before the server answers 413 and closes, so it reads
     // the answer instead of failing its write with a broken pipe (a larger body did that once).
