@@ -7,7 +7,7 @@
 //! the messages' receive counts. Either way the messages are grouped as they are read, so a DLQ
 //! of any size is inspected in the memory its groups take.
 
-use crate::filter::Filter;
+use crate::filter::{Facts, Filter};
 use crate::ops::{Operator, SQS_SCAN_IN_FLIGHT};
 use crate::redrive::Progress;
 use anyhow::Result;
@@ -249,6 +249,10 @@ pub struct Inspection {
     /// The messages parked until their retry is due, soonest first, from the ledger; `None`
     /// when no ledger is configured (aws without a table).
     pub parked: Option<Vec<ParkedMessage>>,
+    /// Whether the filter selects by what parked messages cannot be told by (see
+    /// [`parked_filter`]), so that they are selected by class, key and source only.
+    #[serde(skip)]
+    pub parked_partly_filtered: bool,
     /// When.
     pub at: DateTime<Utc>,
     /// By class, in class order.
@@ -287,6 +291,39 @@ impl ParkedMessage {
             due_at,
         })
     }
+}
+
+/// What of `filter` applies to parked messages, which are known only by their ledger records:
+/// classes, keys and sources. Fingerprints are worked out from the whole error text, and body
+/// matches and failure times need the message, neither of which the ledger keeps.
+fn parked_filter(filter: &Filter) -> Filter {
+    Filter {
+        classes: filter.classes.clone(),
+        sources: filter.sources.clone(),
+        keys: filter.keys.clone(),
+        ..Filter::default()
+    }
+}
+
+/// The facts of a parked message's ledger record that [`parked_filter`] looks at.
+fn parked_facts(record: &LedgerRecord) -> Facts<'_> {
+    Facts {
+        key: &record.key,
+        message_id: &record.dlq_message_id,
+        class: record.class,
+        fingerprint: "",
+        source: record.source.as_deref(),
+        at: None,
+        body: b"",
+    }
+}
+
+/// Whether `filter` selects by what [`parked_filter`] leaves out.
+fn parked_filter_leaves_out(filter: &Filter) -> bool {
+    !filter.fingerprints.is_empty()
+        || !filter.wheres.is_empty()
+        || filter.since.is_some()
+        || filter.until.is_some()
 }
 
 /// Parked messages the text of `inspect` lists; `--json` lists all.
@@ -416,6 +453,7 @@ impl Grouping {
             limited: false,
             in_flight: 0,
             parked: None,
+            parked_partly_filtered: false,
             at: now,
             classes,
         }
@@ -448,15 +486,18 @@ pub async fn inspect(
     let mut inspection = grouping.finish(dlq, now);
     if operator.check_ledger().is_ok() {
         let parked = operator.parked(now).await?;
+        let selects = parked_filter(filter);
         inspection.parked = Some(
             parked
                 .into_iter()
+                .filter(|record| selects.matches(&parked_facts(record)))
                 .filter_map(|record| ParkedMessage::of(record, now))
                 .collect(),
         );
     }
     inspection.read = end.read;
     inspection.filtered = !filter.is_empty();
+    inspection.parked_partly_filtered = parked_filter_leaves_out(filter);
     inspection.limited = end.limited;
     inspection.in_flight = in_flight;
     Ok(inspection)
@@ -516,9 +557,14 @@ pub fn render(inspection: &Inspection) -> String {
     if let Some(parked) = inspection.parked.as_ref().filter(|p| !p.is_empty()) {
         let _ = writeln!(
             out,
-            "\nparked until their retry is due (from the ledger) — {} {}, soonest first:",
+            "\nparked until their retry is due (from the ledger) — {} {}, soonest first{}:",
             parked.len(),
-            crate::noun(parked.len(), "message", "messages")
+            crate::noun(parked.len(), "message", "messages"),
+            if inspection.parked_partly_filtered {
+                " (selected by class, key and source only: the ledger has no body or whole error)"
+            } else {
+                ""
+            }
         );
         for p in parked.iter().take(PARKED_LISTED) {
             let _ = writeln!(

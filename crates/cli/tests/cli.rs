@@ -643,6 +643,21 @@ fn inspect_lists_the_messages_parked_until_their_retry_is_due() {
     );
     assert_eq!(listed[0]["class"], "dependency");
     assert_eq!(listed[0]["attempt"], 1);
+    // The parked list is filtered by class and key, as the groups are.
+    let parked_with = |filter: &[&str]| {
+        let output = run_ok(
+            bin()
+                .args(["inspect", "--json", "--dlq", "orders-dlq", "--db"])
+                .arg(&db)
+                .args(filter),
+        );
+        let inspection: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        inspection["parked"].as_array().unwrap().len() as i64
+    };
+    assert_eq!(parked_with(&["--class", "auth"]), 0);
+    assert_eq!(parked_with(&["--class", "dependency"]), parked);
+    let first_key = listed[0]["key"].as_str().unwrap();
+    assert_eq!(parked_with(&["--key", first_key]), 1);
     let text = run_ok(
         bin()
             .args(["inspect", "--dlq", "orders-dlq", "--db"])
