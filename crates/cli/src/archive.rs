@@ -141,19 +141,16 @@ impl Archived {
     }
 }
 
-/// The error of an archived record, from its context.
+/// The error of an archived record, as the healer saw it when it archived the record (the same
+/// text, and so the same fingerprint, as its alert and `inspect`): why its context could not be
+/// used, else the context's error.
 pub fn archived_error(record: &ArchiveRecord) -> String {
-    match record.context.clone().map(ContextReading::from_value) {
-        Some(ContextReading::Valid(c)) => match &c.error.error_type {
-            Some(t) if !c.error.message.is_empty() => format!("{t}: {}", c.error.message),
-            Some(t) => t.clone(),
-            None => c.error.message.clone(),
-        },
-        Some(other) => other.problem().unwrap_or_default(),
-        None => record
-            .context_problem
-            .clone()
-            .unwrap_or_else(|| "no dlq-context (dead-lettered by queue redrive)".into()),
+    if let Some(problem) = &record.context_problem {
+        return problem.clone();
+    }
+    match record.context.clone() {
+        Some(context) => ContextReading::from_value(context).error_text(),
+        None => ContextReading::Missing.error_text(),
     }
 }
 

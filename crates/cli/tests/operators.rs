@@ -576,3 +576,87 @@ fn a_message_that_does_not_say_its_source_goes_back_only_to_the_one_queue_dead_l
     );
     assert!(!report.to_string().contains("pw1234"), "{report}");
 }
+
+#[test]
+fn an_archived_message_keeps_the_fingerprint_that_inspect_and_its_alert_gave_it() {
+    let fixture = build();
+    run_ok(&mut fixture.cmd(&["queue", "purge", "orders-dlq", "--yes"]));
+    // An error type that the message starts with, and a truncated context: texts the archive
+    // once told differently.
+    let letters = [
+        serde_json::json!({
+            "body": "{\"order\":1}",
+            "attributes": {"dlq-context": serde_json::json!({
+                "v": 1,
+                "error": {"type": "E", "message": "ExpiredTokenException: token expired"},
+                "source": "orders",
+                "failed_at": "2026-01-01T10:00:00Z"
+            }).to_string()}
+        }),
+        serde_json::json!({
+            "body": "{\"order\": 2",
+            "attributes": {"dlq-context": "{\"v\":1,\"error\":{"}
+        }),
+    ];
+    let file = fixture.dir.path().join("letters.jsonl");
+    let lines: Vec<String> = letters.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    run_ok(&mut fixture.cmd(&["queue", "load", "orders-dlq", file.to_str().unwrap()]));
+
+    let inspection: Value = serde_json::from_slice(
+        &run_ok(&mut fixture.cmd(&["inspect", "--dlq", "orders-dlq", "--json"])).stdout,
+    )
+    .unwrap();
+    let mut inspected: Vec<(String, String)> = inspection["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|class| class["groups"].as_array().unwrap().clone())
+        .map(|group| {
+            (
+                group["fingerprint"].as_str().unwrap().to_string(),
+                group["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    inspected.sort();
+    assert_eq!(inspected.len(), 2, "{inspection}");
+
+    run_ok(&mut fixture.cmd(&[
+        "run",
+        "--dlq",
+        "orders-dlq",
+        "--until-empty",
+        "--log-level",
+        "error",
+    ]));
+    let listing: Value = serde_json::from_slice(
+        &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--since", "1h", "--limit", "0"]))
+            .stdout,
+    )
+    .unwrap();
+    let mut archived: Vec<(String, String)> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["fingerprint"].as_str().unwrap().to_string(),
+                e["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    archived.sort();
+    assert_eq!(archived, inspected);
+    for (fingerprint, _) in &inspected {
+        let dry_run = run_ok(&mut fixture.cmd(&[
+            "archive",
+            "replay",
+            "--fingerprint",
+            fingerprint,
+            "--dry-run",
+        ]));
+        let text = String::from_utf8_lossy(&dry_run.stdout);
+        assert!(text.contains("of 1 selected"), "{fingerprint}: {text}");
+    }
+}

@@ -1048,6 +1048,18 @@ impl ContextReading {
         }
     }
 
+    /// The error text, or the reason the context is unusable, or a note that there is none: what
+    /// alerts, fingerprints, the ledger and the operator's views take a message's error to be.
+    pub fn error_text(&self) -> String {
+        match self {
+            ContextReading::Valid(c) => c.error.text(),
+            ContextReading::Missing => {
+                "no dlq-context (dead-lettered by queue redrive)".to_string()
+            }
+            other => other.problem().unwrap_or_default(),
+        }
+    }
+
     /// Why the context could not be used, for archive records and alerts.
     pub fn problem(&self) -> Option<String> {
         match self {
@@ -1056,6 +1068,19 @@ impl ContextReading {
                 "dlq-context has version {v}, this healer reads version {CONTEXT_VERSION}"
             )),
             ContextReading::Corrupt(reason) => Some(reason.clone()),
+        }
+    }
+}
+
+impl ErrorInfo {
+    /// The error as one text: its type and message, the type once when the message starts with
+    /// it already (`ExpiredTokenException: ...`).
+    pub fn text(&self) -> String {
+        match &self.error_type {
+            Some(t) if self.message.starts_with(t.as_str()) => self.message.clone(),
+            Some(t) if !self.message.is_empty() => format!("{t}: {}", self.message),
+            Some(t) => t.clone(),
+            None => self.message.clone(),
         }
     }
 }

@@ -156,21 +156,10 @@ impl OpenedLetter {
             .map_or(0, |h| h.attempts)
     }
 
-    /// The error text, or the reason the context is unusable, or a note that there is none.
+    /// The error text, or the reason the context is unusable, or a note that there is none (see
+    /// [`ContextReading::error_text`]).
     pub fn error_text(&self) -> String {
-        match &self.context {
-            ContextReading::Valid(c) => match &c.error.error_type {
-                // A message that names its type already (`ExpiredTokenException: ...`).
-                Some(t) if c.error.message.starts_with(t.as_str()) => c.error.message.clone(),
-                Some(t) if !c.error.message.is_empty() => format!("{t}: {}", c.error.message),
-                Some(t) => t.clone(),
-                None => c.error.message.clone(),
-            },
-            ContextReading::Missing => {
-                "no dlq-context (dead-lettered by queue redrive)".to_string()
-            }
-            other => other.problem().unwrap_or_default(),
-        }
+        self.context.error_text()
     }
 
     /// The original attributes (without `dlq-context`).
