@@ -265,14 +265,42 @@ pub struct AwsClients {
 impl AwsClients {
     /// Clients from the standard chain plus `settings`; every call goes through `counter` if given.
     pub async fn connect(settings: &AwsSettings, counter: Option<CallCounter>) -> AwsClients {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &settings.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
+        let shared = shared_config(settings).await;
+        Self::from_shared(&shared, settings, counter)
+    }
+
+    /// [`AwsClients::connect`], refusing a configuration without a region or credentials, which
+    /// every call would fail with (retryable as the SDK reports it, so a healer would retry for
+    /// ever) and which the calls' errors name only in passing.
+    pub async fn connect_checked(
+        settings: &AwsSettings,
+        counter: Option<CallCounter>,
+    ) -> Result<AwsClients, String> {
+        use aws_sdk_sqs::config::ProvideCredentials;
+        let shared = shared_config(settings).await;
+        if shared.region().is_none() {
+            return Err(
+                "no AWS region is configured: give --region, or set AWS_REGION (or a region in the profile of ~/.aws/config)"
+                    .into(),
+            );
         }
-        if let Some(endpoint) = &settings.endpoint_url {
-            loader = loader.endpoint_url(endpoint.clone());
+        let provider = shared
+            .credentials_provider()
+            .ok_or("no AWS credentials provider is configured")?;
+        if let Err(error) = provider.provide_credentials().await {
+            return Err(format!(
+                "cannot load AWS credentials ({}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where a role provides them",
+                aws_smithy_types::error::display::DisplayErrorContext(&error)
+            ));
         }
-        let shared = loader.load().await;
+        Ok(Self::from_shared(&shared, settings, counter))
+    }
+
+    fn from_shared(
+        shared: &aws_config::SdkConfig,
+        settings: &AwsSettings,
+        counter: Option<CallCounter>,
+    ) -> AwsClients {
         let path_style =
             settings.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some();
 
@@ -286,13 +314,13 @@ impl AwsClients {
             attempt
         };
         let mut sqs =
-            aws_sdk_sqs::config::Builder::from(&shared).timeout_config(timeouts(sqs_attempt));
-        let mut sns = aws_sdk_sns::config::Builder::from(&shared).timeout_config(timeouts(attempt));
-        let mut s3 = aws_sdk_s3::config::Builder::from(&shared)
+            aws_sdk_sqs::config::Builder::from(shared).timeout_config(timeouts(sqs_attempt));
+        let mut sns = aws_sdk_sns::config::Builder::from(shared).timeout_config(timeouts(attempt));
+        let mut s3 = aws_sdk_s3::config::Builder::from(shared)
             .force_path_style(path_style)
             .timeout_config(timeouts(attempt));
         let mut dynamodb =
-            aws_sdk_dynamodb::config::Builder::from(&shared).timeout_config(timeouts(attempt));
+            aws_sdk_dynamodb::config::Builder::from(shared).timeout_config(timeouts(attempt));
         if let Some(counter) = counter {
             sqs = sqs.interceptor(counter.clone());
             sns = sns.interceptor(counter.clone());
@@ -306,6 +334,18 @@ impl AwsClients {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
         }
     }
+}
+
+/// The standard chain's configuration with `settings`' region and endpoint.
+async fn shared_config(settings: &AwsSettings) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = &settings.endpoint_url {
+        loader = loader.endpoint_url(endpoint.clone());
+    }
+    loader.load().await
 }
 
 #[cfg(test)]

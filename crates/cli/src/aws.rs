@@ -120,9 +120,11 @@ pub fn engine(
     Engine::new(rules, ports, Arc::new(SystemClock), config)
 }
 
-/// Clients for the settings, optionally counting calls.
-pub async fn connect(args: &AwsArgs, counter: Option<CallCounter>) -> AwsClients {
-    AwsClients::connect(&args.settings(), counter).await
+/// Clients for the settings, optionally counting calls; refused without a region or credentials.
+pub async fn connect(args: &AwsArgs, counter: Option<CallCounter>) -> Result<AwsClients> {
+    AwsClients::connect_checked(&args.settings(), counter)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 /// EMF metrics on standard output, for CloudWatch Logs to turn into metrics.

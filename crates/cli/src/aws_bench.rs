@@ -163,7 +163,7 @@ pub fn run(args: &AwsArgs, messages: usize, batch_sizes: &[usize]) -> Result<Vec
 }
 
 async fn count_calls(args: &AwsArgs, messages: usize, batch_size: usize) -> Result<AwsCallFigures> {
-    let plain = aws::connect(args, None).await;
+    let plain = aws::connect(args, None).await?;
     let prefix = format!(
         "bench-{}-{batch_size}-{}",
         std::process::id(),
@@ -178,7 +178,7 @@ async fn count_calls(args: &AwsArgs, messages: usize, batch_size: usize) -> Resu
     )
     .await?;
     let counter = CallCounter::default();
-    let counted = aws::connect(args, Some(counter.clone())).await;
+    let counted = aws::connect(args, Some(counter.clone())).await?;
     let engine = aws::engine(
         &counted,
         &AwsResources {

@@ -50,7 +50,7 @@ pub async fn run(options: DemoOptions, args: &AwsArgs, prefix: &str) -> Result<A
     if options.orders == 0 {
         bail!("--orders must be at least 1");
     }
-    let clients = aws::connect(args, None).await;
+    let clients = aws::connect(args, None).await?;
     let resources = dlq_healer_aws::provision(&clients, prefix)
         .await
         .with_context(|| format!("creating the demo's resources under the prefix {prefix:?}"))?;

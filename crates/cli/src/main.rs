@@ -535,8 +535,8 @@ fn dispatch(command: Command) -> Result<i32> {
                 );
             }
             let resources = runtime()?.block_on(async {
-                let clients = aws::connect(&aws, None).await;
-                dlq_healer_aws::provision(&clients, &prefix).await
+                let clients = aws::connect(&aws, None).await?;
+                anyhow::Ok(dlq_healer_aws::provision(&clients, &prefix).await?)
             })?;
             for line in resources.env_lines() {
                 println!("{line}");

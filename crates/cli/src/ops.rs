@@ -168,7 +168,7 @@ pub struct OpsArgs {
 pub async fn open(args: &OpsArgs) -> Result<Arc<dyn Operator>> {
     Ok(match args.backend {
         Backend::Local => Arc::new(LocalOperator::open(&args.local.settings(None, 600))?),
-        Backend::Aws => Arc::new(AwsOperator::connect(&args.aws).await),
+        Backend::Aws => Arc::new(AwsOperator::connect(&args.aws).await?),
     })
 }
 
@@ -502,13 +502,13 @@ const JOURNAL_PREFIX: &str = "journal#";
 
 impl AwsOperator {
     /// Clients on the flags' endpoint and region.
-    pub async fn connect(args: &AwsArgs) -> Self {
-        let clients = crate::aws::connect(args, None).await;
-        AwsOperator {
+    pub async fn connect(args: &AwsArgs) -> Result<Self> {
+        let clients = crate::aws::connect(args, None).await?;
+        Ok(AwsOperator {
             sender: Arc::new(SqsSender::new(clients.sqs.clone())),
             clients,
             args: args.clone(),
-        }
+        })
     }
 
     fn table(&self) -> Result<String> {

@@ -121,7 +121,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         }
         Backend::Aws => {
             let resources = AwsResources::from_args(&options.dlq, &options.aws)?;
-            let clients = aws::connect(&options.aws, None).await;
+            let clients = aws::connect(&options.aws, None).await?;
             aws::engine(
                 &clients,
                 &resources,

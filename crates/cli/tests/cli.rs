@@ -1443,3 +1443,69 @@ fn a_webhook_url_stays_out_of_the_log_even_at_debug_level() {
     );
     assert!(!stderr.contains("webhookSecret"), "{stderr}");
 }
+
+#[test]
+fn the_aws_backend_without_a_region_or_credentials_is_refused_at_start() {
+    let home = scratch("no-aws-config");
+    // Nothing to find a region or credentials in: no variables, no ~/.aws, no instance metadata.
+    let aws = |args: &[&str], region: Option<&str>| {
+        let mut command = bin();
+        command
+            .args(args)
+            .args(["--backend", "aws", "--endpoint-url", "http://127.0.0.1:9"])
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("ARCHIVE_BUCKET", "b")
+            .env("FAILED_TABLE", "t")
+            .env("ALERT_TOPIC_ARN", "arn:aws:sns:us-east-1:123456789012:a");
+        for variable in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+        ] {
+            command.env_remove(variable);
+        }
+        if let Some(region) = region {
+            command.env("AWS_REGION", region);
+        }
+        // Refused at once, or (as before) retrying for ever: killed after 30 s.
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let dlq = "http://127.0.0.1:9/123456789012/shop-dlq";
+    // A cron job of `run --until-empty` used to retry the receive for ever.
+    let (code, stderr) = aws(&["run", "--until-empty", "--dlq", dlq], Some("us-east-1"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cannot load AWS credentials") && stderr.contains("AWS_ACCESS_KEY_ID"),
+        "{stderr}"
+    );
+    // The operator commands named the queue as what could not be found.
+    let (code, stderr) = aws(&["inspect", "--dlq", "shop-dlq"], None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no AWS region is configured") && !stderr.contains("cannot be found"),
+        "{stderr}"
+    );
+}
