@@ -38,18 +38,15 @@ impl Shutdown {
         let _ = requests.wait_for(|&requested| requested).await;
     }
 
-    /// `receive`'s answer, or `None` if a stop is asked for first. A receive still waiting for
-    /// messages is then dropped: on the local backend that happens between polls, with nothing
-    /// received; on SQS, messages an unfinished receive took come back after the DLQ's
-    /// visibility timeout. An answer that is ready wins over the stop, so that a batch received
-    /// is healed.
+    /// `work`'s answer, or `None` if a stop is asked for first (then `work` is dropped). An
+    /// answer that is ready wins over the stop, so that a batch received is healed.
     pub async fn unless_requested<T>(
         &self,
-        receive: impl std::future::Future<Output = T>,
+        work: impl std::future::Future<Output = T>,
     ) -> Option<T> {
         tokio::select! {
             biased;
-            answer = receive => Some(answer),
+            answer = work => Some(answer),
             () = self.wait() => None,
         }
     }
@@ -220,9 +217,7 @@ async fn heal_and_receive_next(
         if shutdown.requested() {
             return None;
         }
-        let received = shutdown
-            .unless_requested(receive_batch(engine, &settings))
-            .await?;
+        let received = receive_batch_unless_requested(engine, &settings, shutdown).await?;
         if let Ok(next) = &received {
             in_hand().extend(handles(next, extend_to));
         }
@@ -253,13 +248,35 @@ async fn heal_and_receive_next(
 /// What a receive from the DLQ answered.
 type Received = Result<Vec<ReceivedMessage>, dlq_healer_core::ports::PortError>;
 
-/// Receive a batch of the loop's size from the DLQ, waiting as the loop's settings say.
-async fn receive_batch(engine: &Engine, settings: &LoopSettings) -> Received {
-    engine
+/// Receive a batch of the loop's size from the DLQ, waiting as the loop's settings say; `None`
+/// if a stop is asked for while the first receive still waits for messages, which is then
+/// dropped (on the local backend that happens between polls, with nothing received; on SQS,
+/// messages an unfinished receive took come back after the DLQ's visibility timeout). A stop
+/// asked for once messages have come ends the batch there, and it is returned to be healed,
+/// not left in flight.
+async fn receive_batch_unless_requested(
+    engine: &Engine,
+    settings: &LoopSettings,
+    shutdown: &Shutdown,
+) -> Option<Received> {
+    let first_receive_over = std::sync::atomic::AtomicBool::new(false);
+    let stop = || {
+        first_receive_over.store(true, std::sync::atomic::Ordering::Relaxed);
+        shutdown.requested()
+    };
+    let receive = engine
         .ports()
         .dlq
-        .receive_batch(settings.batch_size, settings.wait)
-        .await
+        .receive_batch(settings.batch_size, settings.wait, &stop);
+    tokio::pin!(receive);
+    if let Some(answer) = shutdown.unless_requested(&mut receive).await {
+        return Some(answer);
+    }
+    if first_receive_over.load(std::sync::atomic::Ordering::Relaxed) {
+        Some(receive.await)
+    } else {
+        None
+    }
 }
 
 /// Run `concurrency` heal loops on one engine at once and add up their totals.
@@ -294,10 +311,7 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
     while received.is_some() || !shutdown.requested() {
         let answer = match received.take() {
             Some(answer) => answer,
-            None => match shutdown
-                .unless_requested(receive_batch(engine, &settings))
-                .await
-            {
+            None => match receive_batch_unless_requested(engine, &settings, shutdown).await {
                 Some(answer) => answer,
                 None => break,
             },
@@ -365,13 +379,15 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The DLQ, counting receives and asking for a shutdown at the `stop_at`th. A receive that
-    /// finds nothing waits out its `wait`, as a long poll on an empty queue does; once `gone`,
-    /// every receive fails as on a deleted queue.
+    /// finds nothing waits out its `wait`, as a long poll on an empty queue does; from the
+    /// `slow_from`th on, a receive's answer takes 50 ms to arrive after it took its messages, as
+    /// over a network; once `gone`, every receive fails as on a deleted queue.
     struct CountingDlq {
         inner: Arc<MemoryQueue>,
         gone: std::sync::atomic::AtomicBool,
         receives: AtomicUsize,
         stop_at: usize,
+        slow_from: AtomicUsize,
         shutdown: Shutdown,
     }
 
@@ -385,7 +401,8 @@ mod tests {
             max: usize,
             wait: Duration,
         ) -> Result<Vec<ReceivedMessage>, PortError> {
-            if self.receives.fetch_add(1, Ordering::SeqCst) + 1 == self.stop_at {
+            let receive = self.receives.fetch_add(1, Ordering::SeqCst) + 1;
+            if receive == self.stop_at {
                 self.shutdown.request();
             }
             if self.gone.load(Ordering::SeqCst) {
@@ -398,6 +415,9 @@ mod tests {
             let messages = self.inner.receive(max, wait).await?;
             if messages.is_empty() {
                 tokio::time::sleep(wait).await;
+            }
+            if receive >= self.slow_from.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Ok(messages)
         }
@@ -446,6 +466,7 @@ mod tests {
             receives: AtomicUsize::new(0),
             gone: Default::default(),
             stop_at,
+            slow_from: AtomicUsize::new(usize::MAX),
             shutdown: shutdown.clone(),
         });
         let ports = Ports {
@@ -553,6 +574,27 @@ mod tests {
             5,
             "the rest stays in the DLQ, none in flight"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stop_while_a_batch_is_gathered_ends_the_batch_there_and_heals_it() {
+        // A batch of 30 is gathered from receives of ten; the stop comes during the second,
+        // whose answer is still on its way.
+        let (engine, dlq, shutdown) = world(35, 2).await;
+        dlq.slow_from.store(2, Ordering::SeqCst);
+        let summary = heal_loop(&engine, settings(30), &shutdown).await;
+        assert_eq!(
+            (summary.batches, summary.tally.requeued),
+            (1, 20),
+            "the messages of both receives are healed, not left in flight"
+        );
+        assert_eq!(
+            dlq.receives.load(Ordering::SeqCst),
+            2,
+            "no receive after the stop"
+        );
+        let visible = left_in(&dlq).await + left_in(&dlq).await;
+        assert_eq!(visible, 15, "the rest stays visible in the DLQ");
     }
 
     /// Settings that long-poll an empty DLQ for a minute and never stop on their own.

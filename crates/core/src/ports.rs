@@ -65,12 +65,16 @@ pub trait MessageSource: Send + Sync {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, PortError>;
     /// Receive up to `batch_size` messages for one healer batch: the first receive waits up to
     /// `wait`, the rest take whatever is there at once, in receives of up to
-    /// [`RECEIVE_MAX`] (SQS's limit). A backend that can hand out a whole batch at once (the
-    /// local one, in one transaction) overrides this; each message keeps the same semantics.
+    /// [`RECEIVE_MAX`] (SQS's limit). After each receive that leaves the batch short, `stop` is
+    /// asked whether to end the batch there (a healer asked to stop heals what it received
+    /// rather than leaving it in flight); so once it has been asked, the first receive is over.
+    /// A backend that can hand out a whole batch at once (the local one, in one transaction)
+    /// overrides this; each message keeps the same semantics.
     async fn receive_batch(
         &self,
         batch_size: usize,
         wait: Duration,
+        stop: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Vec<ReceivedMessage>, PortError> {
         let mut batch = Vec::with_capacity(batch_size);
         let mut first = true;
@@ -82,7 +86,7 @@ pub trait MessageSource: Send + Sync {
             first = false;
             let got = received.len();
             batch.extend(received);
-            if got < want {
+            if got < want || (batch.len() < batch_size && stop()) {
                 break;
             }
         }

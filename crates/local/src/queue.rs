@@ -904,11 +904,12 @@ impl MessageSource for LocalQueue {
 
     /// A whole batch in one transaction: every message gets the same visibility timeout, receive
     /// count, receipt handle and redrive as from [`MessageSource::receive`], with one commit
-    /// instead of one per ten messages.
+    /// instead of one per ten messages. So there is no gathering for `_stop` to end.
     async fn receive_batch(
         &self,
         batch_size: usize,
         wait: Duration,
+        _stop: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Vec<ReceivedMessage>, PortError> {
         self.receive_polling(batch_size.min(MAX_HEALER_BATCH), wait)
             .await

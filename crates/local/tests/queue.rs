@@ -364,11 +364,17 @@ async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
     // A plain receive still stops at SQS's ten.
     let first = source.receive(100, NOW).await.unwrap();
     assert_eq!(first.len(), 10);
-    let batch = source.receive_batch(120, NOW).await.unwrap();
+    let batch = source.receive_batch(120, NOW, &|| false).await.unwrap();
     assert_eq!(batch.len(), 120);
-    let rest = source.receive_batch(1000, NOW).await.unwrap();
+    let rest = source.receive_batch(1000, NOW, &|| false).await.unwrap();
     assert_eq!(rest.len(), 20);
-    assert!(source.receive_batch(1000, NOW).await.unwrap().is_empty());
+    assert!(
+        source
+            .receive_batch(1000, NOW, &|| false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let delivered: Vec<_> = first.iter().chain(&batch).chain(&rest).collect();
     let mut bodies: Vec<&[u8]> = delivered.iter().map(|m| m.body.as_slice()).collect();
     bodies.sort_unstable();
@@ -386,7 +392,7 @@ async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
 
     // After the visibility timeout: delivered again, counted, with new handles.
     fixture.clock.advance(Duration::seconds(31));
-    let again = source.receive_batch(1000, NOW).await.unwrap();
+    let again = source.receive_batch(1000, NOW, &|| false).await.unwrap();
     assert_eq!(again.len(), 150);
     assert!(again.iter().all(|m| m.receive_count == 2));
     let stale = source
@@ -397,7 +403,13 @@ async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
 
     // At maxReceiveCount, the receive redrives them instead of delivering a third time.
     fixture.clock.advance(Duration::seconds(31));
-    assert!(source.receive_batch(1000, NOW).await.unwrap().is_empty());
+    assert!(
+        source
+            .receive_batch(1000, NOW, &|| false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(queues.depth("orders").unwrap().total(), 0);
     assert_eq!(queues.depth("dlq").unwrap().visible, 150);
 }
