@@ -14,8 +14,10 @@
 //! - [`alerts`]: [`SnsAlerter`], the alerter port on SNS with a dedup window per fingerprint
 //!   shared by every healer instance through conditional writes in the same table.
 //! - [`setup`]: [`provision`], idempotent creation of the queues, topic, bucket and ledger table.
+//! - [`check`]: [`check_resources`], whether a healer's bucket, table, topic and queues exist.
 pub mod alerts;
 pub mod archive;
+pub mod check;
 pub mod config;
 pub mod ledger;
 pub mod ledger_schema;
@@ -26,6 +28,7 @@ pub mod sqs;
 
 pub use alerts::SnsAlerter;
 pub use archive::S3Archive;
+pub use check::{HealerResources, ResourceCheck, check_resources};
 pub use config::{
     AwsClients, AwsSettings, CallCounter, CallCounts, DEFAULT_CALL_TIMEOUT,
     MAX_CALL_TIMEOUT_SECONDS,

@@ -88,6 +88,37 @@ impl AwsResources {
     }
 }
 
+/// Refuse to heal with a bucket, table, topic or main queue that does not exist; warn about those
+/// that could not be checked (the role may lack the permission to look, and still have the one
+/// to write).
+pub async fn refuse_missing_resources(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    main_queue: Option<&str>,
+) -> Result<()> {
+    let queues: Vec<String> = main_queue.map(str::to_string).into_iter().collect();
+    let check = dlq_healer_aws::check_resources(
+        clients,
+        dlq_healer_aws::HealerResources {
+            bucket: &resources.bucket,
+            table: &resources.table,
+            topic_arn: &resources.topic_arn,
+            queues: &queues,
+        },
+    )
+    .await;
+    for unverified in &check.unverified {
+        tracing::warn!("{unverified}; healing goes on");
+    }
+    if !check.missing.is_empty() {
+        anyhow::bail!(
+            "cannot heal: {}. Check the names (and the region), or create the resources with              `dlq-healer setup --backend aws --prefix NAME`",
+            check.missing.join("; ")
+        );
+    }
+    Ok(())
+}
+
 /// A healing engine on AWS.
 pub fn engine(
     clients: &AwsClients,

@@ -122,6 +122,8 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         Backend::Aws => {
             let resources = AwsResources::from_args(&options.dlq, &options.aws)?;
             let clients = aws::connect(&options.aws, None).await?;
+            aws::refuse_missing_resources(&clients, &resources, options.main_queue.as_deref())
+                .await?;
             aws::engine(
                 &clients,
                 &resources,

@@ -255,6 +255,42 @@ fn run_on_a_dlq_that_does_not_exist_is_refused_at_start() {
 }
 
 #[test]
+fn run_refuses_a_bucket_table_topic_or_main_queue_that_does_not_exist() {
+    let env = setup(&unique("misnamed"));
+    let (account, _) = env["DLQ_URL"].rsplit_once('/').unwrap();
+    let (topic_prefix, _) = env["ALERT_TOPIC_ARN"].rsplit_once(':').unwrap();
+    let mut command = healer();
+    for name in VARIABLES {
+        command.env(name, &env[name]);
+    }
+    // On an empty DLQ such a drain used to exit 0.
+    let output = command
+        .env("ARCHIVE_BUCKET", "no-such-bucket-for-dlq-healer")
+        .env("FAILED_TABLE", "no-such-table")
+        .env("ALERT_TOPIC_ARN", format!("{topic_prefix}:no-such-topic"))
+        .env("MAIN_QUEUE_URL", format!("{account}/no-such-main-queue"))
+        .args(["run", "--backend", "aws", "--until-empty"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for named in [
+        "the archive bucket no-such-bucket-for-dlq-healer does not exist",
+        "the ledger table no-such-table does not exist",
+        "no-such-topic does not exist",
+        "no-such-main-queue does not exist",
+    ] {
+        assert!(stderr.contains(named), "{named}: {stderr}");
+    }
+    // The resources as set up pass.
+    let mut command = healer();
+    for name in VARIABLES {
+        command.env(name, &env[name]);
+    }
+    run_ok(command.args(["run", "--backend", "aws", "--until-empty"]));
+}
+
+#[test]
 fn run_without_archive_bucket_fails_naming_it() {
     let output = healer()
         .env("DLQ_URL", "http://127.0.0.1:9/queue/dlq")
