@@ -290,7 +290,7 @@ impl AwsClients {
         if let Err(error) = provider.provide_credentials().await {
             return Err(format!(
                 "cannot load AWS credentials ({}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run where a role provides them",
-                aws_smithy_types::error::display::DisplayErrorContext(&error)
+                crate::retry::error_chain(&error)
             ));
         }
         Ok(Self::from_shared(&shared, settings, counter))

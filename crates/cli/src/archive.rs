@@ -194,8 +194,8 @@ struct Selection<T> {
 }
 
 /// What is kept (`keep`) of the archived records matching the filter, newest first, with the
-/// entries whose records could not be read set aside. Up to `limit` of both together. Records are read one at a time and
-/// only what `keep` makes of them stays.
+/// entries whose records could not be read set aside. Up to `limit` of both together. Records
+/// are read one at a time and only what `keep` makes of them stays.
 async fn select_readable<T>(
     operator: &dyn Operator,
     filter: &crate::filter::Filter,

@@ -744,6 +744,48 @@ impl AppState {
     }
 }
 
+/// One redrive of the dashboard's DLQ (or its dry run), one at a time; in a dry run, a move to a
+/// queue that cannot be read is a failure, not a move to confirm, as in the CLI's.
+async fn redrive_once(
+    state: &AppState,
+    dlq_name: &str,
+    options: &MoveOptions,
+) -> Result<MoveReport, ApiError> {
+    let _one_at_a_time = state.moving.try_lock().map_err(|_| {
+        ApiError(
+            StatusCode::CONFLICT,
+            "another redrive is running; wait for it".into(),
+        )
+    })?;
+    let operator = state.operator.as_ref();
+    let dlq = operator.dlq(dlq_name).await.map_err(internal)?;
+    let redrive_source = operator.redrive_source(dlq_name).await.map_err(internal)?;
+    let sender = operator.sender();
+    let journal = operator.journal().map_err(internal)?;
+    let pacer = RealPacer::default();
+    let peeked = match options.dry_run {
+        true => operator.peeker(dlq_name).await.map_err(internal)?,
+        false => None,
+    };
+    let mut redrive = Redrive {
+        dlq: dlq.as_ref(),
+        redrive_source,
+        sender: sender.as_ref(),
+        journal: journal.as_ref(),
+        rules: &state.rules,
+        pacer: &pacer,
+        wait: operator.scan_wait(),
+        hold_limit: operator.in_flight_quota(),
+        peeked,
+    };
+    let mut report = redrive
+        .run(options, &mut Progress::new(None, true), &|| false)
+        .await
+        .map_err(internal)?;
+    crate::redrive::fail_moves_to_missing_queues(operator, &mut report).await;
+    Ok(report)
+}
+
 /// How long a request body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -841,50 +883,19 @@ async fn api_redrive(
         ramp: None,
         limit: request.limit,
     };
-    let report = {
-        let _one_at_a_time = state.moving.try_lock().map_err(|_| {
-            ApiError(
-                StatusCode::CONFLICT,
-                "another redrive is running; wait for it".into(),
-            )
-        })?;
-        let operator = state.operator.as_ref();
-        let dlq = operator.dlq(&dlq_name).await.map_err(internal)?;
-        let redrive_source = operator.redrive_source(&dlq_name).await.map_err(internal)?;
-        let sender = operator.sender();
-        let journal = operator.journal().map_err(internal)?;
-        let pacer = RealPacer::default();
-        let peeked = match request.dry_run {
-            true => operator.peeker(&dlq_name).await.map_err(internal)?,
-            false => None,
-        };
-        let mut redrive = Redrive {
-            dlq: dlq.as_ref(),
-            redrive_source,
-            sender: sender.as_ref(),
-            journal: journal.as_ref(),
-            rules: &state.rules,
-            pacer: &pacer,
-            wait: operator.scan_wait(),
-            hold_limit: operator.in_flight_quota(),
-            peeked,
-        };
-        let mut progress = Progress::new(None, true);
-        let mut report = match redrive.run(&options, &mut progress, &|| false).await {
-            Ok(report) => report,
-            Err(error) => {
-                if let Some(dry_run) = confirmed {
-                    state.give_back_dry_run(dry_run);
-                }
-                return Err(internal(error));
+    let report = match redrive_once(&state, &dlq_name, &options).await {
+        Ok(report) => report,
+        Err(error) => {
+            // Nothing was moved, or what was is in the move journal, which keeps a retry of the
+            // same confirmation from moving it twice.
+            if let Some(dry_run) = confirmed {
+                state.give_back_dry_run(dry_run);
             }
-        };
-        // As the CLI's dry run: a move to a queue that cannot be read is a failure now, not a
-        // move to confirm.
-        crate::redrive::fail_moves_to_missing_queues(operator, &mut report).await;
-        report
+            return Err(error);
+        }
     };
-    let left_meanwhile = confirmed.map(|dry_run| {
+    let left_meanwhile = confirmed.map(|dry_run| dry_run.ids.len().saturating_sub(report.matched));
+    if !request.dry_run {
         tracing::info!(
             dlq = %dlq_name,
             fingerprint = request.fingerprint.as_deref().unwrap_or(""),
@@ -893,8 +904,7 @@ async fn api_redrive(
             failed = report.failed.len(),
             "moved messages from the dashboard"
         );
-        dry_run.ids.len().saturating_sub(report.matched)
-    });
+    }
     if !request.dry_run {
         *state.groups.lock().await = None;
     }

@@ -1402,6 +1402,8 @@ fn the_operator_commands_take_the_backend_from_the_configuration_file() {
             .env_remove("DLQ_HEALER_BACKEND")
             .env_remove("FAILED_TABLE")
             .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true"),
     );
     assert!(stderr.contains("--failed-table"), "{stderr}");
