@@ -9,7 +9,8 @@ use crate::redrive::{
     MoveItem, MoveOptions, MoveReport, Mover, PlannedMove, Progress, deduplication_id,
 };
 use anyhow::{Context, Result, bail};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use dlq_healer_core::FailureClass;
 use dlq_healer_core::alert::{fingerprint, shown_error, shown_source};
 use dlq_healer_core::context::{ContextReading, HealState};
 use dlq_healer_core::message::{Attribute, CONTEXT_ATTRIBUTE, MAX_ATTRIBUTES, OutgoingMessage};
@@ -592,6 +593,90 @@ pub enum ArchiveAction {
         #[command(flatten)]
         moves: crate::redrive::MoveArgs,
     },
+    /// Remove archived messages older than an age, for good (local backend; on aws the bucket's
+    /// lifecycle rule expires them). Needs --yes, or --dry-run to count only.
+    Prune(PruneArgs),
+}
+
+/// Flags of `archive prune`, kept apart from the other actions' (its classes are a plain list, its
+/// time an age).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    ops: crate::ops::OpsArgs,
+    /// Remove what was archived longer ago than this: e.g. 90d (units s, m, h, d).
+    #[arg(long, value_name = "AGE")]
+    older_than: String,
+    /// Only this class (repeatable): auth, validation, timeout, bad_payload, dependency, unknown.
+    #[arg(long = "class", value_name = "CLASS")]
+    classes: Vec<String>,
+    /// Count what would be removed, and remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Remove for good: archived messages cannot be replayed once pruned.
+    #[arg(long)]
+    yes: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `archive prune`: what was (or would be) removed, in a sentence or as JSON.
+async fn prune(operator: &dyn Operator, args: &PruneArgs, now: DateTime<Utc>) -> Result<String> {
+    if !args.yes && !args.dry_run {
+        bail!(
+            "archive prune removes archived messages for good (they can no longer be replayed): \
+             add --yes, or --dry-run to see what it would remove"
+        );
+    }
+    let age = crate::filter::parse_duration(&args.older_than)
+        .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+    let classes = args
+        .classes
+        .iter()
+        .map(|c| {
+            c.parse::<FailureClass>().map_err(|_| {
+                anyhow::anyhow!(
+                    "--class {c:?} is not a failure class (auth, validation, timeout, bad_payload, dependency, unknown)"
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let before = now - age;
+    let pruned = operator
+        .prune_archive(before, &classes, args.dry_run)
+        .await?;
+    if args.json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::json!({
+                "dry_run": args.dry_run,
+                "archived_before": before,
+                "records": pruned.records,
+                "objects": pruned.objects,
+                "bytes": pruned.bytes,
+            })
+        ));
+    }
+    Ok(format!(
+        "{} {} archived {} in {} {} ({:.1} MB), archived before {}{}\n",
+        if args.dry_run {
+            "would prune"
+        } else {
+            "pruned"
+        },
+        pruned.records,
+        crate::noun(pruned.records as usize, "message", "messages"),
+        pruned.objects,
+        crate::noun(pruned.objects as usize, "file", "files"),
+        pruned.bytes as f64 / 1e6,
+        before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        if args.dry_run {
+            "; nothing was changed"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// Flags of `archive`.
@@ -606,7 +691,8 @@ pub fn command(args: ArchiveArgs) -> Result<i32> {
     let ops = match &args.action {
         ArchiveAction::List { ops, .. }
         | ArchiveAction::Show { ops, .. }
-        | ArchiveAction::Replay { ops, .. } => ops.clone(),
+        | ArchiveAction::Replay { ops, .. }
+        | ArchiveAction::Prune(PruneArgs { ops, .. }) => ops.clone(),
     };
     crate::runtime()?.block_on(async {
         let operator = crate::ops::open(&ops).await?;
@@ -621,6 +707,13 @@ pub fn command(args: ArchiveArgs) -> Result<i32> {
                 if json {
                     println!();
                 }
+                Ok(0)
+            }
+            ArchiveAction::Prune(prune_args) => {
+                print!(
+                    "{}",
+                    prune(operator.as_ref(), &prune_args, Utc::now()).await?
+                );
                 Ok(0)
             }
             ArchiveAction::Show { key, attempt, .. } => {

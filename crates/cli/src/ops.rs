@@ -17,6 +17,7 @@ use dlq_healer_core::metrics as m;
 use dlq_healer_core::policy::MAX_PARK_SECONDS;
 use dlq_healer_core::ports::{Archive, MessageSource, PortError, QueueSender, SystemClock};
 use dlq_healer_core::records::{ArchiveRecord, ArchiveRef, LedgerRecord, RecordedAction};
+use dlq_healer_local::archive::Pruned;
 use dlq_healer_local::queue::{LocalQueue, PeekCursor};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -127,6 +128,19 @@ pub trait Operator: Send + Sync {
     }
     /// One archived record.
     async fn fetch_archived(&self, entry: &ArchivedEntry) -> Result<ArchiveRecord>;
+    /// Remove what was archived before `before`, of `classes` (all when empty); with `dry_run`,
+    /// count it only.
+    async fn prune_archive(
+        &self,
+        _before: DateTime<Utc>,
+        _classes: &[FailureClass],
+        _dry_run: bool,
+    ) -> Result<Pruned> {
+        bail!(
+            "on aws, archived objects expire by the bucket's lifecycle rule (the template's \
+             ArchiveExpirationDays); archive prune is for the local backend"
+        )
+    }
     /// The most recent decisions, newest first.
     async fn recent_decisions(&self, limit: usize) -> Result<Vec<LedgerRecord>>;
     /// The messages parked in the DLQ until their retry is due, soonest first: the ledger's
@@ -271,6 +285,26 @@ impl Operator for LocalOperator {
         let journal = Arc::new(LocalJournal::open(&self.db)?);
         *slot = Some(journal.clone());
         Ok(journal)
+    }
+
+    async fn prune_archive(
+        &self,
+        before: DateTime<Utc>,
+        classes: &[FailureClass],
+        dry_run: bool,
+    ) -> Result<Pruned> {
+        let archive = &self.backend.archive;
+        if classes.is_empty() {
+            return Ok(archive.prune(before, None, dry_run)?);
+        }
+        let mut total = Pruned::default();
+        for class in classes {
+            let pruned = archive.prune(before, Some(*class), dry_run)?;
+            total.records += pruned.records;
+            total.objects += pruned.objects;
+            total.bytes += pruned.bytes;
+        }
+        Ok(total)
     }
 
     async fn archived_count(&self, query: &ArchiveQuery) -> Result<Option<u64>> {

@@ -660,3 +660,110 @@ fn an_archived_message_keeps_the_fingerprint_that_inspect_and_its_alert_gave_it(
         assert!(text.contains("of 1 selected"), "{fingerprint}: {text}");
     }
 }
+
+#[test]
+fn archive_prune_removes_what_is_older_than_its_age_and_only_when_told_yes() {
+    let fixture = build();
+    // The demo archived on its simulated clock, a week ago; these are archived now.
+    run_ok(&mut fixture.cmd(&[
+        "run",
+        "--dlq",
+        "orders-dlq",
+        "--until-empty",
+        "--log-level",
+        "error",
+    ]));
+    let archived = |filter: &[&str]| -> Vec<Value> {
+        let listing: Value = serde_json::from_slice(
+            &run_ok(
+                &mut fixture
+                    .cmd(&[&["archive", "list", "--json", "--limit", "0"], filter].concat()),
+            )
+            .stdout,
+        )
+        .unwrap();
+        listing.as_array().unwrap().clone()
+    };
+    let files = || {
+        walk_files(&fixture.archive)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .count()
+    };
+    let prune = |args: &[&str]| -> Value {
+        let output = run_ok(&mut fixture.cmd(&[&["archive", "prune", "--json"], args].concat()));
+        serde_json::from_slice(&output.stdout).unwrap()
+    };
+    let all = archived(&[]).len();
+    let auth = archived(&["--class", "auth"]).len();
+    let files_before = files();
+    assert!(
+        auth > 0 && all > auth && files_before > 1,
+        "{all} {auth} {files_before}"
+    );
+
+    fails_with(
+        &mut fixture.cmd(&["archive", "prune", "--older-than", "0s"]),
+        &["--yes", "--dry-run"],
+    );
+    assert_eq!(prune(&["--older-than", "36500d", "--yes"])["records"], 0);
+    // An age that falls in the widest gap between two archive times selects the records before
+    // it.
+    let mut times: Vec<chrono::DateTime<chrono::Utc>> = archived(&[])
+        .iter()
+        .map(|e| e["entry"]["archived_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    times.sort();
+    let (gap, after) = times
+        .windows(2)
+        .map(|pair| (pair[1] - pair[0], pair[0]))
+        .max()
+        .unwrap();
+    assert!(gap > chrono::Duration::seconds(10), "{times:?}");
+    let cutoff = after + gap / 2;
+    let older = times.iter().filter(|&&at| at < cutoff).count();
+    let age = format!("{}s", (chrono::Utc::now() - cutoff).num_seconds());
+    assert_eq!(
+        prune(&["--older-than", &age, "--dry-run"])["records"],
+        older as u64,
+        "{times:?} before {cutoff}"
+    );
+    let dry_run = prune(&["--older-than", "0s", "--dry-run"]);
+    assert_eq!(dry_run["records"], all as u64, "{dry_run}");
+    assert_eq!(dry_run["objects"], files_before as u64, "{dry_run}");
+    assert_eq!(
+        (archived(&[]).len(), files()),
+        (all, files_before),
+        "a dry run removes nothing"
+    );
+
+    let pruned = prune(&["--older-than", "0s", "--class", "auth", "--yes"]);
+    assert_eq!(pruned["records"], auth as u64, "{pruned}");
+    assert!(archived(&["--class", "auth"]).is_empty());
+    let left = archived(&[]);
+    assert_eq!(left.len(), all - auth);
+    assert_eq!(
+        files(),
+        files_before - pruned["objects"].as_u64().unwrap() as usize
+    );
+    // Every record left is still readable: no index line points to a removed file.
+    let table = String::from_utf8_lossy(
+        &run_ok(&mut fixture.cmd(&["archive", "list", "--limit", "0"])).stdout,
+    )
+    .into_owned();
+    assert!(!table.contains("(unreadable)"), "{table}");
+}
+
+/// Every file under `dir`, at any depth.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -31,6 +31,20 @@ pub struct ArchiveEntry {
     pub source: Option<String>,
 }
 
+/// What [`LocalArchive::prune`] removed, or would remove.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Pruned {
+    /// Archived records.
+    pub records: u64,
+    /// Their objects (files).
+    pub objects: u64,
+    /// The objects' bytes on disk.
+    pub bytes: u64,
+}
+
+/// Objects [`LocalArchive::prune`] forgets in one write transaction of the store.
+const PRUNED_PER_TRANSACTION: usize = 500;
+
 /// The [`Archive`] of the local backend: files under `root`, indexed in the store.
 #[derive(Debug, Clone)]
 pub struct LocalArchive {
@@ -162,6 +176,66 @@ impl LocalArchive {
                 |row| row.get(0),
             )
         })
+    }
+
+    /// Remove what was archived before `before` (of `class` only, when given), an object at a
+    /// time, each object being one batch of one class: its index lines first, then its file, so
+    /// that no index line is left pointing to a removed file (a crash between the two leaves a
+    /// file nothing points to). With `dry_run`, only count what would go.
+    pub fn prune(
+        &self,
+        before: DateTime<Utc>,
+        class: Option<FailureClass>,
+        dry_run: bool,
+    ) -> Result<Pruned, LocalError> {
+        self.store.settle_archive()?;
+        let objects: Vec<(String, u64)> = self.store.read("search", "the archive index", |tx| {
+            let mut statement = tx.prepare_cached(
+                "SELECT object, COUNT(*) FROM archive_index WHERE (?1 IS NULL OR class = ?1)
+                 GROUP BY object HAVING MAX(archived_at) < ?2",
+            )?;
+            statement
+                .query_map(
+                    params![class.map(FailureClass::as_str), to_text(before)],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?
+                .collect()
+        })?;
+        let mut pruned = Pruned::default();
+        for chunk in objects.chunks(PRUNED_PER_TRANSACTION) {
+            let mut paths = Vec::with_capacity(chunk.len());
+            for (object, records) in chunk {
+                let path = self.object_path(object)?;
+                pruned.bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
+                pruned.records += records;
+                pruned.objects += 1;
+                paths.push(path);
+            }
+            if dry_run {
+                continue;
+            }
+            self.store.write("prune", "the archive index", |tx| {
+                let mut forget =
+                    tx.prepare_cached("DELETE FROM archive_index WHERE object = ?1")?;
+                for (object, _) in chunk {
+                    forget.execute([object])?;
+                }
+                Ok(())
+            })?;
+            for path in paths {
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(LocalError::Io {
+                            operation: "remove the archived object".into(),
+                            path,
+                            source: e,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     /// Write `contents` to `path`, durably, so that readers see the old file or the new one,

@@ -4,7 +4,7 @@
 //! for as long as the healer runs.
 //!
 //! The archive and its index are never removed here: archived messages are kept until their
-//! owner deletes them. Queues, their messages and the alert dedup windows have lifetimes of their
+//! owner removes them (`LocalArchive::prune`, the CLI's `archive prune`). Queues, their messages and the alert dedup windows have lifetimes of their
 //! own.
 
 use crate::error::LocalError;
