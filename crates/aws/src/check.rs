@@ -3,7 +3,7 @@
 //! topic, when the first alert is lost; and on an empty DLQ, not at all.
 
 use crate::AwsClients;
-use crate::retry::{error_chain, is_not_found, sdk_error_code};
+use crate::retry::{http_status, is_not_found, port_error, sdk_error_code};
 use crate::sqs::SqsSender;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -70,7 +70,7 @@ pub async fn check_resources(
                 .send()
                 .await
                 .err()
-                .map(|e| (is_missing(&e), error_chain(&e))),
+                .map(|e| (is_missing(&e), port_error("look up", queue, &e).message)),
             Err(error) => Some((!error.retryable, error.message)),
         };
         match found {
@@ -99,7 +99,7 @@ impl ResourceCheck {
         } else {
             self.unverified.push(format!(
                 "{what} {name} could not be checked ({})",
-                error_chain(&error)
+                port_error("look up", name, &error).message
             ));
         }
     }
@@ -108,6 +108,5 @@ impl ResourceCheck {
 /// Whether a call failed because what it named does not exist: a not-found code, or a 404
 /// without one (HeadBucket's answer has no body).
 fn is_missing<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
-    sdk_error_code(error).is_some_and(is_not_found)
-        || matches!(error, SdkError::ServiceError(service) if service.raw().status().as_u16() == 404)
+    sdk_error_code(error).is_some_and(is_not_found) || http_status(error) == Some(404)
 }

@@ -96,6 +96,14 @@ pub fn sdk_error_code<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>
     }
 }
 
+/// The HTTP status of a service's answer, if the call got one.
+pub fn http_status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
+    match error {
+        SdkError::ServiceError(service) => Some(service.raw().status().as_u16()),
+        _ => None,
+    }
+}
+
 /// An error and its sources, `: `-separated, each once: the SDK's `DisplayErrorContext` adds the
 /// whole error's `Debug` form, a dump of internal structures, which is no message for a person.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
@@ -133,8 +141,15 @@ where
     };
     if sdk_error_code(error).is_some_and(is_not_found) {
         message.push_str("; check that it exists in this account and region");
-    } else if !retryable {
-        message.push_str("; this will not succeed by retrying");
+    } else {
+        if http_status(error) == Some(403) {
+            message.push_str(
+                "; access was denied: check the credentials, and what their policy allows",
+            );
+        }
+        if !retryable {
+            message.push_str("; this will not succeed by retrying");
+        }
     }
     PortError {
         operation: operation.to_string(),
@@ -189,6 +204,28 @@ mod tests {
             assert!(!port.message.contains(dump), "{}", port.message);
         }
         assert!(port.retryable);
+    }
+
+    #[test]
+    fn a_refusal_of_access_says_to_check_the_credentials_and_their_policy() {
+        use aws_smithy_runtime_api::http::StatusCode;
+        use aws_smithy_types::body::SdkBody;
+        let denied = aws_sdk_sqs::operation::receive_message::ReceiveMessageError::generic(
+            aws_smithy_types::error::ErrorMetadata::builder()
+                .code("AccessDenied")
+                .message("not authorized to perform sqs:ReceiveMessage")
+                .build(),
+        );
+        let raw = HttpResponse::new(StatusCode::try_from(403).unwrap(), SdkBody::empty());
+        let error = SdkError::service_error(denied, raw);
+        let port = port_error("receive", "q", &error);
+        assert!(!port.retryable);
+        assert!(
+            port.message.contains("AccessDenied (HTTP 403)")
+                && port.message.contains("check the credentials"),
+            "{}",
+            port.message
+        );
     }
 
     #[test]

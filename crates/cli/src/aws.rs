@@ -112,7 +112,7 @@ pub async fn refuse_missing_resources(
     }
     if !check.missing.is_empty() {
         anyhow::bail!(
-            "cannot heal: {}. Check the names (and the region), or create the resources with              `dlq-healer setup --backend aws --prefix NAME`",
+            "cannot heal: {}. Check the names (and the region), or create the resources with `dlq-healer setup --backend aws --prefix NAME`",
             check.missing.join("; ")
         );
     }

@@ -84,6 +84,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
     };
     let mut local_backend = None;
     let mut retention_sweeper = None;
+    let mut aws_resources = None;
     let engine = match options.backend {
         Backend::Local => {
             refuse_aws_names_on_local(&options.dlq)?;
@@ -122,16 +123,16 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         Backend::Aws => {
             let resources = AwsResources::from_args(&options.dlq, &options.aws)?;
             let clients = aws::connect(&options.aws, None).await?;
-            aws::refuse_missing_resources(&clients, &resources, options.main_queue.as_deref())
-                .await?;
-            aws::engine(
+            let engine = aws::engine(
                 &clients,
                 &resources,
                 options.rules.clone(),
                 config,
                 options.local.alert_window,
                 aws::emf_metrics(),
-            )
+            );
+            aws_resources = Some((clients, resources));
+            engine
         }
     };
     let shutdown = Shutdown::default();
@@ -148,11 +149,16 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         rule_count = options.rules.rule_names().count(),
         "healer started"
     );
+    // The DLQ first: credentials it refuses would fail every other lookup too.
+    let keep_alive = keep_alive_for(&engine).await?;
+    if let Some((clients, resources)) = &aws_resources {
+        aws::refuse_missing_resources(clients, resources, options.main_queue.as_deref()).await?;
+    }
     let settings = LoopSettings {
         batch_size: options.batch_size,
         wait: options.wait,
         until_empty: options.until_empty,
-        keep_alive: keep_alive_for(&engine).await?,
+        keep_alive,
     };
     let engine = Arc::new(engine);
     let summary =

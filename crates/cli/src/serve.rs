@@ -393,12 +393,13 @@ async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: N
     if ok(from_query.as_deref()) {
         // The page opened with its token: the cookie carries it from now on, and the address
         // bar (and the browser's history) is left without it.
-        let mut response =
-            if request.method() == axum::http::Method::GET && request.uri().path() == "/" {
-                axum::response::Redirect::to("/").into_response()
-            } else {
-                next.run(request).await
-            };
+        let path = request.uri().path();
+        let page = path == "/" || path.starts_with("/archive/");
+        let mut response = if request.method() == axum::http::Method::GET && page {
+            axum::response::Redirect::to(path).into_response()
+        } else {
+            next.run(request).await
+        };
         if let Ok(value) = HeaderValue::from_str(&format!(
             "{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
         )) {
@@ -677,6 +678,16 @@ struct RedriveResponse {
     left_meanwhile: Option<usize>,
 }
 
+/// A redrive request's selection for a log line: its group or class.
+fn selection_shown(request: &RedriveRequest) -> String {
+    match (&request.fingerprint, &request.class) {
+        (Some(fingerprint), Some(class)) => format!("group {fingerprint} of class {class}"),
+        (Some(fingerprint), None) => format!("group {fingerprint}"),
+        (None, Some(class)) => format!("class {class}"),
+        (None, None) => "nothing".into(),
+    }
+}
+
 /// What a redrive request selects, to tell a confirmation from its dry run.
 fn selection_of(dlq: Option<&str>, request: &RedriveRequest) -> String {
     format!(
@@ -793,6 +804,17 @@ async fn api_redrive(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let too_large = || {
+        ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let announced = header_text(request.headers(), header::CONTENT_LENGTH)
+        .and_then(|length| length.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
     // A client that announces more than it sends is not waited for without end.
     let body = tokio::time::timeout(
         BODY_TIMEOUT,
@@ -812,10 +834,7 @@ async fn api_redrive(
         if std::error::Error::source(&error)
             .is_some_and(|e| e.is::<http_body_util::LengthLimitError>())
         {
-            ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is over {MAX_BODY_BYTES} bytes"),
-            )
+            too_large()
         } else {
             ApiError(
                 StatusCode::BAD_REQUEST,
@@ -842,7 +861,7 @@ async fn api_redrive(
     };
     // The filter's errors name its flags; here they are the request's fields.
     let mut filter: Filter = args.build(Utc::now()).map_err(|e| {
-        let why = format!("{e:#}")
+        let why = format!("{e}")
             .replace("--fingerprint ", "fingerprint ")
             .replace("--class ", "class ");
         ApiError(StatusCode::BAD_REQUEST, why)
@@ -851,6 +870,12 @@ async fn api_redrive(
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "choose a group: give a fingerprint or a class".into(),
+        ));
+    }
+    if request.limit == Some(0) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "limit must be at least 1 (leave it out to move the whole selection)".into(),
         ));
     }
     if request.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
@@ -889,26 +914,33 @@ async fn api_redrive(
             // Nothing was moved, or what was is in the move journal, which keeps a retry of the
             // same confirmation from moving it twice.
             if let Some(dry_run) = confirmed {
+                tracing::warn!(
+                    dlq = %dlq_name,
+                    selection = %selection_shown(&request),
+                    error = %error.1,
+                    "a move from the dashboard failed; its confirmation can be tried again"
+                );
                 state.give_back_dry_run(dry_run);
             }
             return Err(error);
         }
     };
     let left_meanwhile = confirmed.map(|dry_run| dry_run.ids.len().saturating_sub(report.matched));
-    if !request.dry_run {
+    if let Some(left_meanwhile) = left_meanwhile {
         tracing::info!(
             dlq = %dlq_name,
-            fingerprint = request.fingerprint.as_deref().unwrap_or(""),
-            class = request.class.as_deref().unwrap_or(""),
+            selection = %selection_shown(&request),
             moved = report.moved.len(),
             failed = report.failed.len(),
+            left_meanwhile,
             "moved messages from the dashboard"
         );
     }
     if !request.dry_run {
         *state.groups.lock().await = None;
     }
-    let confirm = request.dry_run.then(|| {
+    // A dry run with nothing to move has nothing to confirm.
+    let confirm = (request.dry_run && !report.moved.is_empty()).then(|| {
         let ids = report.moved.iter().map(|m| m.id.clone()).collect();
         state.remember_dry_run(selection, ids)
     });

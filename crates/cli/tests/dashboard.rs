@@ -408,6 +408,24 @@ fn api_refuses_unconfirmed_moves_big_bodies_and_missing_tokens() {
         body.contains("class \\\"authz\\\" is not a failure class") && !body.contains("--class"),
         "the error names the request's field, not the CLI's flag: {body}"
     );
+    // A body announced over the limit is refused at once, before any of it is read.
+    {
+        use std::io::{Read, Write};
+        let address = url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        write!(
+            stream,
+            "POST /api/redrive HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{{"
+        )
+        .unwrap();
+        let mut answer = [0u8; 512];
+        let read = stream.read(&mut answer).expect("an answer within 3 s");
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    }
     // A body announced longer than it is sent is waited for a few seconds, not for ever.
     {
         use std::io::{Read, Write};
@@ -642,6 +660,9 @@ fn dashboard_moves_fail_in_the_dry_run_when_their_queue_is_missing_and_a_failed_
     assert_eq!(answer["moves"], 0, "{answer}");
     let failed = answer["report"]["failed"].as_array().unwrap();
     assert_eq!(failed.len(), 1, "{answer}");
+    assert!(answer["confirm"].is_null(), "nothing to confirm: {answer}");
+    let (status, answer) = post_redrive(&url, r#"{"class":"auth","dry_run":true,"limit":0}"#);
+    assert_eq!(status, 400, "{answer}");
     assert!(
         failed[0].as_str().unwrap().contains("no-such-queue"),
         "{answer}"
@@ -766,6 +787,16 @@ fn archived_records_on_the_dashboard_have_their_secrets_redacted() {
         get(&path).contains("archive show KEY"),
         "the page says where the full record is"
     );
+    // A page opened with the token in its address is sent on without it.
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let opened = agent
+        .get(&format!("{url}{path}?token=s3cret-token"))
+        .call()
+        .expect("the archive page opens with its token");
+    assert_eq!(
+        (opened.status(), opened.header("location")),
+        (303, Some(path.as_str()))
+    );
 
     // Opening the page with its token sets the cookie and leaves the token out of the address.
     let agent = ureq::AgentBuilder::new().redirects(0).build();
@@ -826,6 +857,36 @@ fn in_the_browser_long_errors_wrap_charts_label_their_bars_and_a_move_is_one_cli
         "the depth chart names its queues: {labels:?}"
     );
     assert!(labels.iter().all(|l| l[1] == true), "{labels:?}");
+
+    // On a phone-sized window the groups become cards: still no panel wider than its box,
+    // and every dry-run button in view.
+    driver.call(
+        "POST",
+        "/window/rect",
+        json!({ "width": 400, "height": 1000 }),
+    );
+    driver.goto(&format!("{url}/"));
+    driver.wait_for(
+        "the page to load its data",
+        "return document.body.getAttribute('data-loaded') === '1';",
+    );
+    let narrow = driver.script(
+        "return [window.innerWidth, [...document.querySelectorAll('main > section')].filter(s => s.scrollWidth > s.clientWidth).map(s => s.querySelector('h2').textContent + ' ' + s.scrollWidth + '/' + s.clientWidth), [...document.querySelectorAll('button.dry-run')].filter(b => b.getBoundingClientRect().right > window.innerWidth).length];",
+    );
+    assert!(
+        narrow[0].as_u64().unwrap() <= 400 && narrow[1] == json!([]) && narrow[2] == 0,
+        "[width, panels overflowing, buttons out of view]: {narrow}"
+    );
+    driver.call(
+        "POST",
+        "/window/rect",
+        json!({ "width": 1400, "height": 1400 }),
+    );
+    driver.goto(&format!("{url}/"));
+    driver.wait_for(
+        "the page to load its data",
+        "return document.body.getAttribute('data-loaded') === '1';",
+    );
 
     // A group whose queue is missing: the dry run shows why, and offers no move.
     driver.click("tr.group[data-class='dependency'] button.dry-run");
