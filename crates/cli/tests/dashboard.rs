@@ -147,6 +147,29 @@ impl Driver {
         self.call("POST", "/url", json!({ "url": url }));
     }
 
+    /// Open the dashboard at `url` and wait until it has shown its data.
+    fn load(&self, url: &str) {
+        self.goto(url);
+        self.wait_for(
+            "the page to load its data",
+            "return document.body.getAttribute('data-loaded') === '1';",
+        );
+    }
+
+    /// The headings of the panels wider than their box.
+    fn overflowing_panels(&self) -> Value {
+        self.script(
+            "return [...document.querySelectorAll('main > section')].filter(s => s.scrollWidth > s.clientWidth).map(s => s.querySelector('h2').textContent + ' ' + s.scrollWidth + '/' + s.clientWidth);",
+        )
+    }
+
+    /// How many of the groups' dry-run buttons end beyond the window's right edge.
+    fn dry_run_buttons_out_of_view(&self) -> Value {
+        self.script(
+            "return [...document.querySelectorAll('button.dry-run')].filter(b => b.getBoundingClientRect().right > window.innerWidth).length;",
+        )
+    }
+
     /// Run a script in the page; its return value.
     fn script(&self, script: &str) -> Value {
         self.call(
@@ -261,11 +284,7 @@ fn dashboard_in_headless_chromium_shows_the_backend_and_redrives_a_group() {
     args.extend(["--dlq".to_string(), "orders-dlq".to_string()]);
     let (_server, url) = serve(&args);
     let driver = Driver::start();
-    driver.goto(&format!("{url}/"));
-    driver.wait_for(
-        "the page to load its data",
-        "return document.body.getAttribute('data-loaded') === '1';",
-    );
+    driver.load(&format!("{url}/"));
 
     // Panel 1: messages status, per class and in total.
     for class in ["auth", "validation", "timeout", "bad_payload", "dependency"] {
@@ -307,10 +326,11 @@ fn dashboard_in_headless_chromium_shows_the_backend_and_redrives_a_group() {
             "delayed"
         ])
     );
-    let overflowing = driver.script(
-        "return [...document.querySelectorAll('main > section')].filter(s => s.scrollWidth > s.clientWidth).map(s => s.querySelector('h2').textContent);",
+    assert_eq!(
+        driver.overflowing_panels(),
+        json!([]),
+        "panels wider than their box"
     );
-    assert_eq!(overflowing, json!([]), "panels wider than their box");
 
     // Failure groups: 3 auth of one fingerprint, 2 timeouts of another.
     assert_eq!(driver.text("#groups-total"), "5");
@@ -330,11 +350,7 @@ fn dashboard_in_headless_chromium_shows_the_backend_and_redrives_a_group() {
     assert_eq!(record["key"], key.as_str());
 
     // A group's dry run lists the group and changes nothing.
-    driver.goto(&format!("{url}/"));
-    driver.wait_for(
-        "reload",
-        "return document.body.getAttribute('data-loaded') === '1';",
-    );
+    driver.load(&format!("{url}/"));
     driver.click("tr.group[data-class='auth'] button.dry-run");
     assert_eq!(driver.text("#would-move"), "3");
     assert_eq!(fixture.depth("orders-dlq").0, 5, "a dry run moves nothing");
@@ -738,14 +754,7 @@ fn archived_records_on_the_dashboard_have_their_secrets_redacted() {
         "token expired; retried with password=hunter2",
         &["api_key=AKIAIOSFODNN7EXAMPLE"],
     );
-    run_ok(&mut fixture.cmd(&[
-        "run",
-        "--dlq",
-        "orders-dlq",
-        "--until-empty",
-        "--log-level",
-        "error",
-    ]));
+    fixture.heal();
     let listing: Value = serde_json::from_slice(
         &run_ok(&mut fixture.cmd(&[
             "archive", "list", "--json", "--class", "auth", "--limit", "0",
@@ -831,22 +840,16 @@ fn in_the_browser_long_errors_wrap_charts_label_their_bars_and_a_move_is_one_cli
     args.extend(["--dlq".to_string(), "orders-dlq".to_string()]);
     let (_server, url) = serve(&args);
     let driver = Driver::start();
-    driver.goto(&format!("{url}/"));
-    driver.wait_for(
-        "the page to load its data",
-        "return document.body.getAttribute('data-loaded') === '1';",
-    );
+    driver.load(&format!("{url}/"));
 
     // The long word wraps: no panel is wider than its box, and every group's dry-run button
     // is in the window.
-    let overflowing = driver.script(
-        "return [...document.querySelectorAll('main > section')].filter(s => s.scrollWidth > s.clientWidth).map(s => s.querySelector('h2').textContent);",
+    assert_eq!(
+        driver.overflowing_panels(),
+        json!([]),
+        "panels wider than their box"
     );
-    assert_eq!(overflowing, json!([]), "panels wider than their box");
-    let buttons_out_of_view = driver.script(
-        "return [...document.querySelectorAll('button.dry-run')].filter(b => b.getBoundingClientRect().right > window.innerWidth).length;",
-    );
-    assert_eq!(buttons_out_of_view, json!(0));
+    assert_eq!(driver.dry_run_buttons_out_of_view(), json!(0));
     // Each bar chart names its bars inside the drawing.
     let labels = driver.script(
         "return [...document.querySelectorAll('svg text.bar-label')].map(t => [t.textContent, t.getBBox().y + t.getBBox().height <= t.ownerSVGElement.viewBox.baseVal.height]);",
@@ -865,28 +868,20 @@ fn in_the_browser_long_errors_wrap_charts_label_their_bars_and_a_move_is_one_cli
         "/window/rect",
         json!({ "width": 400, "height": 1000 }),
     );
-    driver.goto(&format!("{url}/"));
-    driver.wait_for(
-        "the page to load its data",
-        "return document.body.getAttribute('data-loaded') === '1';",
+    driver.load(&format!("{url}/"));
+    assert!(driver.script("return window.innerWidth;").as_u64().unwrap() <= 400);
+    assert_eq!(
+        driver.overflowing_panels(),
+        json!([]),
+        "panels wider than their box"
     );
-    let narrow = driver.script(
-        "return [window.innerWidth, [...document.querySelectorAll('main > section')].filter(s => s.scrollWidth > s.clientWidth).map(s => s.querySelector('h2').textContent + ' ' + s.scrollWidth + '/' + s.clientWidth), [...document.querySelectorAll('button.dry-run')].filter(b => b.getBoundingClientRect().right > window.innerWidth).length];",
-    );
-    assert!(
-        narrow[0].as_u64().unwrap() <= 400 && narrow[1] == json!([]) && narrow[2] == 0,
-        "[width, panels overflowing, buttons out of view]: {narrow}"
-    );
+    assert_eq!(driver.dry_run_buttons_out_of_view(), json!(0));
     driver.call(
         "POST",
         "/window/rect",
         json!({ "width": 1400, "height": 1400 }),
     );
-    driver.goto(&format!("{url}/"));
-    driver.wait_for(
-        "the page to load its data",
-        "return document.body.getAttribute('data-loaded') === '1';",
-    );
+    driver.load(&format!("{url}/"));
 
     // A group whose queue is missing: the dry run shows why, and offers no move.
     driver.click("tr.group[data-class='dependency'] button.dry-run");

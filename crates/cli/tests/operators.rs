@@ -388,12 +388,8 @@ fn damage_archived_record(fixture: &operator_fixture::Fixture, entry: &Value) ->
 #[test]
 fn a_replay_with_a_limit_reads_the_archive_only_as_far_as_its_limit() {
     let fixture = build();
-    let listing: Value = serde_json::from_slice(
-        &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--class", "auth"])).stdout,
-    )
-    .unwrap();
-    let entries = listing.as_array().unwrap();
-    assert!(entries.len() >= 3, "{listing}");
+    let entries = fixture.archive_listing(&["--class", "auth"]);
+    assert!(entries.len() >= 3, "{entries:?}");
     // The oldest record is damaged: a replay that stops before it moves; one that reaches it
     // moves nothing.
     let damaged = damage_archived_record(&fixture, &entries[entries.len() - 1]["entry"]);
@@ -426,12 +422,8 @@ fn a_replay_with_a_limit_reads_the_archive_only_as_far_as_its_limit() {
 #[test]
 fn archive_lists_shows_and_replays_once() {
     let fixture = build();
-    let listing: Value = serde_json::from_slice(
-        &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--class", "auth"])).stdout,
-    )
-    .unwrap();
-    let entries = listing.as_array().unwrap();
-    assert!(entries.len() > 1, "{listing}");
+    let entries = fixture.archive_listing(&["--class", "auth"]);
+    assert!(entries.len() > 1, "{entries:?}");
     assert!(entries.iter().all(|e| e["entry"]["class"] == "auth"));
     // A listing cut by --limit says so; --limit 0 lists all.
     let footer = |limit: &str, filter: &[&str]| {
@@ -622,22 +614,9 @@ fn an_archived_message_keeps_the_fingerprint_that_inspect_and_its_alert_gave_it(
     inspected.sort();
     assert_eq!(inspected.len(), 2, "{inspection}");
 
-    run_ok(&mut fixture.cmd(&[
-        "run",
-        "--dlq",
-        "orders-dlq",
-        "--until-empty",
-        "--log-level",
-        "error",
-    ]));
-    let listing: Value = serde_json::from_slice(
-        &run_ok(&mut fixture.cmd(&["archive", "list", "--json", "--since", "1h", "--limit", "0"]))
-            .stdout,
-    )
-    .unwrap();
-    let mut archived: Vec<(String, String)> = listing
-        .as_array()
-        .unwrap()
+    fixture.heal();
+    let mut archived: Vec<(String, String)> = fixture
+        .archive_listing(&["--since", "1h", "--limit", "0"])
         .iter()
         .map(|e| {
             (
@@ -665,25 +644,8 @@ fn an_archived_message_keeps_the_fingerprint_that_inspect_and_its_alert_gave_it(
 fn archive_prune_removes_what_is_older_than_its_age_and_only_when_told_yes() {
     let fixture = build();
     // The demo archived on its simulated clock, a week ago; these are archived now.
-    run_ok(&mut fixture.cmd(&[
-        "run",
-        "--dlq",
-        "orders-dlq",
-        "--until-empty",
-        "--log-level",
-        "error",
-    ]));
-    let archived = |filter: &[&str]| -> Vec<Value> {
-        let listing: Value = serde_json::from_slice(
-            &run_ok(
-                &mut fixture
-                    .cmd(&[&["archive", "list", "--json", "--limit", "0"], filter].concat()),
-            )
-            .stdout,
-        )
-        .unwrap();
-        listing.as_array().unwrap().clone()
-    };
+    fixture.heal();
+    let archived = |filter: &[&str]| fixture.archive_listing(&[&["--limit", "0"], filter].concat());
     let files = || {
         walk_files(&fixture.archive)
             .into_iter()

@@ -69,6 +69,26 @@ impl Fixture {
         run_ok(&mut command);
     }
 
+    /// Heal orders-dlq until it is empty.
+    pub fn heal(&self) {
+        run_ok(&mut self.cmd(&[
+            "run",
+            "--dlq",
+            "orders-dlq",
+            "--until-empty",
+            "--log-level",
+            "error",
+        ]));
+    }
+
+    /// The entries `archive list --json` gives with `flags`.
+    pub fn archive_listing(&self, flags: &[&str]) -> Vec<serde_json::Value> {
+        let output = run_ok(&mut self.cmd(&[&["archive", "list", "--json"], flags].concat()));
+        let listing: serde_json::Value =
+            serde_json::from_slice(&output.stdout).expect("archive list --json prints JSON");
+        listing.as_array().expect("a JSON array").clone()
+    }
+
     /// Depth of a queue as `queue list` prints it: (visible, in flight, delayed).
     pub fn depth(&self, queue: &str) -> (u64, u64, u64) {
         let output = run_ok(bin().args(["queue", "--db"]).arg(&self.db).arg("list"));
