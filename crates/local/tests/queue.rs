@@ -4,7 +4,7 @@ mod common;
 
 use chrono::Duration;
 use common::Fixture;
-use dlq_healer_core::message::{Attribute, OutgoingMessage};
+use dlq_healer_core::message::{Attribute, OutgoingMessage, ReceivedMessage};
 use dlq_healer_core::ports::{MessageSource, QueueSender};
 use dlq_healer_local::queue::MAX_MESSAGE_BYTES;
 use dlq_healer_local::{LocalError, QueueDepth, QueueSettings};
@@ -366,15 +366,9 @@ async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
     assert_eq!(first.len(), 10);
     let batch = source.receive_batch(120, NOW, &|| false).await.unwrap();
     assert_eq!(batch.len(), 120);
-    let rest = source.receive_batch(1000, NOW, &|| false).await.unwrap();
+    let rest = receive_everything(&source).await;
     assert_eq!(rest.len(), 20);
-    assert!(
-        source
-            .receive_batch(1000, NOW, &|| false)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(receive_everything(&source).await.is_empty());
     let delivered: Vec<_> = first.iter().chain(&batch).chain(&rest).collect();
     let mut bodies: Vec<&[u8]> = delivered.iter().map(|m| m.body.as_slice()).collect();
     bodies.sort_unstable();
@@ -392,7 +386,7 @@ async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
 
     // After the visibility timeout: delivered again, counted, with new handles.
     fixture.clock.advance(Duration::seconds(31));
-    let again = source.receive_batch(1000, NOW, &|| false).await.unwrap();
+    let again = receive_everything(&source).await;
     assert_eq!(again.len(), 150);
     assert!(again.iter().all(|m| m.receive_count == 2));
     let stale = source
@@ -403,15 +397,13 @@ async fn receive_batch_hands_out_a_whole_batch_once_with_sqs_semantics() {
 
     // At maxReceiveCount, the receive redrives them instead of delivering a third time.
     fixture.clock.advance(Duration::seconds(31));
-    assert!(
-        source
-            .receive_batch(1000, NOW, &|| false)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(receive_everything(&source).await.is_empty());
     assert_eq!(queues.depth("orders").unwrap().total(), 0);
     assert_eq!(queues.depth("dlq").unwrap().visible, 150);
+}
+
+async fn receive_everything(source: &impl MessageSource) -> Vec<ReceivedMessage> {
+    source.receive_batch(1000, NOW, &|| false).await.unwrap()
 }
 
 #[tokio::test]
