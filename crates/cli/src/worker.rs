@@ -7,33 +7,45 @@ use dlq_healer_core::alert::DigestsDue;
 use dlq_healer_core::engine::{BatchReport, Engine, Tally};
 use dlq_healer_core::message::ReceivedMessage;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A flag the signal handler sets; the loop reads it between batches and stops waiting for an
 /// empty DLQ when it is set.
+///
+/// A signal sets `signalled` in the signal handler itself, so that a loop busy with a large
+/// batch on every worker thread of the runtime sees the stop at its next batch, and a second
+/// signal exits at once, without waiting for the runtime to poll a task; the task then wakes
+/// what waits on `requests` (a long poll, a pause between retries).
 #[derive(Debug, Clone)]
-pub struct Shutdown(Arc<tokio::sync::watch::Sender<bool>>);
+pub struct Shutdown {
+    requests: Arc<tokio::sync::watch::Sender<bool>>,
+    signalled: Arc<AtomicBool>,
+}
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Shutdown(Arc::new(tokio::sync::watch::Sender::new(false)))
+        Shutdown {
+            requests: Arc::new(tokio::sync::watch::Sender::new(false)),
+            signalled: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 
 impl Shutdown {
     /// Ask the loop to stop after the batch in hand.
     pub fn request(&self) {
-        self.0.send_replace(true);
+        self.requests.send_replace(true);
     }
 
     /// Whether a stop was asked for.
     pub fn requested(&self) -> bool {
-        *self.0.borrow()
+        *self.requests.borrow() || self.signalled.load(Ordering::SeqCst)
     }
 
     /// Wait until a stop is asked for.
     pub async fn wait(&self) {
-        let mut requests = self.0.subscribe();
+        let mut requests = self.requests.subscribe();
         // The sender lives as long as `self`, so the wait cannot fail.
         let _ = requests.wait_for(|&requested| requested).await;
     }
@@ -51,45 +63,76 @@ impl Shutdown {
         }
     }
 
-    /// Set the flag on SIGINT or SIGTERM; exit at once on a second one, as command line tools
-    /// do when a stop takes longer than the person waiting wants.
+    /// Set the flag on SIGINT or SIGTERM; exit at once with 130 on a second one, as command line
+    /// tools do when a stop takes longer than the person waiting wants. Called inside the
+    /// runtime.
     pub fn on_signals(&self) {
-        let flag = self.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!(
-                "stop requested: finishing what is in hand (a second SIGINT or SIGTERM stops at once)"
-            );
-            flag.request();
-            wait_for_signal().await;
-            tracing::warn!(
-                "stopped at once: messages received and not yet deleted come back after their \
-                 visibility timeout, and are not lost"
-            );
-            std::process::exit(130);
-        });
-    }
-}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            for kind in [SignalKind::interrupt(), SignalKind::terminate()] {
+                let signalled = self.signalled.clone();
+                let second_stops_at_once = move || {
+                    if signalled.swap(true, Ordering::SeqCst) {
+                        exit_from_signal_handler(130, STOPPED_AT_ONCE);
+                    }
+                };
+                // SAFETY: the action only swaps an atomic flag and, on a second signal, writes
+                // to stderr and calls `_exit`, all of which are async-signal-safe.
+                let registered = unsafe {
+                    signal_hook_registry::register(kind.as_raw_value(), second_stops_at_once)
+                };
+                if let Err(error) = registered {
+                    tracing::warn!(%error, "cannot handle {kind:?}: it ends the process at once");
+                }
             }
+            // Registered now, not when the task first runs, so that no signal goes unseen.
+            let (interrupt, terminate) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            );
+            let flag = self.clone();
+            tokio::spawn(async move {
+                let received = |stream: std::io::Result<tokio::signal::unix::Signal>| async move {
+                    match stream {
+                        Ok(mut stream) => stream.recv().await,
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = received(interrupt) => {}
+                    _ = received(terminate) => {}
+                }
+                tracing::info!(
+                    "stop requested: finishing what is in hand (a second SIGINT or SIGTERM stops at once)"
+                );
+                flag.request();
+            });
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let flag = self.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("stop requested: finishing what is in hand");
+                flag.request();
+            });
         }
     }
 }
 
-#[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+/// What a second signal prints on its way out.
+const STOPPED_AT_ONCE: &str = "stopped at once: messages received and not yet deleted come back after their visibility timeout, and are not lost\n";
+
+/// Write `note` to stderr and end the process with `code`, from inside a signal handler: no
+/// allocation, no lock, no destructor.
+#[cfg(unix)]
+fn exit_from_signal_handler(code: i32, note: &str) -> ! {
+    // SAFETY: write(2) on a static buffer and _exit(2) are async-signal-safe.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, note.as_ptr().cast(), note.len());
+        libc::_exit(code)
+    }
 }
 
 /// Totals of a run.

@@ -966,6 +966,53 @@ fn a_second_signal_stops_at_once_a_run_waiting_on_its_webhook() {
     );
 }
 
+/// With batches of 10,000 both heal loops can keep the runtime's threads busy from one batch to
+/// the next; the stop is still seen at the next batch, not when the DLQ is empty.
+#[cfg(unix)]
+#[test]
+fn a_stop_is_seen_at_the_next_batch_while_large_batches_keep_the_runtime_busy() {
+    let dir = scratch("busy-stop");
+    let db = dir.path().join("q.db");
+    run_ok(queue_command(&db).args(["create", "orders-dlq"]));
+    const LETTERS: i64 = 120_000;
+    load_failed_orders(&db, LETTERS as usize, "ValidationError: user missing");
+    let mut child = bin()
+        .arg("run")
+        .arg("--db")
+        .arg(&db)
+        .args(["--dlq", "orders-dlq", "--batch-size", "10000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let archived = || count(&db, "SELECT COUNT(*) FROM archive_index");
+    let started = std::time::Instant::now();
+    while archived() == 0 {
+        assert!(started.elapsed().as_secs() < 60, "the run never archived");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let left = queue_counts(&db, "orders-dlq");
+    assert_eq!(left[1], 0, "the batches in hand were finished: {stderr}");
+    assert!(
+        left[0] > 0,
+        "the run went on until the DLQ was empty: {stderr}"
+    );
+    assert_eq!(
+        left[0] as i64 + archived(),
+        LETTERS,
+        "each letter is in the DLQ or in the archive"
+    );
+}
+
 /// `run` draining `orders-dlq` of the local store at `db`, without waiting for more.
 fn drain_orders_dlq(db: &std::path::Path) -> Command {
     let mut command = bin();
@@ -1030,8 +1077,14 @@ fn seed_local_dlq(db: &std::path::Path, count: usize) -> std::collections::BTree
 /// Load `count` dead letters of orders that failed with 503 Service Unavailable, without a
 /// source queue in their context, into orders-dlq of the database at `db`.
 fn load_unavailable_orders(db: &std::path::Path, count: usize) {
+    load_failed_orders(db, count, "503 Service Unavailable");
+}
+
+/// Load `count` dead letters of orders that failed with `error`, without a source queue in
+/// their context, into orders-dlq of the database at `db`.
+fn load_failed_orders(db: &std::path::Path, count: usize, error: &str) {
     let lines: Vec<String> = (0..count)
-        .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"503 Service Unavailable"}}"#))
+        .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"{error}"}}"#))
         .collect();
     let mut load = queue_command(db)
         .args(["load", "orders-dlq"])
