@@ -23,6 +23,22 @@ pub struct LocalSettings {
     pub alert_window: chrono::Duration,
 }
 
+/// Refuse, at start, a webhook URL that no alert could ever be delivered to: one that is not
+/// an `http://` or `https://` URL with a host. The URL is not repeated: it is the webhook's
+/// credential.
+pub fn check_webhook_url(url: &str) -> Result<()> {
+    let usable = url::Url::parse(url)
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host());
+    if !usable {
+        bail!(
+            "the alert webhook URL (--webhook-url or ALERT_WEBHOOK_URL; not shown, as it is the \
+             webhook's credential) is not an http:// or https:// URL with a host: no alert \
+             could be delivered to it"
+        );
+    }
+    Ok(())
+}
+
 /// The opened local backend: every adapter over one store.
 pub struct LocalBackend {
     /// The SQLite store.
@@ -42,6 +58,9 @@ pub struct LocalBackend {
 impl LocalBackend {
     /// Open (creating when missing) the store and the archive directory.
     pub fn open(settings: &LocalSettings, clock: Arc<dyn Clock>) -> Result<LocalBackend> {
+        if let Some(url) = &settings.webhook_url {
+            check_webhook_url(url)?;
+        }
         let store = LocalStore::open_with_clock(&settings.db, clock)
             .with_context(|| format!("cannot open the local store {}", settings.db.display()))?;
         let archive =
@@ -112,4 +131,37 @@ pub fn default_archive_dir(db: &Path) -> PathBuf {
         .and_then(|s| s.to_str())
         .unwrap_or("dlq-healer");
     db.with_file_name(format!("{stem}-archive"))
+}
+
+#[cfg(test)]
+mod webhook_url_tests {
+    use super::check_webhook_url;
+
+    #[test]
+    fn a_webhook_url_is_http_or_https_with_a_host() {
+        for usable in [
+            "https://hooks.slack.com/services/T0/B0/secret",
+            "http://127.0.0.1:9000/hook",
+            "HTTPS://Example.com/x",
+        ] {
+            assert!(check_webhook_url(usable).is_ok(), "{usable}");
+        }
+        for unusable in [
+            "ftp://hooks.example.com/secret",
+            "not a url secret",
+            "https://",
+            "mailto:secret@example.com",
+            "",
+        ] {
+            let refusal = check_webhook_url(unusable).unwrap_err().to_string();
+            assert!(
+                refusal.contains("http:// or https://"),
+                "{unusable}: {refusal}"
+            );
+            assert!(
+                !refusal.contains("secret"),
+                "the URL is not repeated: {refusal}"
+            );
+        }
+    }
 }

@@ -248,7 +248,8 @@ enum Command {
         /// Prefix of archive objects.
         #[arg(long, default_value = "archive")]
         archive_prefix: String,
-        /// Slack-compatible webhook URL for alerts (they always go to the log as well).
+        /// Slack-compatible webhook URL for alerts, http:// or https:// (refused at start otherwise);
+        /// alerts always go to the log as well.
         #[arg(long, env = "ALERT_WEBHOOK_URL")]
         webhook_url: Option<String>,
         /// Seconds an alert fingerprint stays quiet after firing; repeats become one digest.
