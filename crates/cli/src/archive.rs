@@ -744,11 +744,7 @@ pub fn command(args: ArchiveArgs) -> Result<i32> {
                 } else {
                     print!("{}", crate::redrive::render(&report, "replay"));
                 }
-                Ok(if report.failed.is_empty() && report.stopped.is_none() {
-                    0
-                } else {
-                    1
-                })
+                Ok(crate::redrive::exit_code(&report))
             }
         }
     })

@@ -885,11 +885,15 @@ pub fn command(args: RedriveArgs) -> Result<i32> {
     } else {
         print!("{}", render(&report, "redrive"));
     }
-    Ok(if report.failed.is_empty() && report.stopped.is_none() {
-        0
-    } else {
-        1
-    })
+    Ok(exit_code(&report))
+}
+
+/// 1 when a selected message was not moved (or, in a dry run, would not be): its move failed,
+/// it has no target queue, or the run stopped early; else 0.
+pub fn exit_code(report: &MoveReport) -> i32 {
+    let all_moved =
+        report.failed.is_empty() && report.no_target.is_empty() && report.stopped.is_none();
+    if all_moved { 0 } else { 1 }
 }
 
 #[cfg(test)]

@@ -516,20 +516,28 @@ fn a_message_that_does_not_say_its_source_goes_back_only_to_the_one_queue_dead_l
     for dlq in ["shared-dlq", "own-dlq"] {
         queue(&["send", dlq, "--body", "{\"order\":1}"]);
     }
-    let dry_run = |dlq: &str| -> Value {
-        let output = run_ok(bin().args(["redrive", "--db"]).arg(&db).args([
-            "--dlq",
-            dlq,
-            "--dry-run",
-            "--json",
-        ]));
-        serde_json::from_slice(&output.stdout).unwrap()
+    // Exit code and report of a dry run on `dlq`.
+    let dry_run = |dlq: &str| -> (Option<i32>, Value) {
+        let output = bin()
+            .args(["redrive", "--db"])
+            .arg(&db)
+            .args(["--dlq", dlq, "--dry-run", "--json"])
+            .output()
+            .unwrap();
+        let report = serde_json::from_slice(&output.stdout).unwrap();
+        (output.status.code(), report)
     };
-    let shared = dry_run("shared-dlq");
+    let (code, shared) = dry_run("shared-dlq");
     assert_eq!(shared["moved"].as_array().unwrap().len(), 0, "{shared}");
     assert_eq!(shared["no_target"].as_array().unwrap().len(), 1, "{shared}");
-    let own = dry_run("own-dlq");
+    assert_eq!(
+        code,
+        Some(1),
+        "a message left for want of a target is not a success"
+    );
+    let (code, own) = dry_run("own-dlq");
     assert_eq!(own["moved"][0]["target"], "single", "{own}");
+    assert_eq!(code, Some(0), "{own}");
     // A dry run says which moves would fail for want of their queue, as the real run would.
     queue(&[
         "send",
@@ -627,16 +635,26 @@ fn an_archived_message_keeps_the_fingerprint_that_inspect_and_its_alert_gave_it(
         .collect();
     archived.sort();
     assert_eq!(archived, inspected);
+    // One with no target queue would stay where it is: exit 1, as the real replay.
     for (fingerprint, _) in &inspected {
-        let dry_run = run_ok(&mut fixture.cmd(&[
-            "archive",
-            "replay",
-            "--fingerprint",
-            fingerprint,
-            "--dry-run",
-        ]));
+        let dry_run = fixture
+            .cmd(&[
+                "archive",
+                "replay",
+                "--fingerprint",
+                fingerprint,
+                "--dry-run",
+            ])
+            .output()
+            .unwrap();
         let text = String::from_utf8_lossy(&dry_run.stdout);
         assert!(text.contains("of 1 selected"), "{fingerprint}: {text}");
+        let has_target = text.contains("; 0 without a target queue");
+        assert_eq!(
+            dry_run.status.code(),
+            Some(i32::from(!has_target)),
+            "{text}"
+        );
     }
 }
 
