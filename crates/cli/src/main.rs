@@ -234,7 +234,9 @@ enum Command {
         /// process dies mid-batch.
         #[arg(long, default_value_t = RUN_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch_size: u32,
-        /// Drain the DLQ, then exit 0 (for cron jobs and scripts).
+        /// Drain the DLQ, then exit: 0 when every message was handled; 1 when one stayed in the
+        /// DLQ or the DLQ could no longer be read; 2 when the DLQ cannot be read at start (for
+        /// cron jobs and scripts).
         #[arg(long)]
         until_empty: bool,
         /// Long-poll wait for an empty DLQ, in seconds (0 to 20): 20 unless --until-empty, 1 with

@@ -345,11 +345,21 @@ pub async fn heal_concurrently(
     total
 }
 
+/// Receives a drain (`until_empty`) tries in a row, waiting 0.2 s, 0.4 s, ... 25.6 s between
+/// them, before it gives up on a DLQ it cannot read (an endpoint that does not answer); a worker
+/// without `until_empty` retries for as long as it runs, every 30 s at most.
+pub const DRAIN_RECEIVE_TRIES: usize = 8;
+
+/// The wait after a failed receive, doubled after each further one; a millisecond in unit tests,
+/// which would otherwise wait out the drain's tries.
+const FIRST_RETRY: Duration = Duration::from_millis(if cfg!(test) { 1 } else { 200 });
+
 /// Heal batches until the DLQ is empty (with `until_empty`) or a shutdown is requested; a batch
 /// received before the request is healed too.
 pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutdown) -> RunSummary {
     let mut summary = RunSummary::default();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = FIRST_RETRY;
+    let mut failed_in_a_row = 0;
     let mut received: Option<Received> = None;
     while received.is_some() || !shutdown.requested() {
         let answer = match received.take() {
@@ -367,8 +377,15 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
                 tracing::error!(%error, "receive from the DLQ failed, and retrying will not help; stopping the drain");
                 break;
             }
+            Err(error) if settings.until_empty && failed_in_a_row + 1 >= DRAIN_RECEIVE_TRIES => {
+                summary.receive_errors += 1;
+                summary.gave_up = true;
+                tracing::error!(%error, "receive from the DLQ failed {DRAIN_RECEIVE_TRIES} times in a row; stopping the drain");
+                break;
+            }
             Err(error) => {
                 summary.receive_errors += 1;
+                failed_in_a_row += 1;
                 tracing::warn!(%error, "receive from the DLQ failed; retrying in {backoff:?}");
                 if shutdown
                     .unless_requested(tokio::time::sleep(backoff))
@@ -381,7 +398,8 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
                 continue;
             }
         };
-        backoff = Duration::from_millis(200);
+        backoff = FIRST_RETRY;
+        failed_in_a_row = 0;
         if batch.is_empty() {
             if let Err(error) = engine.send_alert_digests(DigestsDue::OfClosedWindows).await {
                 tracing::warn!(%error, "sending alert digests failed");
@@ -424,10 +442,12 @@ mod tests {
     /// The DLQ, counting receives and asking for a shutdown at the `stop_at`th. A receive that
     /// finds nothing waits out its `wait`, as a long poll on an empty queue does; from the
     /// `slow_from`th on, a receive's answer takes 50 ms to arrive after it took its messages, as
-    /// over a network; once `gone`, every receive fails as on a deleted queue.
+    /// over a network; once `gone`, every receive fails as on a deleted queue, and while
+    /// `unreachable`, as on an endpoint that does not answer.
     struct CountingDlq {
         inner: Arc<MemoryQueue>,
         gone: std::sync::atomic::AtomicBool,
+        unreachable: std::sync::atomic::AtomicBool,
         receives: AtomicUsize,
         stop_at: usize,
         slow_from: AtomicUsize,
@@ -454,6 +474,9 @@ mod tests {
                     "dlq",
                     "the queue does not exist",
                 ));
+            }
+            if self.unreachable.load(Ordering::SeqCst) {
+                return Err(PortError::retryable("receive", "dlq", "connection refused"));
             }
             let messages = self.inner.receive(max, wait).await?;
             if messages.is_empty() {
@@ -508,6 +531,7 @@ mod tests {
             inner: queues.queue("dlq"),
             receives: AtomicUsize::new(0),
             gone: Default::default(),
+            unreachable: Default::default(),
             stop_at,
             slow_from: AtomicUsize::new(usize::MAX),
             shutdown: shutdown.clone(),
@@ -670,6 +694,42 @@ mod tests {
         .expect("the drain does not retry a queue that is gone");
         assert!(summary.gave_up);
         assert_eq!(summary.receive_errors, 1);
+    }
+
+    #[tokio::test]
+    async fn a_drain_gives_up_on_a_dlq_it_cannot_reach_and_a_worker_does_not() {
+        let (engine, dlq, shutdown) = world(5, usize::MAX).await;
+        dlq.unreachable.store(true, Ordering::SeqCst);
+        let summary = tokio::time::timeout(
+            Duration::from_secs(10),
+            heal_loop(&engine, settings(10), &shutdown),
+        )
+        .await
+        .expect("the drain does not retry for ever");
+        assert!(summary.gave_up);
+        assert_eq!(summary.receive_errors, DRAIN_RECEIVE_TRIES);
+
+        let (engine, dlq, shutdown) = world(5, usize::MAX).await;
+        dlq.unreachable.store(true, Ordering::SeqCst);
+        let worker = LoopSettings {
+            until_empty: false,
+            ..settings(10)
+        };
+        let stop = shutdown.clone();
+        let healing = tokio::spawn(async move { heal_loop(&engine, worker, &shutdown).await });
+        let receives = || dlq.receives.load(Ordering::SeqCst);
+        while receives() <= DRAIN_RECEIVE_TRIES {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        dlq.unreachable.store(false, Ordering::SeqCst);
+        let reachable_from = receives();
+        while receives() < reachable_from + 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.request();
+        let summary = healing.await.unwrap();
+        assert!(!summary.gave_up, "a worker keeps retrying");
+        assert_eq!(summary.tally.requeued, 5, "and heals once the DLQ answers");
     }
 
     #[tokio::test]
