@@ -22,7 +22,15 @@ pub fn message_from_line(line: &str) -> Result<ReceivedMessage, String> {
 
 /// The fields of one input line, which must be a JSON object.
 pub fn fields_of_line(line: &str) -> Result<Map<String, Value>, String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("line is not JSON: {e}"))?;
+    if line.trim().is_empty() {
+        return Err("the line is blank; give a JSON object".into());
+    }
+    let value: Value = serde_json::from_str(line).map_err(|e| {
+        // serde's position is within the line: "at line 1 column 7" would name the wrong line.
+        let reason = e.to_string();
+        let reason = reason.rsplit_once(" at line ").map_or(&*reason, |(r, _)| r);
+        format!("line is not JSON: {reason} at column {}", e.column())
+    })?;
     let Value::Object(fields) = value else {
         return Err("line is not a JSON object".into());
     };
@@ -331,7 +339,10 @@ mod tests {
             out[0],
             json!({"class": "auth", "action": "alert+archive", "rule": "auth"})
         );
-        assert!(out[1]["error"].as_str().unwrap().starts_with("line 2:"));
+        assert_eq!(
+            out[1]["error"], "line 2: line is not JSON: expected ident at column 2",
+            "the position is the column within the line"
+        );
         assert!(
             out[2]["error"]
                 .as_str()
@@ -346,7 +357,10 @@ mod tests {
                 .contains("attribute \"x\"")
         );
         assert!(out[5]["error"].as_str().unwrap().contains("receive_count"));
-        assert!(out[6]["error"].is_string());
+        assert_eq!(
+            out[6]["error"],
+            "line 7: the line is blank; give a JSON object"
+        );
         assert_eq!(out[7]["class"], "bad_payload", "an empty body is not JSON");
     }
 

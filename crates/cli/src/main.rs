@@ -298,6 +298,11 @@ enum Command {
     /// Peek at a DLQ without consuming it: failures grouped by class and fingerprint.
     Inspect(inspect::InspectArgs),
     /// Move selected messages from a DLQ back to their source queue (dry run, rate, resumable).
+    ///
+    /// Without a selection (--class, --fingerprint, --source, --since, --until, --key,
+    /// --keys-file, --where) every message of the DLQ is moved: see it first with --dry-run.
+    /// Exits 0 when every selected message was moved, 1 when one was not (its move failed, it
+    /// has no target queue, or the run stopped early), 2 on a usage or configuration error.
     Redrive(redrive::RedriveArgs),
     /// List, show and replay archived messages.
     Archive(archive::ArchiveArgs),

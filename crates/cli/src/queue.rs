@@ -286,8 +286,8 @@ pub async fn run(settings: LocalSettings, action: QueueAction) -> Result<()> {
 }
 
 /// Send the messages of JSON Lines `input` to `queue`, ten to a batch; how many were sent. The
-/// first line that cannot be read or sent stops it, with an error that says which lines were
-/// sent.
+/// first line that cannot be read stops it after the lines before it are sent, and the first that
+/// cannot be sent stops it too, each with an error that says which lines were sent.
 async fn load(
     queues: &dyn QueueSender,
     queue: &str,
@@ -299,6 +299,8 @@ async fn load(
     loop {
         let next = lines.next();
         let at_end = next.is_none();
+        // A line that cannot be read: the lines before it are sent, and the load stops there.
+        let mut bad_line = None;
         if let Some((index, line)) = next {
             let number = index + 1;
             let line = line.with_context(|| {
@@ -309,46 +311,60 @@ async fn load(
             if line.trim().is_empty() {
                 continue;
             }
-            let message = outgoing_of_line(&line).map_err(|why| {
-                let unsent_from = batch.first().map_or(number, |(n, _)| *n);
-                anyhow::anyhow!(
-                    "line {number}: {why}; the {sent} {} before line {unsent_from} were sent, none from it on",
-                    crate::noun(sent, "message", "messages")
-                )
-            })?;
-            batch.push((number, message));
-            if batch.len() < 10 {
-                continue;
+            match outgoing_of_line(&line) {
+                Ok(message) => {
+                    batch.push((number, message));
+                    if batch.len() < 10 {
+                        continue;
+                    }
+                }
+                Err(why) => bad_line = Some(format!("line {number}: {why}")),
             }
         }
-        if batch.is_empty() {
-            return Ok(sent);
+        if !batch.is_empty() {
+            sent = send_batch(queues, queue, &batch, sent).await?;
+            batch.clear();
         }
-        let messages: Vec<OutgoingMessage> = batch.iter().map(|(_, m)| m.clone()).collect();
-        let results = queues
-            .send(queue, &messages)
-            .await
-            .with_context(|| format!("sending to {queue} ({sent} messages sent before)"))?;
-        let mut failed = Vec::new();
-        for ((number, _), result) in batch.iter().zip(results) {
-            match result {
-                Ok(_) => sent += 1,
-                Err(error) => failed.push(format!("line {number}: {error}")),
-            }
-        }
-        if !failed.is_empty() {
+        if let Some(bad_line) = bad_line {
             bail!(
-                "{}; {sent} {} sent, up to line {}, and none after it",
-                failed.join("; "),
-                crate::noun(sent, "message", "messages"),
-                batch.last().map_or(0, |(n, _)| *n)
+                "{bad_line}; the {sent} {} of the lines before it were sent, none from it on",
+                crate::noun(sent, "message", "messages")
             );
         }
-        batch.clear();
         if at_end {
             return Ok(sent);
         }
     }
+}
+
+/// Send one batch of `queue load`'s lines; the count sent so far, `sent` before it.
+async fn send_batch(
+    queues: &dyn QueueSender,
+    queue: &str,
+    batch: &[(usize, OutgoingMessage)],
+    mut sent: usize,
+) -> Result<usize> {
+    let messages: Vec<OutgoingMessage> = batch.iter().map(|(_, m)| m.clone()).collect();
+    let results = queues
+        .send(queue, &messages)
+        .await
+        .with_context(|| format!("sending to {queue} ({sent} messages sent before)"))?;
+    let mut failed = Vec::new();
+    for ((number, _), result) in batch.iter().zip(results) {
+        match result {
+            Ok(_) => sent += 1,
+            Err(error) => failed.push(format!("line {number}: {error}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{}; {sent} {} sent, up to line {}, and none after it",
+            failed.join("; "),
+            crate::noun(sent, "message", "messages"),
+            batch.last().map_or(0, |(n, _)| *n)
+        );
+    }
+    Ok(sent)
 }
 
 /// The message to send for one line of `queue load`.

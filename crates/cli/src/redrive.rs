@@ -41,7 +41,8 @@ pub struct MoveOptions {
     pub to: Option<String>,
     /// List what would move; change nothing.
     pub dry_run: bool,
-    /// At most this many messages per second.
+    /// At most this many messages per second, on average; as fast as the queues take them when
+    /// absent.
     pub rate: Option<f64>,
     /// Start slow and double the rate every this long while nothing comes back to the DLQ.
     pub ramp: Option<Duration>,
@@ -716,7 +717,8 @@ pub struct MoveArgs {
     /// List what would move; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// At most this many messages per second.
+    /// At most this many messages per second, on average; as fast as the queues take them when
+    /// absent.
     #[arg(long, value_name = "N")]
     pub rate: Option<f64>,
     /// With --rate: start at a tenth of it and double every STEP (default 30s) while moved

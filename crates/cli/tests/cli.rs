@@ -562,16 +562,16 @@ fn queue_load_sends_json_lines_in_batches_and_stops_at_a_bad_line_and_purge_want
     assert_eq!(inspection["classes"][0]["class"], "auth", "{inspection}");
     assert_eq!(inspection["classes"][0]["count"], 23, "{inspection}");
 
-    // A bad line stops the load; the batches before it were sent, the one in hand was not.
+    // A bad line stops the load; every line before it was sent.
     let mut bad: Vec<String> = (0..12).map(|n| format!(r#"{{"body":"{n}"}}"#)).collect();
     bad.push(r#"{"body":"late","delay_seconds":901}"#.into());
     std::fs::write(&file, bad.join("\n")).unwrap();
     let stderr = refused(queue().args(["load", "orders-dlq"]).arg(&file));
     assert!(
-        stderr.contains("line 13: delay_seconds must be 0 to 900, not 901; the 10 messages before line 11 were sent"),
+        stderr.contains("line 13: delay_seconds must be 0 to 900, not 901; the 12 messages of the lines before it were sent, none from it on"),
         "{stderr}"
     );
-    assert_eq!(queue_counts(&db, "orders-dlq"), [33, 0, 1]);
+    assert_eq!(queue_counts(&db, "orders-dlq"), [35, 0, 1]);
 
     std::fs::write(&file, r#"{"bdy":"typo"}"#).unwrap();
     let stderr = refused(queue().args(["load", "orders-dlq"]).arg(&file));
@@ -582,16 +582,16 @@ fn queue_load_sends_json_lines_in_batches_and_stops_at_a_bad_line_and_purge_want
 
     let stderr = refused(queue().args(["purge", "orders-dlq"]));
     assert!(
-        stderr.contains("deletes its 34 messages for good") && stderr.contains("--yes"),
+        stderr.contains("deletes its 36 messages for good") && stderr.contains("--yes"),
         "{stderr}"
     );
     assert_eq!(
         queue_counts(&db, "orders-dlq"),
-        [33, 0, 1],
+        [35, 0, 1],
         "nothing deleted"
     );
     let output = run_ok(queue().args(["purge", "orders-dlq", "--yes"]));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 34 messages"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("deleted 36 messages"));
     assert_eq!(queue_counts(&db, "orders-dlq"), [0, 0, 0]);
 }
 

@@ -460,7 +460,7 @@ impl RuleSet {
         if own_rules == 0 && !file.settings.extend_defaults {
             return Err(error_at(
                 "",
-                "the file has no [[rule]] entries; add at least one, or leave out --rules to use the defaults".into(),
+                "the file has no [[rule]] entries; add at least one, or set extend_defaults = true under [settings] to keep the shipped rules (and change only policies), or leave out --rules to use the defaults".into(),
             ));
         }
         let mut policies = PolicyTable::default();
