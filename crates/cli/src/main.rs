@@ -235,8 +235,8 @@ enum Command {
         #[arg(long, default_value_t = RUN_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch_size: u32,
         /// Drain the DLQ, then exit: 0 when every message was handled; 1 when one stayed in the
-        /// DLQ or the DLQ could no longer be read; 2 when the DLQ cannot be read at start (for
-        /// cron jobs and scripts).
+        /// DLQ, or the DLQ could not be read (8 receives in a row failed, about a minute); 2 when
+        /// it is missing or refused at start (for cron jobs and scripts).
         #[arg(long)]
         until_empty: bool,
         /// Long-poll wait for an empty DLQ, in seconds (0 to 20): 20 unless --until-empty, 1 with

@@ -138,7 +138,7 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
     let shutdown = Shutdown::default();
     shutdown.on_signals();
     // The DLQ first: credentials it refuses would fail every other lookup too.
-    let keep_alive = keep_alive_for(&engine, options.until_empty).await?;
+    let keep_alive = keep_alive_for(&engine).await?;
     if let Some((clients, resources)) = &aws_resources {
         aws::refuse_missing_resources(clients, resources, options.main_queue.as_deref()).await?;
     }
@@ -251,9 +251,10 @@ fn refuse_aws_names_on_local(dlq: &str) -> Result<()> {
 /// The keep-alive for the DLQ's visibility timeout, read once at start; SQS's default timeout
 /// when it cannot be read.
 /// A DLQ that cannot be read for a reason that will not pass (it does not exist, access is
-/// denied) is refused here, before any loop starts polling it; so is, for a drain
-/// (`until_empty`), one that cannot be read for now (an endpoint that does not answer).
-async fn keep_alive_for(engine: &Engine, until_empty: bool) -> Result<Option<KeepAlive>> {
+/// denied) is refused here, before any loop starts polling it. One that cannot be read for now
+/// (a 503, an endpoint that does not answer) is left to the loop, which retries it, and in a
+/// drain gives up after [`worker::DRAIN_RECEIVE_TRIES`] failed receives in a row.
+async fn keep_alive_for(engine: &Engine) -> Result<Option<KeepAlive>> {
     Ok(match engine.ports().dlq.visibility_timeout().await {
         Ok(Some(timeout)) => {
             let keep_alive = KeepAlive::for_visibility_timeout(timeout);
@@ -268,12 +269,7 @@ async fn keep_alive_for(engine: &Engine, until_empty: bool) -> Result<Option<Kee
         Err(error) if !error.retryable => {
             anyhow::bail!("cannot heal the DLQ: {error}")
         }
-        Err(error) if until_empty => {
-            anyhow::bail!(
-                "cannot drain the DLQ: it cannot be read now ({error}); a worker without \
-                 --until-empty would keep retrying"
-            )
-        }
+
         Err(error) => {
             tracing::warn!(%error, "cannot read the DLQ's visibility timeout; keeping batches invisible as for SQS's default of 30 seconds");
             Some(KeepAlive::default())
