@@ -235,8 +235,9 @@ enum Command {
         #[arg(long, default_value_t = RUN_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch_size: u32,
         /// Drain the DLQ, then exit: 0 when every message was handled; 1 when one stayed in the
-        /// DLQ, or the DLQ could not be read (8 receives in a row failed, about a minute); 2 when
-        /// it is missing or refused at start (for cron jobs and scripts).
+        /// DLQ, a signal stopped the drain first, or the DLQ could not be read (8 receives in a
+        /// row failed, about a minute); 2 when it is missing or refused at start (for cron jobs
+        /// and scripts).
         #[arg(long)]
         until_empty: bool,
         /// Long-poll wait for an empty DLQ, in seconds (0 to 20): 20 unless --until-empty, 1 with
@@ -525,7 +526,12 @@ fn dispatch(command: Command) -> Result<i32> {
             };
             let summary = runtime()?.block_on(run::run(options))?;
             Ok(
-                if (summary.tally.failed > 0 || summary.gave_up) && until_empty {
+                if until_empty
+                    && (summary.tally.failed > 0
+                        || summary.gave_up
+                        || summary.stopped_early
+                        || summary.blocked_in_fifo_groups > 0)
+                {
                     1
                 } else {
                     0

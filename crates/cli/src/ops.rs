@@ -40,6 +40,25 @@ pub struct ArchivedEntry {
     pub reference: String,
 }
 
+/// `record`, read at `entry`'s reference, if it is the record the index says is there: a file
+/// or object changed since it was indexed (lines reordered, another batch's written over it)
+/// would otherwise show, and replay, another message under this key.
+fn the_indexed_record(entry: &ArchivedEntry, record: ArchiveRecord) -> Result<ArchiveRecord> {
+    if record.key != entry.key || record.attempt != entry.attempt {
+        bail!(
+            "the archived record at {} holds the key {} (attempt {}), not {} (attempt {}) as the \
+             index says: the archive file or object was changed after it was written; restore \
+             it, or leave the key out with a narrower filter",
+            entry.reference,
+            record.key,
+            record.attempt,
+            entry.key,
+            entry.attempt
+        );
+    }
+    Ok(record)
+}
+
 /// Which archived messages to list.
 #[derive(Debug, Clone, Default)]
 pub struct ArchiveQuery {
@@ -358,14 +377,15 @@ impl Operator for LocalOperator {
 
     async fn fetch_archived(&self, entry: &ArchivedEntry) -> Result<ArchiveRecord> {
         let reference: ArchiveRef = entry.reference.parse().map_err(|e: String| anyhow!(e))?;
-        self.backend.archive.fetch(&reference).await.map_err(|e| {
+        let record = self.backend.archive.fetch(&reference).await.map_err(|e| {
             anyhow!(
                 "cannot read the archived record of {} ({e}); check --archive-dir (now {}) or restore the file, \
                  or leave the key out with a narrower filter",
                 entry.key,
                 self.backend.archive.root().display()
             )
-        })
+        })?;
+        the_indexed_record(entry, record)
     }
 
     async fn recent_decisions(&self, limit: usize) -> Result<Vec<LedgerRecord>> {
@@ -697,13 +717,14 @@ impl Operator for AwsOperator {
     async fn fetch_archived(&self, entry: &ArchivedEntry) -> Result<ArchiveRecord> {
         let reference: ArchiveRef = entry.reference.parse().map_err(|e: String| anyhow!(e))?;
         let archive = S3Archive::new(self.clients.s3.clone(), self.bucket()?);
-        archive.fetch(&reference).await.map_err(|e| {
+        let record = archive.fetch(&reference).await.map_err(|e| {
             anyhow!(
                 "cannot read the archived record of {} ({e}); check --archive-bucket or restore the object, \
                  or leave the key out with a narrower filter",
                 entry.key
             )
-        })
+        })?;
+        the_indexed_record(entry, record)
     }
 
     async fn recent_decisions(&self, limit: usize) -> Result<Vec<LedgerRecord>> {

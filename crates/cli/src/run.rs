@@ -161,28 +161,56 @@ pub async fn run(options: RunOptions) -> Result<worker::RunSummary> {
         keep_alive,
     };
     let engine = Arc::new(engine);
-    let summary =
+    let mut summary =
         worker::heal_concurrently(engine.clone(), settings, &shutdown, options.concurrency).await;
     drop(retention_sweeper);
     // Repeats held back in a window would wait for the window's next alert to be reported.
     if let Err(error) = engine.send_alert_digests(DigestsDue::HeldBackNow).await {
         tracing::warn!(%error, "sending the alert digests held back failed; they go out when their windows next alert");
     }
-    if let Some(backend) = local_backend {
+    if let Some(backend) = &local_backend {
         backend.alerter.wait_for_webhooks(Duration::from_secs(10));
+        if options.until_empty && !summary.stopped_early && !summary.gave_up {
+            summary.blocked_in_fifo_groups = blocked_in_fifo_groups(backend, &options.dlq)?;
+        }
     }
     let t = summary.tally;
     eprintln!(
-        "healed {} {}: {} requeued, {} parked, {} archived, {} already handled, {} failed (left in the DLQ)",
+        "healed {} {}: {} requeued, {} parked, {} archived, {} already handled, {} failed (left in the DLQ){}",
         summary.batches,
         crate::noun(summary.batches, "batch", "batches"),
         t.requeued,
         t.parked,
         t.archived,
         t.duplicates,
-        t.failed
+        t.failed,
+        if summary.stopped_early {
+            "; stopped before the DLQ was empty".to_string()
+        } else if summary.blocked_in_fifo_groups > 0 {
+            format!(
+                "; {} left visible behind messages of their FIFO groups that are in flight (parked until their retry is due): run again then",
+                summary.blocked_in_fifo_groups
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(summary)
+}
+
+/// The messages still visible in `dlq` after a drain found nothing to receive, when it is a
+/// FIFO queue: a receive skips a group while a message of it is in flight, so a message parked
+/// until its retry is due holds back the rest of its group. 0 for a standard queue.
+fn blocked_in_fifo_groups(backend: &LocalBackend, dlq: &str) -> Result<u64> {
+    let fifo = backend
+        .queues
+        .queue_settings(dlq)?
+        .is_some_and(|settings| settings.fifo);
+    Ok(if fifo {
+        backend.queues.depth(dlq)?.visible
+    } else {
+        0
+    })
 }
 
 /// Where `run` re-queues the messages of `dlq` that do not say their source, without

@@ -145,8 +145,13 @@ pub struct RunSummary {
     /// Receives that failed.
     pub receive_errors: usize,
     /// Whether a drain (`until_empty`) stopped at a receive error that retrying will not cure
-    /// (the DLQ is gone, access is denied), with the DLQ perhaps not empty.
+    /// (the DLQ is gone, access is denied) or after [`DRAIN_RECEIVE_TRIES`] failed receives in a
+    /// row, with the DLQ perhaps not empty.
     pub gave_up: bool,
+    /// Whether a drain was stopped (by a signal) before it found the DLQ empty.
+    pub stopped_early: bool,
+    /// Messages a drain of a FIFO DLQ left visible behind in-flight messages of their groups.
+    pub blocked_in_fifo_groups: u64,
 }
 
 impl RunSummary {
@@ -154,6 +159,7 @@ impl RunSummary {
         self.batches += other.batches;
         self.receive_errors += other.receive_errors;
         self.gave_up |= other.gave_up;
+        self.stopped_early |= other.stopped_early;
         self.tally.requeued += other.tally.requeued;
         self.tally.parked += other.tally.parked;
         self.tally.archived += other.tally.archived;
@@ -360,6 +366,7 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
     let mut summary = RunSummary::default();
     let mut backoff = FIRST_RETRY;
     let mut failed_in_a_row = 0;
+    let mut found_empty = false;
     let mut received: Option<Received> = None;
     while received.is_some() || !shutdown.requested() {
         let answer = match received.take() {
@@ -405,6 +412,7 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
                 tracing::warn!(%error, "sending alert digests failed");
             }
             if settings.until_empty {
+                found_empty = true;
                 break;
             }
             continue;
@@ -418,6 +426,7 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
         }
         summary.add(&report);
     }
+    summary.stopped_early = settings.until_empty && !found_empty && !summary.gave_up;
     summary
 }
 
@@ -595,6 +604,7 @@ mod tests {
         let summary = heal_loop(&engine, settings(10), &shutdown).await;
         assert_eq!(summary.batches, 3);
         assert_eq!(summary.tally.requeued, 25);
+        assert!(!summary.stopped_early, "it found the DLQ empty");
         // Three batches and the empty receive that ends the run, nothing more.
         assert_eq!(dlq.receives.load(Ordering::SeqCst), 4);
         assert_eq!(left_in(&dlq).await, 0);
@@ -654,6 +664,10 @@ mod tests {
             (summary.batches, summary.tally.requeued),
             (1, 20),
             "the messages of both receives are healed, not left in flight"
+        );
+        assert!(
+            summary.stopped_early,
+            "a drain stopped before the DLQ was empty says so"
         );
         assert_eq!(
             dlq.receives.load(Ordering::SeqCst),

@@ -1013,6 +1013,56 @@ fn a_stop_is_seen_at_the_next_batch_while_large_batches_keep_the_runtime_busy() 
     );
 }
 
+/// A FIFO DLQ hands out no message of a group while an earlier one is parked: a drain that
+/// finds nothing more to receive says how many it left behind them, and exits 1.
+#[test]
+fn a_drain_of_a_fifo_dlq_says_what_it_left_behind_parked_groups() {
+    let dir = scratch("fifo-drain");
+    let db = dir.path().join("q.db");
+    let queue = || queue_command(&db);
+    run_ok(queue().args(["create", "orders-dlq.fifo", "--fifo"]));
+    run_ok(queue().args([
+        "create",
+        "orders.fifo",
+        "--fifo",
+        "--dlq",
+        "orders-dlq.fifo",
+        "--max-receive-count",
+        "3",
+    ]));
+    let lines: Vec<String> = (0..30)
+        .map(|n| format!(r#"{{"body":"{{\"order\":{n}}}","error":"Task timed out after 30.00 seconds","group_id":"customer-1"}}"#))
+        .collect();
+    let file = dir.path().join("letters.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    run_ok(queue().args(["load", "orders-dlq.fifo"]).arg(&file));
+    let output = bin()
+        .arg("run")
+        .arg("--db")
+        .arg(&db)
+        .args([
+            "--dlq",
+            "orders-dlq.fifo",
+            "--until-empty",
+            "--batch-size",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // Parked for a random part of the backoff: some of the batch may be visible again by now.
+    let note = stderr
+        .split("; ")
+        .find_map(|part| part.strip_suffix(" left visible behind messages of their FIFO groups that are in flight (parked until their retry is due): run again then\n"))
+        .unwrap_or_else(|| panic!("no note of what was left: {stderr}"));
+    let left: u64 = note.parse().unwrap();
+    assert!((20..=30).contains(&left), "{stderr}");
+    let dlq = queue_counts(&db, "orders-dlq.fifo");
+    let requeued = queue_counts(&db, "orders.fifo")[0];
+    assert_eq!(dlq[0] + dlq[1] + requeued, 30, "every letter is somewhere");
+}
+
 /// `run` draining `orders-dlq` of the local store at `db`, without waiting for more.
 fn drain_orders_dlq(db: &std::path::Path) -> Command {
     let mut command = bin();

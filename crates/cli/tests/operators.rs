@@ -386,6 +386,48 @@ fn damage_archived_record(fixture: &operator_fixture::Fixture, entry: &Value) ->
 }
 
 #[test]
+fn a_record_is_shown_and_replayed_only_under_its_own_key_when_its_file_was_reordered() {
+    let fixture = build();
+    let entries = fixture.archive_listing(&["--limit", "0"]);
+    let place = |entry: &Value| {
+        let (object, line) = entry["entry"]["reference"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('#')
+            .unwrap();
+        (object.to_string(), line.parse::<usize>().unwrap())
+    };
+    // An archive file of two records or more, its first two lines swapped.
+    let (object, _) = entries
+        .iter()
+        .map(place)
+        .find(|(_, line)| *line == 2)
+        .expect("a file of two records");
+    let key_at = |wanted: usize| {
+        entries
+            .iter()
+            .find(|e| place(e) == (object.clone(), wanted))
+            .map(|e| e["entry"]["key"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let (first, second) = (key_at(1), key_at(2));
+    let path = fixture.archive.join(&object);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.swap(0, 1);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    fails_with(
+        &mut fixture.cmd(&["archive", "show", &first]),
+        &[&format!("holds the key {second}"), &format!("not {first}")],
+    );
+    fails_with(
+        &mut fixture.cmd(&["archive", "replay", "--key", &first, "--dry-run"]),
+        &[&format!("holds the key {second}")],
+    );
+}
+
+#[test]
 fn a_replay_with_a_limit_reads_the_archive_only_as_far_as_its_limit() {
     let fixture = build();
     let entries = fixture.archive_listing(&["--class", "auth"]);
