@@ -445,30 +445,37 @@ fn the_only<T>(mut items: Vec<T>) -> Option<T> {
     }
 }
 
-/// The move journal of the local backend: a table of its own in the SQLite file.
+/// The move journal of the local backend: a table of its own in the SQLite file, made by the
+/// first move recorded.
 pub struct LocalJournal {
     connection: Mutex<rusqlite::Connection>,
 }
 
+const CREATE_JOURNAL: &str = "CREATE TABLE IF NOT EXISTS operator_journal (
+    id TEXT PRIMARY KEY, target TEXT NOT NULL, new_message_id TEXT NOT NULL, at TEXT NOT NULL)";
+
 impl LocalJournal {
-    /// Open (creating the table when missing) the journal in the store at `db`.
+    /// Open the journal in the store at `db`. Nothing is written: a dry run or a listing reads
+    /// the journal without waiting for another process's write, as creating its table would.
     pub fn open(db: &std::path::Path) -> Result<Self> {
         let connection = rusqlite::Connection::open(db)
             .with_context(|| format!("cannot open the move journal in {}", db.display()))?;
         connection
             .busy_timeout(Duration::from_secs(30))
             .context("setting the journal's busy timeout")?;
-        connection
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS operator_journal (
-                    id TEXT PRIMARY KEY, target TEXT NOT NULL, new_message_id TEXT NOT NULL,
-                    at TEXT NOT NULL)",
-            )
-            .with_context(|| format!("cannot create the move journal in {}", db.display()))?;
         Ok(LocalJournal {
             connection: Mutex::new(connection),
         })
     }
+}
+
+/// Whether the journal's table exists yet.
+fn journal_exists(connection: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'operator_journal')",
+        [],
+        |row| row.get(0),
+    )
 }
 
 fn journal_error(operation: &str) -> impl Fn(rusqlite::Error) -> PortError + '_ {
@@ -479,6 +486,9 @@ fn journal_error(operation: &str) -> impl Fn(rusqlite::Error) -> PortError + '_ 
 impl Journal for LocalJournal {
     async fn done(&self, ids: &[String]) -> Result<HashSet<String>, PortError> {
         let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        if !journal_exists(&connection).map_err(journal_error("read"))? {
+            return Ok(HashSet::new());
+        }
         let mut statement = connection
             .prepare_cached(
                 "SELECT j.id FROM json_each(?1) AS w JOIN operator_journal AS j ON j.id = w.value",
@@ -493,7 +503,11 @@ impl Journal for LocalJournal {
 
     async fn record(&self, entries: &[JournalEntry]) -> Result<(), PortError> {
         let mut connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = connection.transaction().map_err(journal_error("write"))?;
+        let tx = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(journal_error("write"))?;
+        tx.execute_batch(CREATE_JOURNAL)
+            .map_err(journal_error("write"))?;
         {
             let mut statement = tx
                 .prepare_cached(

@@ -427,6 +427,30 @@ fn a_record_is_shown_and_replayed_only_under_its_own_key_when_its_file_was_reord
     );
 }
 
+/// In WAL a reader does not wait for a writer: the read-only commands answer while another
+/// process holds a write transaction (they waited 5 s for it and failed, naming the schema).
+#[test]
+fn read_only_commands_answer_while_another_process_holds_a_write() {
+    let fixture = build();
+    let holder = rusqlite::Connection::open(&fixture.db).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for words in [
+        &["stats"][..],
+        &["queue", "list"],
+        &["inspect", "--dlq", "orders-dlq"],
+        &["archive", "list"],
+        &["redrive", "--dlq", "orders-dlq", "--dry-run"],
+    ] {
+        let output = fixture.cmd(words).output().unwrap();
+        assert!(
+            matches!(output.status.code(), Some(0 | 1)),
+            "{words:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    holder.execute_batch("ROLLBACK").unwrap();
+}
+
 #[test]
 fn a_replay_with_a_limit_reads_the_archive_only_as_far_as_its_limit() {
     let fixture = build();

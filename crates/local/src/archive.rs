@@ -13,6 +13,7 @@ use dlq_healer_core::records::{ArchiveBatch, ArchiveRecord, ArchiveRef};
 use rusqlite::{Row, params};
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Where one archived record is, as the index knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,63 @@ const PRUNED_PER_TRANSACTION: usize = 500;
 pub struct LocalArchive {
     store: LocalStore,
     root: PathBuf,
+    /// The file read last, kept for the next record of it: readers go through the index in
+    /// file order, so each file is read once rather than once a record.
+    last_read: Arc<Mutex<Option<ReadFile>>>,
+}
+
+/// An archive file as read, with where each of its lines starts.
+#[derive(Debug)]
+struct ReadFile {
+    path: PathBuf,
+    /// Its length and modification time when read: a file written over since is read again.
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    contents: Vec<u8>,
+    /// The non-empty lines, as ranges of `contents`.
+    lines: Vec<std::ops::Range<usize>>,
+}
+
+impl ReadFile {
+    fn read(path: &Path) -> std::io::Result<ReadFile> {
+        let contents = std::fs::read(path)?;
+        let metadata = std::fs::metadata(path)?;
+        let mut lines = Vec::new();
+        let mut start = 0;
+        for (index, byte) in contents.iter().enumerate() {
+            if *byte == b'\n' {
+                if index > start {
+                    lines.push(start..index);
+                }
+                start = index + 1;
+            }
+        }
+        if contents.len() > start {
+            lines.push(start..contents.len());
+        }
+        Ok(ReadFile {
+            path: path.to_path_buf(),
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+            contents,
+            lines,
+        })
+    }
+
+    /// Whether this is still what `path` holds, as far as its metadata tells.
+    fn is_current(&self, path: &Path) -> bool {
+        self.path == path
+            && std::fs::metadata(path)
+                .is_ok_and(|m| m.len() == self.len && m.modified().ok() == self.modified)
+    }
+
+    /// Line `number` (from 1), if it has one.
+    fn line(&self, number: u32) -> Option<&[u8]> {
+        let index = usize::try_from(number).ok()?.checked_sub(1)?;
+        self.lines
+            .get(index)
+            .map(|range| &self.contents[range.clone()])
+    }
 }
 
 fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<ArchiveEntry> {
@@ -91,7 +149,11 @@ impl LocalArchive {
             path: root.clone(),
             source,
         })?;
-        Ok(LocalArchive { store, root })
+        Ok(LocalArchive {
+            store,
+            root,
+            last_read: Arc::default(),
+        })
     }
 
     /// The directory archived objects are written under.
@@ -387,42 +449,42 @@ impl LocalArchive {
         let path = self
             .object_path(&reference.object)
             .map_err(|e| e.into_port("fetch", &target))?;
-        let contents = match std::fs::read(&path) {
-            Ok(contents) => contents,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(PortError::permanent(
-                    "fetch",
-                    &target,
-                    format!("the archive file {} does not exist", path.display()),
-                ));
-            }
-            Err(e) => {
-                return Err(PortError::retryable(
-                    "fetch",
-                    &target,
-                    format!("cannot read the archive file {}: {e}", path.display()),
-                ));
-            }
-        };
-        let line = (reference.line as usize)
-            .checked_sub(1)
-            .and_then(|index| {
-                contents
-                    .split(|b| *b == b'\n')
-                    .filter(|l| !l.is_empty())
-                    .nth(index)
-            })
-            .ok_or_else(|| {
-                PortError::permanent(
-                    "fetch",
-                    &target,
-                    format!(
-                        "the archive file {} has no line {}",
-                        path.display(),
-                        reference.line
-                    ),
-                )
-            })?;
+        let mut last_read = self.last_read.lock().unwrap_or_else(|e| e.into_inner());
+        if !last_read
+            .as_ref()
+            .is_some_and(|file| file.is_current(&path))
+        {
+            *last_read = None;
+            *last_read = Some(match ReadFile::read(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(PortError::permanent(
+                        "fetch",
+                        &target,
+                        format!("the archive file {} does not exist", path.display()),
+                    ));
+                }
+                Err(e) => {
+                    return Err(PortError::retryable(
+                        "fetch",
+                        &target,
+                        format!("cannot read the archive file {}: {e}", path.display()),
+                    ));
+                }
+            });
+        }
+        let file = last_read.as_ref().expect("read above");
+        let line = file.line(reference.line).ok_or_else(|| {
+            PortError::permanent(
+                "fetch",
+                &target,
+                format!(
+                    "the archive file {} has no line {}",
+                    path.display(),
+                    reference.line
+                ),
+            )
+        })?;
         serde_json::from_slice(line).map_err(|e| {
             PortError::permanent(
                 "fetch",

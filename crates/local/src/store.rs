@@ -439,6 +439,14 @@ impl LocalStore {
 
     fn migrate(&self) -> Result<(), LocalError> {
         let path = self.inner.path.clone();
+        // Read first: a store of this version needs no write, so a command opening it does not
+        // wait for a writer of another process (in WAL, readers do not).
+        let current = self.read("read the schema version of", "the store", |tx| {
+            tx.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+        })? == SCHEMA_VERSION;
+        if current {
+            return Ok(());
+        }
         self.write("check the schema version of", "the store", |tx| {
             let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
             if found > SCHEMA_VERSION {

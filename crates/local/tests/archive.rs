@@ -94,6 +94,13 @@ async fn a_damaged_line_is_a_clear_error_naming_file_and_line() {
         })
         .await
         .unwrap();
+    let second = ArchiveRef {
+        object: object.clone(),
+        line: 2,
+    };
+    // Read whole before the damage: the file read is kept for the next record, and must not be
+    // taken for the file once it was written over.
+    assert_eq!(archive.fetch(&second).await.unwrap().key, "k2");
     let path = archive.object_path(&object).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let first = text.lines().next().unwrap().to_string();
@@ -108,13 +115,7 @@ async fn a_damaged_line_is_a_clear_error_naming_file_and_line() {
             .await
             .is_ok()
     );
-    let error = archive
-        .fetch(&ArchiveRef {
-            object: object.clone(),
-            line: 2,
-        })
-        .await
-        .unwrap_err();
+    let error = archive.fetch(&second).await.unwrap_err();
     assert!(!error.retryable);
     assert!(error.message.contains("line 2"), "{error}");
     assert!(error.message.contains("b.jsonl"), "{error}");
