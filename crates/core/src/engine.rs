@@ -583,9 +583,19 @@ impl Engine {
                 .iter()
                 .map(|&i| self.requeue_message(&plans[i], i, now))
                 .collect();
-            let results = match self.ports.queues.send(&queue, &outgoing).await {
-                Ok(results) => results,
-                Err(error) => vec![Err(error); outgoing.len()],
+            let results = if same_queue(&queue, self.ports.dlq.queue_id()) {
+                // A source that names the DLQ itself: the message would only come back here.
+                let refusal = PortError::permanent(
+                    "send",
+                    &queue,
+                    "it is the DLQ being healed, so the message would only come back to it",
+                );
+                vec![Err(refusal); outgoing.len()]
+            } else {
+                match self.ports.queues.send(&queue, &outgoing).await {
+                    Ok(results) => results,
+                    Err(error) => vec![Err(error); outgoing.len()],
+                }
             };
             for (&index, result) in indices.iter().zip(results) {
                 let plan = &mut plans[index];
@@ -1352,3 +1362,32 @@ impl Plan {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether two queue references (a name, a queue URL or an ARN) name the same queue: the same
+/// name, in the same account where both say one.
+pub fn same_queue(a: &str, b: &str) -> bool {
+    let (name_a, account_a) = queue_name_and_account(a);
+    let (name_b, account_b) = queue_name_and_account(b);
+    name_a == name_b && (account_a.is_none() || account_b.is_none() || account_a == account_b)
+}
+
+/// The name a queue reference ends in, and the account it names, if it names one: an ARN
+/// (`arn:aws:sqs:REGION:ACCOUNT:NAME`), a URL (`https://HOST/ACCOUNT/NAME`) or a bare name.
+fn queue_name_and_account(reference: &str) -> (&str, Option<&str>) {
+    let reference = reference.trim_end_matches('/');
+    if let Some(rest) = reference.strip_prefix("arn:") {
+        let parts: Vec<&str> = rest.split(':').collect();
+        if let [_, _, _, account, name] = parts[..] {
+            return (name, Some(account).filter(|a| !a.is_empty()));
+        }
+    }
+    if let Some((_, path)) = reference.split_once("://") {
+        let mut segments = path.rsplit('/');
+        let name = segments.next().unwrap_or(path);
+        let account = segments
+            .next()
+            .filter(|segment| !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()));
+        return (name, account);
+    }
+    (reference, None)
+}

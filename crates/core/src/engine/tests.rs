@@ -644,6 +644,49 @@ async fn a_send_failure_is_retried_later_and_a_missing_queue_archives() {
 }
 
 #[tokio::test]
+async fn a_source_that_names_the_dlq_itself_is_not_re_queued_into_it() {
+    let w = world();
+    let dead = dead_letter_for(
+        &fresh(b"{\"order\":12}"),
+        ErrorInfo::message("503 Service Unavailable"),
+        "c",
+        "arn:aws:sqs:us-east-1:123456789012:dlq",
+        w.clock.now(),
+    );
+    w.queues.send("dlq", &[dead]).await.unwrap();
+    let report = w.heal_all().await;
+    assert!(
+        matches!(report.messages[0].outcome, Outcome::Archived { .. }),
+        "{:?}",
+        report.messages[0].outcome
+    );
+    assert!(
+        w.queues.messages("dlq").is_empty(),
+        "nothing went back into the DLQ"
+    );
+    let reason = &w.archive.records()[0].reason;
+    assert!(reason.contains("it is the DLQ being healed"), "{reason}");
+    assert_eq!(w.alerter.sent().len(), 1, "a person is told");
+}
+
+#[test]
+fn queue_references_name_the_same_queue_by_name_and_account() {
+    use crate::engine::same_queue;
+    let url = "https://sqs.us-east-1.amazonaws.com/123456789012/orders-dlq";
+    let arn = "arn:aws:sqs:us-east-1:123456789012:orders-dlq";
+    assert!(same_queue(url, arn));
+    assert!(same_queue("orders-dlq", arn));
+    assert!(same_queue("orders-dlq", url));
+    assert!(same_queue("orders-dlq", "orders-dlq"));
+    assert!(!same_queue("orders", url));
+    assert!(!same_queue(
+        "arn:aws:sqs:us-east-1:999999999999:orders-dlq",
+        url
+    ));
+    assert!(!same_queue("orders-dlq.fifo", "orders-dlq"));
+}
+
+#[tokio::test]
 async fn unknown_source_uses_the_default_target_or_archives() {
     let native = ReceivedMessage {
         redrive_source: None,
