@@ -360,11 +360,19 @@ pub const DRAIN_RECEIVE_TRIES: usize = 8;
 /// which would otherwise wait out the drain's tries.
 const FIRST_RETRY: Duration = Duration::from_millis(if cfg!(test) { 1 } else { 200 });
 
+/// The wait after the `failed_in_a_row`th failed receive in a row (from 1): [`FIRST_RETRY`],
+/// doubled for each before it, 30 s at most.
+fn retry_wait(failed_in_a_row: usize) -> Duration {
+    let doublings = u32::try_from(failed_in_a_row.saturating_sub(1)).unwrap_or(u32::MAX);
+    FIRST_RETRY
+        .saturating_mul(1 << doublings.min(16))
+        .min(Duration::from_secs(30))
+}
+
 /// Heal batches until the DLQ is empty (with `until_empty`) or a shutdown is requested; a batch
 /// received before the request is healed too.
 pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutdown) -> RunSummary {
     let mut summary = RunSummary::default();
-    let mut backoff = FIRST_RETRY;
     let mut failed_in_a_row = 0;
     let mut found_empty = false;
     let mut received: Option<Received> = None;
@@ -378,21 +386,21 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
         };
         let batch = match answer {
             Ok(batch) => batch,
-            Err(error) if !error.retryable && settings.until_empty => {
-                summary.receive_errors += 1;
-                summary.gave_up = true;
-                tracing::error!(%error, "receive from the DLQ failed, and retrying will not help; stopping the drain");
-                break;
-            }
-            Err(error) if settings.until_empty && failed_in_a_row + 1 >= DRAIN_RECEIVE_TRIES => {
-                summary.receive_errors += 1;
-                summary.gave_up = true;
-                tracing::error!(%error, "receive from the DLQ failed {DRAIN_RECEIVE_TRIES} times in a row; stopping the drain");
-                break;
-            }
             Err(error) => {
                 summary.receive_errors += 1;
                 failed_in_a_row += 1;
+                if settings.until_empty
+                    && (!error.retryable || failed_in_a_row >= DRAIN_RECEIVE_TRIES)
+                {
+                    summary.gave_up = true;
+                    if error.retryable {
+                        tracing::error!(%error, "receive from the DLQ failed {DRAIN_RECEIVE_TRIES} times in a row; stopping the drain");
+                    } else {
+                        tracing::error!(%error, "receive from the DLQ failed, and retrying will not help; stopping the drain");
+                    }
+                    break;
+                }
+                let backoff = retry_wait(failed_in_a_row);
                 tracing::warn!(%error, "receive from the DLQ failed; retrying in {backoff:?}");
                 if shutdown
                     .unless_requested(tokio::time::sleep(backoff))
@@ -401,11 +409,9 @@ pub async fn heal_loop(engine: &Engine, settings: LoopSettings, shutdown: &Shutd
                 {
                     break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
-        backoff = FIRST_RETRY;
         failed_in_a_row = 0;
         if batch.is_empty() {
             if let Err(error) = engine.send_alert_digests(DigestsDue::OfClosedWindows).await {
@@ -708,6 +714,14 @@ mod tests {
         .expect("the drain does not retry a queue that is gone");
         assert!(summary.gave_up);
         assert_eq!(summary.receive_errors, 1);
+    }
+
+    #[test]
+    fn the_wait_after_a_failed_receive_doubles_up_to_thirty_seconds() {
+        assert_eq!(retry_wait(1), FIRST_RETRY);
+        assert_eq!(retry_wait(2), FIRST_RETRY * 2);
+        assert_eq!(retry_wait(4), FIRST_RETRY * 8);
+        assert!(retry_wait(usize::MAX) <= Duration::from_secs(30));
     }
 
     #[tokio::test]

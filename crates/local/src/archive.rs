@@ -70,8 +70,12 @@ struct ReadFile {
 
 impl ReadFile {
     fn read(path: &Path) -> std::io::Result<ReadFile> {
-        let contents = std::fs::read(path)?;
-        let metadata = std::fs::metadata(path)?;
+        use std::io::Read;
+        // The metadata of the file read, not of whatever the path holds a moment later.
+        let mut file = std::fs::File::open(path)?;
+        let metadata = file.metadata()?;
+        let mut contents = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+        file.read_to_end(&mut contents)?;
         let mut lines = Vec::new();
         let mut start = 0;
         for (index, byte) in contents.iter().enumerate() {

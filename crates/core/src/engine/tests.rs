@@ -600,14 +600,12 @@ async fn a_send_failure_is_retried_later_and_a_missing_queue_archives() {
     assert_eq!(w.queues.messages("dlq").len(), 1);
     w.queues.fail_send.set(false);
 
-    let dead = dead_letter_for(
-        &fresh(b"{\"order\":10}"),
-        ErrorInfo::message("503 Service Unavailable"),
-        "c",
+    w.fail_from(
         "gone-queue",
-        w.clock.now(),
-    );
-    w.queues.send("dlq", &[dead]).await.unwrap();
+        &fresh(b"{\"order\":10}"),
+        "503 Service Unavailable",
+    )
+    .await;
     w.clock.advance(Duration::minutes(1));
     let report = w.heal_all().await;
     let outcomes: Vec<&Outcome> = report.messages.iter().map(|r| &r.outcome).collect();
@@ -646,14 +644,12 @@ async fn a_send_failure_is_retried_later_and_a_missing_queue_archives() {
 #[tokio::test]
 async fn a_source_that_names_the_dlq_itself_is_not_re_queued_into_it() {
     let w = world();
-    let dead = dead_letter_for(
-        &fresh(b"{\"order\":12}"),
-        ErrorInfo::message("503 Service Unavailable"),
-        "c",
+    w.fail_from(
         "arn:aws:sqs:us-east-1:123456789012:dlq",
-        w.clock.now(),
-    );
-    w.queues.send("dlq", &[dead]).await.unwrap();
+        &fresh(b"{\"order\":12}"),
+        "503 Service Unavailable",
+    )
+    .await;
     let report = w.heal_all().await;
     assert!(
         matches!(report.messages[0].outcome, Outcome::Archived { .. }),
